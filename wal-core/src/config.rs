@@ -1,0 +1,111 @@
+//! The WAL's configuration: named defaults with a sentence each, validated at start-up.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::WalError;
+
+/// A block is cut once this many bytes are buffered (Woodpecker uses 2-4 MiB).
+pub const DEFAULT_FLUSH_MAX_BYTES: usize = 4 << 20;
+/// Upper bound on how long an accepted entry waits before its block is cut, when every upload
+/// slot is busy. With a free slot, waiting data is uploaded at once (group commit).
+pub const DEFAULT_FLUSH_MAX_AGE_MS: u64 = 200;
+/// Uploads in flight per writer; bounds memory and object-store concurrency.
+pub const DEFAULT_MAX_INFLIGHT_UPLOADS: usize = 4;
+/// Accepted-but-not-durable bytes per writer; appends wait (backpressure) beyond this.
+pub const DEFAULT_MAX_BUFFERED_BYTES: usize = 64 << 20;
+/// Attempts per block upload before its appends fail with a retriable error.
+pub const DEFAULT_UPLOAD_ATTEMPTS: u32 = 6;
+pub const DEFAULT_RETRY_BACKOFF_MS: u64 = 50;
+pub const DEFAULT_RETRY_BACKOFF_MAX_MS: u64 = 2_000;
+/// How long a metadata commit is retried before the writer gives up and must be reopened.
+pub const DEFAULT_COMMIT_TIMEOUT_MS: u64 = 30_000;
+/// A segment rolls after this many bytes ...
+pub const DEFAULT_SEGMENT_MAX_BYTES: u64 = 256 << 20;
+/// ... or this age (so retention can delete whole segments of slow logs) ...
+pub const DEFAULT_SEGMENT_MAX_AGE_MS: u64 = 60 * 60 * 1000;
+/// ... or this many blocks (bounds the size of its index).
+pub const DEFAULT_SEGMENT_MAX_BLOCKS: u32 = 10_000;
+/// Recent durable entries kept in memory per log for tail readers.
+pub const DEFAULT_TAIL_CACHE_BYTES: usize = 32 << 20;
+/// Decoded blocks kept per log for readers that catch up from object storage.
+pub const DEFAULT_BLOCK_CACHE_BLOCKS: usize = 8;
+/// Largest accepted entry.
+pub const DEFAULT_MAX_ENTRY_BYTES: usize = 64 << 20;
+/// How often the cleaner deletes segments below each log's start.
+pub const DEFAULT_CLEANER_INTERVAL_MS: u64 = 30_000;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WalConfig {
+    pub flush_max_bytes: usize,
+    pub flush_max_age_ms: u64,
+    pub max_inflight_uploads: usize,
+    pub max_buffered_bytes: usize,
+    pub upload_attempts: u32,
+    pub retry_backoff_ms: u64,
+    pub retry_backoff_max_ms: u64,
+    pub commit_timeout_ms: u64,
+    pub segment_max_bytes: u64,
+    pub segment_max_age_ms: u64,
+    pub segment_max_blocks: u32,
+    pub tail_cache_bytes: usize,
+    pub block_cache_blocks: usize,
+    pub max_entry_bytes: usize,
+    pub cleaner_interval_ms: u64,
+}
+
+impl Default for WalConfig {
+    fn default() -> Self {
+        WalConfig {
+            flush_max_bytes: DEFAULT_FLUSH_MAX_BYTES,
+            flush_max_age_ms: DEFAULT_FLUSH_MAX_AGE_MS,
+            max_inflight_uploads: DEFAULT_MAX_INFLIGHT_UPLOADS,
+            max_buffered_bytes: DEFAULT_MAX_BUFFERED_BYTES,
+            upload_attempts: DEFAULT_UPLOAD_ATTEMPTS,
+            retry_backoff_ms: DEFAULT_RETRY_BACKOFF_MS,
+            retry_backoff_max_ms: DEFAULT_RETRY_BACKOFF_MAX_MS,
+            commit_timeout_ms: DEFAULT_COMMIT_TIMEOUT_MS,
+            segment_max_bytes: DEFAULT_SEGMENT_MAX_BYTES,
+            segment_max_age_ms: DEFAULT_SEGMENT_MAX_AGE_MS,
+            segment_max_blocks: DEFAULT_SEGMENT_MAX_BLOCKS,
+            tail_cache_bytes: DEFAULT_TAIL_CACHE_BYTES,
+            block_cache_blocks: DEFAULT_BLOCK_CACHE_BLOCKS,
+            max_entry_bytes: DEFAULT_MAX_ENTRY_BYTES,
+            cleaner_interval_ms: DEFAULT_CLEANER_INTERVAL_MS,
+        }
+    }
+}
+
+impl WalConfig {
+    pub fn validate(&self) -> Result<(), WalError> {
+        let bad = |m: &str| Err(WalError::Config(m.to_string()));
+        if self.flush_max_bytes == 0 || self.flush_max_bytes > u32::MAX as usize / 2 {
+            return bad("flush_max_bytes must be in 1..2GiB");
+        }
+        if self.flush_max_age_ms == 0 {
+            return bad("flush_max_age_ms must be positive");
+        }
+        if self.max_inflight_uploads == 0 || self.max_inflight_uploads > 256 {
+            return bad("max_inflight_uploads must be in 1..=256");
+        }
+        if self.max_buffered_bytes < self.flush_max_bytes {
+            return bad("max_buffered_bytes must be at least flush_max_bytes");
+        }
+        if self.max_entry_bytes == 0 || self.max_entry_bytes > self.max_buffered_bytes || self.max_entry_bytes > u32::MAX as usize / 2 {
+            return bad("max_entry_bytes must be positive and at most max_buffered_bytes");
+        }
+        if self.upload_attempts == 0 {
+            return bad("upload_attempts must be at least 1");
+        }
+        if self.retry_backoff_ms == 0 || self.retry_backoff_max_ms < self.retry_backoff_ms {
+            return bad("retry_backoff_ms must be positive and at most retry_backoff_max_ms");
+        }
+        if self.segment_max_bytes == 0 || self.segment_max_age_ms == 0 || self.segment_max_blocks == 0 {
+            return bad("segment limits must be positive");
+        }
+        if self.cleaner_interval_ms == 0 || self.commit_timeout_ms == 0 {
+            return bad("cleaner_interval_ms and commit_timeout_ms must be positive");
+        }
+        Ok(())
+    }
+}

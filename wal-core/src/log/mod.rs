@@ -1,0 +1,324 @@
+//! The log API: create, open, list and delete logs; writers, readers, truncation, cleaning.
+//!
+//! # Metadata layout (keys in the [`MetaStore`])
+//! - `logid`: the last log id handed out (a counter advanced by compare-and-swap);
+//! - `log/{name}`: [`LogMeta`] (id, start offset after truncation);
+//! - `epoch/{name}`: the writer epoch. Opening a writer bumps it by CAS; every commit of that
+//!   writer compares the key's revision, so a newer writer fences every older one;
+//! - `seg/{name}/{segment:010}`: [`SegmentMeta`] (epoch, offset range, state).
+//!
+//! # Object layout (keys in the [`ObjectStore`])
+//! `logs/{log_id:016x}/{segment:010}-e{epoch}/{base:020}-{end:020}.blk` for blocks, and `.../index`
+//! for the index of a sealed segment. Blocks are created with put-if-absent; a block is part of
+//! the log only once a metadata commit has moved its segment's `end_offset` past it.
+
+mod cleaner;
+mod reader;
+mod recovery;
+mod shared;
+mod writer;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use serde::{Deserialize, Serialize};
+
+pub use reader::LogReader;
+pub use writer::LogWriter;
+
+use crate::config::WalConfig;
+use crate::error::{MetaError, Result, WalError};
+use crate::meta::{Compare, MetaStore, Op, Txn};
+use crate::storage::ObjectStore;
+use shared::LogShared;
+
+/// A log's durable description.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogMeta {
+    pub id: u64,
+    pub name: String,
+    pub created_ms: u64,
+    /// Offsets below this were truncated.
+    pub start_offset: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SegmentState {
+    Active,
+    Sealed,
+}
+
+/// A segment's durable description. `end_offset` is the durable end: every offset below it is
+/// in a stored block.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SegmentMeta {
+    pub id: u64,
+    pub epoch: u64,
+    pub base_offset: u64,
+    pub end_offset: u64,
+    pub bytes: u64,
+    pub blocks: u32,
+    pub max_timestamp: i64,
+    pub state: SegmentState,
+    pub created_ms: u64,
+}
+
+/// What [`Wal::log_info`] reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogInfo {
+    pub name: String,
+    pub id: u64,
+    pub start_offset: u64,
+    /// The durable end (next offset to be assigned once everything in flight is durable).
+    pub end_offset: u64,
+    pub segments: usize,
+    pub bytes: u64,
+}
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+pub(crate) mod keys {
+    pub fn log(name: &str) -> String {
+        format!("log/{name}")
+    }
+    pub fn epoch(name: &str) -> String {
+        format!("epoch/{name}")
+    }
+    pub fn segments(name: &str) -> String {
+        format!("seg/{name}/")
+    }
+    pub fn segment(name: &str, id: u64) -> String {
+        format!("seg/{name}/{id:010}")
+    }
+    pub const LOG_ID: &str = "logid";
+    pub fn log_objects(log_id: u64) -> String {
+        format!("logs/{log_id:016x}/")
+    }
+    pub fn segment_objects(log_id: u64, seg: u64, epoch: u64) -> String {
+        format!("logs/{log_id:016x}/{seg:010}-e{epoch}/")
+    }
+    pub fn block(log_id: u64, seg: u64, epoch: u64, base: u64, end: u64) -> String {
+        format!("{}{base:020}-{end:020}.blk", segment_objects(log_id, seg, epoch))
+    }
+    pub fn index(log_id: u64, seg: u64, epoch: u64) -> String {
+        format!("{}index", segment_objects(log_id, seg, epoch))
+    }
+    /// Parses `{base:020}-{end:020}.blk` at the end of a block key.
+    pub fn parse_block(key: &str) -> Option<(u64, u64)> {
+        let name = key.rsplit('/').next()?.strip_suffix(".blk")?;
+        let (b, e) = name.split_once('-')?;
+        Some((b.parse().ok()?, e.parse().ok()?))
+    }
+}
+
+pub(crate) fn decode_json<T: for<'de> Deserialize<'de>>(key: &str, v: &[u8]) -> Result<T> {
+    serde_json::from_slice(v).map_err(|e| WalError::Meta(MetaError::Permanent { op: "decode", message: format!("{key}: {e}") }))
+}
+
+pub(crate) fn json<T: Serialize>(v: &T) -> Bytes {
+    Bytes::from(serde_json::to_vec(v).expect("metadata serializes"))
+}
+
+/// Log names: what Kafka allows in topic names plus a partition suffix.
+pub fn validate_log_name(name: &str) -> Result<()> {
+    if name.is_empty() || name.len() > 249 + 12 || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
+        return Err(WalError::InvalidArgument(format!("invalid log name {name:?}")));
+    }
+    Ok(())
+}
+
+pub(crate) struct WalInner {
+    pub store: Arc<dyn ObjectStore>,
+    pub meta: Arc<dyn MetaStore>,
+    pub cfg: WalConfig,
+    pub logs: DashMap<String, Arc<LogShared>>,
+}
+
+/// The entry point: one per process, shared by writers and readers of every log.
+#[derive(Clone)]
+pub struct Wal {
+    inner: Arc<WalInner>,
+}
+
+impl Wal {
+    pub fn new(store: Arc<dyn ObjectStore>, meta: Arc<dyn MetaStore>, cfg: WalConfig) -> Result<Wal> {
+        cfg.validate()?;
+        Ok(Wal { inner: Arc::new(WalInner { store, meta, cfg, logs: DashMap::new() }) })
+    }
+
+    pub fn config(&self) -> &WalConfig {
+        &self.inner.cfg
+    }
+    pub fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.inner.store
+    }
+    pub fn meta(&self) -> &Arc<dyn MetaStore> {
+        &self.inner.meta
+    }
+
+    /// Creates a log; [`WalError::LogExists`] when the name is taken.
+    pub async fn create_log(&self, name: &str) -> Result<LogMeta> {
+        validate_log_name(name)?;
+        let meta = &self.inner.meta;
+        loop {
+            let counter = meta.get(keys::LOG_ID).await?;
+            let (rev, last) = match &counter {
+                Some(kv) => (kv.mod_revision, std::str::from_utf8(&kv.value).ok().and_then(|s| s.parse::<u64>().ok()).unwrap_or(0)),
+                None => (0, 0),
+            };
+            let id = last + 1;
+            let lm = LogMeta { id, name: name.to_string(), created_ms: now_ms(), start_offset: 0 };
+            let r = meta
+                .txn(
+                    Txn::new()
+                        .when(Compare::ModRevision(keys::LOG_ID.into(), rev))
+                        .when(Compare::ModRevision(keys::log(name), 0))
+                        .then(Op::put(keys::LOG_ID, id.to_string()))
+                        .then(Op::put(keys::log(name), json(&lm))),
+                )
+                .await?;
+            if r.succeeded {
+                return Ok(lm);
+            }
+            if meta.get(&keys::log(name)).await?.is_some() {
+                return Err(WalError::LogExists(name.to_string()));
+            }
+        }
+    }
+
+    pub async fn list_logs(&self) -> Result<Vec<LogMeta>> {
+        let l = self.inner.meta.list("log/").await?;
+        l.kvs.iter().map(|kv| decode_json(&kv.key, &kv.value)).collect()
+    }
+
+    pub(crate) async fn read_log_meta(&self, name: &str) -> Result<(LogMeta, i64)> {
+        read_log_meta(&*self.inner.meta, name).await
+    }
+
+    /// The log's offsets and size, from metadata (and from this process's writer when newer).
+    pub async fn log_info(&self, name: &str) -> Result<LogInfo> {
+        let (lm, _) = self.read_log_meta(name).await?;
+        let segs = shared::load_segments(&*self.inner.meta, name).await?;
+        let mut end = segs.last().map(|s| s.end_offset).unwrap_or(0);
+        if let Some(sh) = self.inner.logs.get(name) {
+            if sh.id == lm.id {
+                end = end.max(sh.durable_end());
+            }
+        }
+        Ok(LogInfo {
+            name: lm.name,
+            id: lm.id,
+            start_offset: lm.start_offset,
+            end_offset: end,
+            segments: segs.len(),
+            bytes: segs.iter().map(|s| s.bytes).sum(),
+        })
+    }
+
+    /// Deletes a log, its metadata and (best effort, the cleaner finishes) its objects. A writer
+    /// of the log is fenced.
+    pub async fn delete_log(&self, name: &str) -> Result<()> {
+        let (lm, rev) = self.read_log_meta(name).await?;
+        let r = self
+            .inner
+            .meta
+            .txn(
+                Txn::new()
+                    .when(Compare::ModRevision(keys::log(name), rev))
+                    .then(Op::Delete(keys::log(name)))
+                    .then(Op::Delete(keys::epoch(name)))
+                    .then(Op::DeletePrefix(keys::segments(name))),
+            )
+            .await?;
+        if !r.succeeded {
+            return Err(WalError::LogNotFound(name.to_string()));
+        }
+        if let Some((_, sh)) = self.inner.logs.remove(name) {
+            sh.mark_deleted();
+        }
+        cleaner::delete_objects(&*self.inner.store, &keys::log_objects(lm.id)).await?;
+        Ok(())
+    }
+
+    /// Opens the single writer of a log: fences any previous writer, seals what it left from
+    /// durable metadata, and continues at the next offset.
+    pub async fn open_writer(&self, name: &str) -> Result<LogWriter> {
+        writer::open(self.inner.clone(), name).await
+    }
+
+    /// Opens a reader; readers see only durable entries.
+    pub async fn open_reader(&self, name: &str) -> Result<LogReader> {
+        let sh = self.shared(name).await?;
+        Ok(LogReader::new(self.inner.clone(), sh))
+    }
+
+    /// Truncates the log before `offset` (clamped to the durable end); returns the new start.
+    pub async fn truncate(&self, name: &str, offset: u64) -> Result<u64> {
+        let sh = self.shared(name).await?;
+        loop {
+            let (mut lm, rev) = self.read_log_meta(name).await?;
+            if lm.id != sh.id {
+                return Err(WalError::LogNotFound(name.to_string()));
+            }
+            let end = self.log_info(name).await?.end_offset;
+            let new_start = offset.min(end).max(lm.start_offset);
+            if new_start == lm.start_offset {
+                sh.set_start(new_start);
+                return Ok(new_start);
+            }
+            lm.start_offset = new_start;
+            let r = self
+                .inner
+                .meta
+                .txn(Txn::new().when(Compare::ModRevision(keys::log(name), rev)).then(Op::put(keys::log(name), json(&lm))))
+                .await?;
+            if r.succeeded {
+                sh.set_start(new_start);
+                return Ok(new_start);
+            }
+        }
+    }
+
+    /// Deletes the segments of every log that lie wholly below its start; returns how many.
+    pub async fn clean_once(&self) -> Result<usize> {
+        cleaner::clean_once(self).await
+    }
+
+    /// Runs [`Wal::clean_once`] every `cleaner_interval_ms` until the returned handle is dropped
+    /// or aborted.
+    pub fn spawn_cleaner(&self) -> tokio::task::JoinHandle<()> {
+        let wal = self.clone();
+        let every = Duration::from_millis(self.inner.cfg.cleaner_interval_ms);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                if let Err(e) = wal.clean_once().await {
+                    tracing::warn!(error = %e, "segment cleaner pass failed");
+                }
+            }
+        })
+    }
+
+    /// The in-process shared state of a log, loaded from metadata on first use.
+    pub(crate) async fn shared(&self, name: &str) -> Result<Arc<LogShared>> {
+        shared::get_or_load(&self.inner, name).await
+    }
+}
+
+pub(crate) async fn read_log_meta(meta: &dyn MetaStore, name: &str) -> Result<(LogMeta, i64)> {
+    match meta.get(&keys::log(name)).await? {
+        Some(kv) => Ok((decode_json(&kv.key, &kv.value)?, kv.mod_revision)),
+        None => Err(WalError::LogNotFound(name.to_string())),
+    }
+}
+
+impl Wal {
+    pub(crate) fn inner_logs(&self) -> &DashMap<String, Arc<LogShared>> {
+        &self.inner.logs
+    }
+}

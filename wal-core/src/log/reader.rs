@@ -1,0 +1,195 @@
+//! Readers: durable entries from any offset. Recent entries come from the tail cache; older ones
+//! from object storage (the block found through the segment's block list, then one GET, cached
+//! decoded). Tail readers wait on the durable-offset notification, or on a metadata watch when
+//! the log's writer lives in another process.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::recovery::{discover_blocks, load_index};
+use super::shared::LogShared;
+use super::{keys, SegmentState, WalInner};
+use crate::entry::StoredEntry;
+use crate::error::{Result, WalError};
+use crate::format::{decode_block, index::find_block, BlockInfo};
+use crate::metrics as m;
+
+/// A reader of one log. Cheap to clone.
+#[derive(Clone)]
+pub struct LogReader {
+    wal: Arc<WalInner>,
+    sh: Arc<LogShared>,
+}
+
+impl LogReader {
+    pub(crate) fn new(wal: Arc<WalInner>, sh: Arc<LogShared>) -> Self {
+        LogReader { wal, sh }
+    }
+
+    pub fn start_offset(&self) -> u64 {
+        self.sh.start_offset()
+    }
+
+    /// The durable end as this process knows it (see [`LogReader::refresh`]).
+    pub fn durable_end(&self) -> u64 {
+        self.sh.durable_end()
+    }
+
+    /// Re-reads the log's metadata (needed only when the writer lives in another process).
+    pub async fn refresh(&self) -> Result<()> {
+        self.sh.refresh(&*self.wal.meta).await
+    }
+
+    fn check(&self, from: u64) -> Result<u64> {
+        if self.sh.is_deleted() {
+            return Err(WalError::LogNotFound(self.sh.name.clone()));
+        }
+        let (start, end) = (self.sh.start_offset(), self.sh.durable_end());
+        if from < start || from > end {
+            return Err(WalError::OffsetOutOfRange { offset: from, start, end });
+        }
+        Ok(end)
+    }
+
+    /// Entries that end after `from`, in order, up to about `max_bytes` (always at least one entry
+    /// when `from` is below the durable end; none when it equals the end).
+    pub async fn read(&self, from: u64, max_bytes: usize) -> Result<Vec<StoredEntry>> {
+        let end = self.check(from)?;
+        if from == end {
+            return Ok(Vec::new());
+        }
+        if let Some(v) = self.sh.tail().read(from, max_bytes) {
+            metrics::counter!(m::READ_BYTES_TOTAL, "source" => "cache").increment(v.iter().map(|e| e.data.len() as u64).sum());
+            return Ok(v);
+        }
+        let mut out: Vec<StoredEntry> = Vec::new();
+        let mut total = 0usize;
+        let mut pos = from;
+        'blocks: while pos < end && (out.is_empty() || total < max_bytes) {
+            let (key, info) = self.locate(pos).await?;
+            let entries = self.load_block(&key).await?;
+            for e in entries.iter().filter(|e| e.end_offset() > pos) {
+                if !out.is_empty() && total + e.data.len() > max_bytes {
+                    break 'blocks;
+                }
+                total += e.data.len();
+                out.push(e.clone());
+            }
+            pos = info.end_offset;
+        }
+        metrics::counter!(m::READ_BYTES_TOTAL, "source" => "storage").increment(total as u64);
+        Ok(out)
+    }
+
+    /// Finds the block holding `pos`, loading block lists (index objects or listings) as needed.
+    async fn locate(&self, pos: u64) -> Result<(String, BlockInfo)> {
+        for attempt in 0..3 {
+            let seg = {
+                let segs = self.sh.segs();
+                match segs.range(..=pos).next_back() {
+                    Some((_, v)) if pos < v.meta.end_offset => {
+                        if let Some(i) = find_block(&v.blocks, pos) {
+                            let b = v.blocks[i];
+                            return Ok((keys::block(self.sh.id, v.meta.id, v.meta.epoch, b.base_offset, b.end_offset), b));
+                        }
+                        Some(v.meta.clone())
+                    }
+                    _ => None,
+                }
+            };
+            match seg {
+                Some(meta) => {
+                    let blocks = if meta.state == SegmentState::Sealed {
+                        load_index(&*self.wal.store, self.sh.id, &meta).await?
+                    } else {
+                        discover_blocks(&*self.wal.store, self.sh.id, &meta, false).await?
+                    };
+                    let mut segs = self.sh.segs();
+                    if let Some(v) = segs.get_mut(&meta.base_offset) {
+                        if v.meta.id == meta.id && blocks.last().map(|b| b.end_offset) >= v.blocks.last().map(|b| b.end_offset) {
+                            v.blocks = blocks;
+                        }
+                    }
+                }
+                None if attempt == 0 => self.refresh().await?,
+                None => break,
+            }
+        }
+        Err(WalError::OffsetOutOfRange { offset: pos, start: self.sh.start_offset(), end: self.sh.durable_end() })
+    }
+
+    async fn load_block(&self, key: &str) -> Result<Arc<Vec<StoredEntry>>> {
+        if let Some(v) = self.sh.block_cache().get(key) {
+            return Ok(v);
+        }
+        let data = self.wal.store.get(key).await?;
+        let (_, entries) = decode_block(&data).map_err(|source| WalError::Format { key: key.to_string(), source })?;
+        let v = Arc::new(entries);
+        self.sh.block_cache().put(key.to_string(), v.clone());
+        Ok(v)
+    }
+
+    /// Waits until the durable end passes `offset` or `timeout` elapses; returns whether it did.
+    pub async fn wait_for(&self, offset: u64, timeout: Duration) -> Result<bool> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        if self.sh.durable_end() > offset {
+            return Ok(true);
+        }
+        if self.sh.has_writer.load(Ordering::Acquire) {
+            let mut rx = self.sh.subscribe();
+            loop {
+                if *rx.borrow_and_update() > offset {
+                    return Ok(true);
+                }
+                if self.sh.is_deleted() {
+                    return Err(WalError::LogNotFound(self.sh.name.clone()));
+                }
+                if tokio::time::timeout_at(deadline, rx.changed()).await.is_err() {
+                    return Ok(self.sh.durable_end() > offset);
+                }
+            }
+        }
+        // The writer is elsewhere: watch its segment metadata.
+        let listing = self.wal.meta.list(&keys::segments(&self.sh.name)).await?;
+        let mut watch = self.wal.meta.watch(&keys::segments(&self.sh.name), listing.revision).await?;
+        self.refresh().await?;
+        loop {
+            if self.sh.durable_end() > offset {
+                return Ok(true);
+            }
+            match tokio::time::timeout_at(deadline, watch.recv()).await {
+                Err(_) => return Ok(false),
+                Ok(None) | Ok(Some(Err(_))) => {
+                    // The watch broke: fall back to one refresh and report what it shows.
+                    self.refresh().await?;
+                    return Ok(self.sh.durable_end() > offset);
+                }
+                Ok(Some(Ok(_))) => self.refresh().await?,
+            }
+        }
+    }
+
+    /// The first offset whose entry has a timestamp at or after `ts`, if any.
+    pub async fn offset_for_timestamp(&self, ts: i64) -> Result<Option<u64>> {
+        let start = self.sh.start_offset();
+        let segs: Vec<super::SegmentMeta> = self.sh.segs().values().map(|v| v.meta.clone()).collect();
+        for seg in segs.into_iter().filter(|s| s.end_offset > start) {
+            if seg.max_timestamp < ts && seg.state == SegmentState::Sealed {
+                continue;
+            }
+            let mut pos = seg.base_offset.max(start);
+            while pos < seg.end_offset {
+                let (key, info) = self.locate(pos).await?;
+                if info.max_timestamp >= ts {
+                    let entries = self.load_block(&key).await?;
+                    if let Some(e) = entries.iter().find(|e| e.max_timestamp >= ts && e.end_offset() > start) {
+                        return Ok(Some(e.offset.max(start)));
+                    }
+                }
+                pos = info.end_offset;
+            }
+        }
+        Ok(None)
+    }
+}

@@ -1,0 +1,124 @@
+//! Sealing: writing a segment's index object and marking it sealed in metadata, both for the
+//! writer's own segments when they roll and for the active segment a previous (crashed or
+//! fenced) writer left behind. A left-behind segment is sealed at its durable `end_offset`, never
+//! beyond: blocks stored after the last commit are orphans and are ignored.
+
+use bytes::Bytes;
+use futures::stream::{self, StreamExt, TryStreamExt};
+
+use super::{keys, SegmentMeta, SegmentState};
+use crate::error::{Result, StorageError, WalError};
+use crate::format::{decode_block_header, decode_index, encode_index, BlockInfo, SegmentIndex, BLOCK_HEADER_LEN};
+use crate::storage::ObjectStore;
+
+/// Lists a segment's stored blocks and returns the chain that covers `[base, end)` of its
+/// metadata. Timestamps are unknown (`i64::MAX`) unless `with_timestamps` reads each header.
+pub(crate) async fn discover_blocks(store: &dyn ObjectStore, log_id: u64, seg: &SegmentMeta, with_timestamps: bool) -> Result<Vec<BlockInfo>> {
+    let listed = store.list(&keys::segment_objects(log_id, seg.id, seg.epoch)).await?;
+    let mut found: Vec<(u64, u64, u64, String)> = listed
+        .into_iter()
+        .filter_map(|o| keys::parse_block(&o.key).map(|(b, e)| (b, e, o.size, o.key)))
+        .filter(|(b, e, _, _)| *e <= seg.end_offset && *b >= seg.base_offset && e > b)
+        .collect();
+    found.sort();
+    let mut chain = Vec::new();
+    let mut expect = seg.base_offset;
+    for (b, e, size, key) in found {
+        if b == expect {
+            chain.push((BlockInfo { base_offset: b, end_offset: e, max_timestamp: i64::MAX, size: size as u32 }, key));
+            expect = e;
+        }
+    }
+    if expect != seg.end_offset {
+        return Err(WalError::Format {
+            key: keys::segment_objects(log_id, seg.id, seg.epoch),
+            source: crate::error::FormatError::Inconsistent(format!(
+                "stored blocks reach offset {expect}, metadata says {} is durable",
+                seg.end_offset
+            )),
+        });
+    }
+    if !with_timestamps {
+        return Ok(chain.into_iter().map(|(b, _)| b).collect());
+    }
+    stream::iter(chain)
+        .map(|(mut info, key)| async move {
+            let head = store.get_range(&key, 0..BLOCK_HEADER_LEN as u64).await?;
+            let h = decode_block_header(&head).map_err(|source| WalError::Format { key: key.clone(), source })?;
+            if h.base_offset != info.base_offset || h.end_offset != info.end_offset {
+                return Err(WalError::Format {
+                    key,
+                    source: crate::error::FormatError::Inconsistent("block header disagrees with its key".into()),
+                });
+            }
+            info.max_timestamp = h.max_timestamp;
+            Ok::<_, WalError>(info)
+        })
+        .buffered(8)
+        .try_collect()
+        .await
+}
+
+/// Stores the index of a segment (idempotently) and returns the segment's sealed metadata.
+pub(crate) async fn write_index(store: &dyn ObjectStore, log_id: u64, seg: &SegmentMeta, blocks: &[BlockInfo]) -> Result<SegmentMeta> {
+    let idx = SegmentIndex {
+        log_id,
+        segment: seg.id,
+        epoch: seg.epoch,
+        base_offset: seg.base_offset,
+        end_offset: seg.end_offset,
+        blocks: blocks.to_vec(),
+    };
+    let key = keys::index(log_id, seg.id, seg.epoch);
+    let data = encode_index(&idx);
+    let mut attempt = 0;
+    loop {
+        match store.put_if_absent(&key, data.clone()).await {
+            Ok(()) => break,
+            Err(StorageError::AlreadyExists(_)) => {
+                // A previous attempt (ours, or a sealer that crashed) stored it: it must describe
+                // exactly the same durable range.
+                let existing = store.get(&key).await?;
+                let other = decode_index(&existing).map_err(|source| WalError::Format { key: key.clone(), source })?;
+                if other.end_offset != idx.end_offset || other.blocks.len() != idx.blocks.len() {
+                    return Err(WalError::Format {
+                        key,
+                        source: crate::error::FormatError::Inconsistent("an index with another range exists".into()),
+                    });
+                }
+                break;
+            }
+            Err(e) if e.is_retriable() && attempt < 5 => {
+                attempt += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(50 << attempt)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    metrics::counter!(crate::metrics::SEGMENTS_SEALED_TOTAL).increment(1);
+    Ok(SegmentMeta {
+        state: SegmentState::Sealed,
+        blocks: blocks.len() as u32,
+        bytes: blocks.iter().map(|b| b.size as u64).sum(),
+        max_timestamp: blocks.iter().map(|b| b.max_timestamp).max().unwrap_or(seg.max_timestamp),
+        ..seg.clone()
+    })
+}
+
+/// Seals a segment left active by a previous writer, from what its metadata says is durable.
+pub(crate) async fn seal_abandoned(store: &dyn ObjectStore, log_id: u64, seg: &SegmentMeta) -> Result<(SegmentMeta, Vec<BlockInfo>)> {
+    let blocks = discover_blocks(store, log_id, seg, true).await?;
+    let sealed = write_index(store, log_id, seg, &blocks).await?;
+    Ok((sealed, blocks))
+}
+
+/// Loads a sealed segment's block list from its index object.
+pub(crate) async fn load_index(store: &dyn ObjectStore, log_id: u64, seg: &SegmentMeta) -> Result<Vec<BlockInfo>> {
+    let key = keys::index(log_id, seg.id, seg.epoch);
+    let data: Bytes = store.get(&key).await?;
+    let idx = decode_index(&data).map_err(|source| WalError::Format { key: key.clone(), source })?;
+    if idx.base_offset != seg.base_offset || idx.end_offset != seg.end_offset {
+        return Err(WalError::Format { key, source: crate::error::FormatError::Inconsistent("index range disagrees with metadata".into()) });
+    }
+    Ok(idx.blocks)
+}

@@ -1,0 +1,240 @@
+//! In-process state of one log, shared by its writer and readers: the durable end (a watch
+//! channel, so tail readers wait without polling), the start offset, the known segments with their
+//! block lists, the tail cache of recent durable entries, and a small cache of decoded blocks.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::watch;
+
+use super::{decode_json, keys, read_log_meta, SegmentMeta, WalInner};
+use crate::entry::StoredEntry;
+use crate::error::Result;
+use crate::format::BlockInfo;
+use crate::meta::MetaStore;
+
+/// A segment as this process knows it.
+#[derive(Debug, Clone)]
+pub(crate) struct SegView {
+    pub meta: SegmentMeta,
+    /// Known blocks, in order from the segment base.
+    pub blocks: Vec<BlockInfo>,
+}
+
+impl SegView {
+    /// Whether the known blocks cover the segment up to its durable end.
+    pub fn complete(&self) -> bool {
+        self.blocks.last().map(|b| b.end_offset).unwrap_or(self.meta.base_offset) >= self.meta.end_offset
+    }
+}
+
+/// Recent durable entries, bounded by bytes.
+pub(crate) struct TailCache {
+    entries: VecDeque<StoredEntry>,
+    bytes: usize,
+    cap: usize,
+}
+
+impl TailCache {
+    fn new(cap: usize) -> Self {
+        TailCache { entries: VecDeque::new(), bytes: 0, cap }
+    }
+    pub fn push(&mut self, e: StoredEntry) {
+        self.bytes += e.data.len();
+        self.entries.push_back(e);
+        while self.bytes > self.cap && self.entries.len() > 1 {
+            if let Some(old) = self.entries.pop_front() {
+                self.bytes -= old.data.len();
+            }
+        }
+    }
+    /// Entries ending after `from`, up to `max_bytes` (at least one), if the cache reaches back
+    /// to `from`.
+    pub fn read(&self, from: u64, max_bytes: usize) -> Option<Vec<StoredEntry>> {
+        let first = self.entries.front()?;
+        if first.offset > from {
+            return None;
+        }
+        let i = self.entries.partition_point(|e| e.end_offset() <= from);
+        if i == self.entries.len() {
+            return None;
+        }
+        let mut out = Vec::new();
+        let mut total = 0;
+        for e in self.entries.range(i..) {
+            if !out.is_empty() && total + e.data.len() > max_bytes {
+                break;
+            }
+            total += e.data.len();
+            out.push(e.clone());
+        }
+        Some(out)
+    }
+}
+
+/// Recently decoded blocks, by object key.
+pub(crate) struct BlockCache {
+    blocks: VecDeque<(String, Arc<Vec<StoredEntry>>)>,
+    cap: usize,
+}
+
+impl BlockCache {
+    pub fn get(&mut self, key: &str) -> Option<Arc<Vec<StoredEntry>>> {
+        let i = self.blocks.iter().position(|(k, _)| k == key)?;
+        let hit = self.blocks.remove(i)?;
+        let v = hit.1.clone();
+        self.blocks.push_back(hit);
+        Some(v)
+    }
+    pub fn put(&mut self, key: String, v: Arc<Vec<StoredEntry>>) {
+        if self.cap == 0 {
+            return;
+        }
+        if self.blocks.len() >= self.cap {
+            self.blocks.pop_front();
+        }
+        self.blocks.push_back((key, v));
+    }
+}
+
+pub(crate) struct LogShared {
+    pub name: String,
+    pub id: u64,
+    durable: watch::Sender<u64>,
+    start: AtomicU64,
+    deleted: AtomicBool,
+    /// Set while a writer in this process keeps `durable` and the segments current.
+    pub has_writer: AtomicBool,
+    pub tail: Mutex<TailCache>,
+    pub segs: Mutex<BTreeMap<u64, SegView>>,
+    pub block_cache: Mutex<BlockCache>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl LogShared {
+    pub fn durable_end(&self) -> u64 {
+        *self.durable.borrow()
+    }
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.durable.subscribe()
+    }
+    pub fn set_durable(&self, end: u64) {
+        self.durable.send_if_modified(|d| {
+            if end > *d {
+                *d = end;
+                true
+            } else {
+                false
+            }
+        });
+    }
+    pub fn start_offset(&self) -> u64 {
+        self.start.load(Ordering::Acquire)
+    }
+    pub fn set_start(&self, s: u64) {
+        self.start.fetch_max(s, Ordering::AcqRel);
+    }
+    pub fn mark_deleted(&self) {
+        self.deleted.store(true, Ordering::Release);
+        // Wake tail readers so they notice.
+        self.durable.send_modify(|_| {});
+    }
+    pub fn is_deleted(&self) -> bool {
+        self.deleted.load(Ordering::Acquire)
+    }
+    pub fn tail(&self) -> MutexGuard<'_, TailCache> {
+        lock(&self.tail)
+    }
+    pub fn segs(&self) -> MutexGuard<'_, BTreeMap<u64, SegView>> {
+        lock(&self.segs)
+    }
+    pub fn block_cache(&self) -> MutexGuard<'_, BlockCache> {
+        lock(&self.block_cache)
+    }
+
+    /// Merges segment metadata read from the store into the known segments.
+    pub fn merge_segments(&self, metas: Vec<SegmentMeta>) {
+        let mut segs = self.segs();
+        let live: std::collections::HashSet<u64> = metas.iter().map(|m| m.base_offset).collect();
+        // Segments deleted by the cleaner disappear; empty ones can share a base with the next.
+        segs.retain(|b, _| live.contains(b));
+        let mut end = 0;
+        for m in metas {
+            end = end.max(m.end_offset);
+            if m.end_offset == m.base_offset && m.state == super::SegmentState::Sealed {
+                continue; // an empty sealed segment holds nothing to read
+            }
+            match segs.get_mut(&m.base_offset) {
+                Some(v) if v.meta.id == m.id => {
+                    if m.end_offset >= v.meta.end_offset {
+                        v.meta = m;
+                    }
+                }
+                _ => {
+                    segs.insert(m.base_offset, SegView { meta: m, blocks: Vec::new() });
+                }
+            }
+        }
+        drop(segs);
+        self.set_durable(end);
+    }
+
+    /// Re-reads the segments (and start offset) from metadata.
+    pub async fn refresh(&self, meta: &dyn MetaStore) -> Result<()> {
+        let (lm, _) = read_log_meta(meta, &self.name).await?;
+        self.set_start(lm.start_offset);
+        let segs = load_segments(meta, &self.name).await?;
+        self.merge_segments(segs);
+        Ok(())
+    }
+}
+
+pub(crate) async fn load_segments(meta: &dyn MetaStore, name: &str) -> Result<Vec<SegmentMeta>> {
+    let l = meta.list(&keys::segments(name)).await?;
+    let mut v: Vec<SegmentMeta> = l.kvs.iter().map(|kv| decode_json(&kv.key, &kv.value)).collect::<Result<_>>()?;
+    v.sort_by_key(|s| s.id);
+    Ok(v)
+}
+
+pub(crate) async fn get_or_load(wal: &Arc<WalInner>, name: &str) -> Result<Arc<LogShared>> {
+    if let Some(sh) = wal.logs.get(name) {
+        if !sh.is_deleted() {
+            return Ok(sh.clone());
+        }
+    }
+    let (lm, _) = read_log_meta(&*wal.meta, name).await?;
+    let segs = load_segments(&*wal.meta, name).await?;
+    let (tx, _) = watch::channel(0);
+    let fresh = Arc::new(LogShared {
+        name: name.to_string(),
+        id: lm.id,
+        durable: tx,
+        start: AtomicU64::new(lm.start_offset),
+        deleted: AtomicBool::new(false),
+        has_writer: AtomicBool::new(false),
+        tail: Mutex::new(TailCache::new(wal.cfg.tail_cache_bytes)),
+        segs: Mutex::new(BTreeMap::new()),
+        block_cache: Mutex::new(BlockCache { blocks: VecDeque::new(), cap: wal.cfg.block_cache_blocks }),
+    });
+    fresh.merge_segments(segs);
+    let entry = wal.logs.entry(name.to_string());
+    let sh = match entry {
+        dashmap::mapref::entry::Entry::Occupied(mut o) => {
+            if o.get().is_deleted() || o.get().id != lm.id {
+                o.insert(fresh.clone());
+                fresh
+            } else {
+                o.get().clone()
+            }
+        }
+        dashmap::mapref::entry::Entry::Vacant(v) => {
+            v.insert(fresh.clone());
+            fresh
+        }
+    };
+    Ok(sh)
+}

@@ -1,0 +1,197 @@
+//! Metadata: the small key-value trait the log keeps its state in, and its backends.
+//!
+//! The contract (checked for every backend by [`crate::testing::meta_store_conformance`]):
+//! - every successful write bumps one store-wide `revision`; a key remembers the revision of its
+//!   creation and last modification;
+//! - [`MetaStore::txn`] applies all its operations atomically when every comparison holds, and
+//!   nothing otherwise (`ModRevision(key, 0)` holds exactly when the key is absent);
+//! - [`MetaStore::watch`] delivers every later change under a prefix, in revision order;
+//! - a key put with a lease disappears when the lease expires or is revoked.
+//!
+//! Backends: [`embedded::EmbeddedMeta`] (single node, a journal file that survives restarts) and
+//! `etcd::EtcdMeta` (behind the `etcd` cargo feature).
+
+pub mod embedded;
+#[cfg(feature = "etcd")]
+pub mod etcd;
+
+use std::time::Instant;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use crate::error::MetaError;
+use crate::metrics as m;
+
+/// A stored key with its value and revisions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyValue {
+    pub key: String,
+    pub value: Bytes,
+    pub create_revision: i64,
+    pub mod_revision: i64,
+    /// The lease the key is attached to, 0 for none.
+    pub lease: i64,
+}
+
+/// The result of a prefix read: the keys, and the store revision they were read at (watch from
+/// there to miss nothing).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Listing {
+    pub kvs: Vec<KeyValue>,
+    pub revision: i64,
+}
+
+/// A condition of a transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Compare {
+    /// The key's last modification revision equals this (0: the key is absent).
+    ModRevision(String, i64),
+    /// The key exists and holds exactly this value.
+    Value(String, Bytes),
+}
+
+/// A write inside a transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    Put { key: String, value: Bytes, lease: i64 },
+    Delete(String),
+    DeletePrefix(String),
+}
+
+impl Op {
+    pub fn put(key: impl Into<String>, value: impl Into<Bytes>) -> Op {
+        Op::Put { key: key.into(), value: value.into(), lease: 0 }
+    }
+}
+
+/// An atomic compare-and-write.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Txn {
+    pub compares: Vec<Compare>,
+    pub ops: Vec<Op>,
+}
+
+impl Txn {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn when(mut self, c: Compare) -> Self {
+        self.compares.push(c);
+        self
+    }
+    pub fn then(mut self, op: Op) -> Self {
+        self.ops.push(op);
+        self
+    }
+}
+
+/// The outcome of a transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TxnResult {
+    /// Whether every comparison held (and so the operations were applied).
+    pub succeeded: bool,
+    /// The store revision after the transaction.
+    pub revision: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    Put,
+    Delete,
+}
+
+/// One change seen by a watch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchEvent {
+    pub kind: EventKind,
+    /// For a delete, the key with an empty value and the deletion revision as `mod_revision`.
+    pub kv: KeyValue,
+}
+
+/// Events of a watch. An `Err` means the watch broke (lagging consumer, lost connection): the
+/// consumer re-reads the state and watches again.
+pub type WatchStream = mpsc::Receiver<Result<WatchEvent, MetaError>>;
+
+/// Bound of the queue between a watch source and its consumer.
+pub const WATCH_QUEUE_CAPACITY: usize = 1024;
+
+#[async_trait]
+pub trait MetaStore: Send + Sync + 'static {
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>, MetaError>;
+    /// Every key starting with `prefix`, sorted by key, with the store revision of the read.
+    async fn list(&self, prefix: &str) -> Result<Listing, MetaError>;
+    async fn txn(&self, txn: Txn) -> Result<TxnResult, MetaError>;
+    /// Changes under `prefix` after the store revision `after_revision` (0: from now on).
+    async fn watch(&self, prefix: &str, after_revision: i64) -> Result<WatchStream, MetaError>;
+    /// Grants a lease that expires `ttl_secs` after its last keep-alive.
+    async fn grant_lease(&self, ttl_secs: i64) -> Result<i64, MetaError>;
+    /// Refreshes a lease; [`MetaError::LeaseNotFound`] once it expired.
+    async fn keep_alive(&self, lease: i64) -> Result<(), MetaError>;
+    /// Revokes a lease, deleting its keys.
+    async fn revoke_lease(&self, lease: i64) -> Result<(), MetaError>;
+    /// A short backend name for logs and metrics.
+    fn backend(&self) -> &'static str;
+}
+
+/// Shorthand: put a key unconditionally.
+pub async fn put(store: &dyn MetaStore, key: &str, value: impl Into<Bytes>) -> Result<i64, MetaError> {
+    Ok(store.txn(Txn::new().then(Op::put(key, value))).await?.revision)
+}
+
+/// Wraps any store with latency metrics.
+pub struct Instrumented<S>(pub S);
+
+fn observe<T>(op: &'static str, t: Instant, r: &Result<T, MetaError>) {
+    let result = match r {
+        Ok(_) => "ok",
+        Err(e) if e.is_retriable() => "transient",
+        Err(_) => "error",
+    };
+    metrics::counter!(m::META_REQUESTS_TOTAL, "op" => op, "result" => result).increment(1);
+    metrics::histogram!(m::META_REQUEST_SECONDS, "op" => op).record(t.elapsed().as_secs_f64());
+}
+
+#[async_trait]
+impl<S: MetaStore> MetaStore for Instrumented<S> {
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>, MetaError> {
+        let t = Instant::now();
+        let r = self.0.get(key).await;
+        observe("get", t, &r);
+        r
+    }
+    async fn list(&self, prefix: &str) -> Result<Listing, MetaError> {
+        let t = Instant::now();
+        let r = self.0.list(prefix).await;
+        observe("list", t, &r);
+        r
+    }
+    async fn txn(&self, txn: Txn) -> Result<TxnResult, MetaError> {
+        let t = Instant::now();
+        let r = self.0.txn(txn).await;
+        observe("txn", t, &r);
+        r
+    }
+    async fn watch(&self, prefix: &str, after_revision: i64) -> Result<WatchStream, MetaError> {
+        self.0.watch(prefix, after_revision).await
+    }
+    async fn grant_lease(&self, ttl_secs: i64) -> Result<i64, MetaError> {
+        let t = Instant::now();
+        let r = self.0.grant_lease(ttl_secs).await;
+        observe("lease_grant", t, &r);
+        r
+    }
+    async fn keep_alive(&self, lease: i64) -> Result<(), MetaError> {
+        let t = Instant::now();
+        let r = self.0.keep_alive(lease).await;
+        observe("lease_keep_alive", t, &r);
+        r
+    }
+    async fn revoke_lease(&self, lease: i64) -> Result<(), MetaError> {
+        self.0.revoke_lease(lease).await
+    }
+    fn backend(&self) -> &'static str {
+        self.0.backend()
+    }
+}

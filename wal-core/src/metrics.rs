@@ -1,0 +1,49 @@
+//! Every metric name wal-core exports, in one place (`wal_<subsystem>_<name>_<unit>`).
+//! Labels take values from fixed sets only (operation names, results, reasons), never log names.
+
+pub const APPEND_ENTRIES_TOTAL: &str = "wal_writer_append_entries_total";
+pub const APPEND_BYTES_TOTAL: &str = "wal_writer_append_bytes_total";
+pub const APPEND_ERRORS_TOTAL: &str = "wal_writer_append_errors_total";
+/// Time from append to durable acknowledgement.
+pub const ACK_SECONDS: &str = "wal_writer_ack_seconds";
+/// Bytes accepted but not yet durable, over all writers of the process.
+pub const BUFFER_BYTES: &str = "wal_writer_buffer_bytes";
+pub const FLUSH_TOTAL: &str = "wal_writer_flush_total";
+pub const FLUSH_BYTES: &str = "wal_writer_flush_bytes";
+pub const UPLOADS_INFLIGHT: &str = "wal_writer_uploads_inflight";
+pub const UPLOAD_SECONDS: &str = "wal_writer_upload_seconds";
+pub const UPLOAD_ERRORS_TOTAL: &str = "wal_writer_upload_errors_total";
+pub const COMMIT_SECONDS: &str = "wal_writer_commit_seconds";
+pub const SEGMENTS_SEALED_TOTAL: &str = "wal_segment_sealed_total";
+pub const SEGMENTS_DELETED_TOTAL: &str = "wal_segment_deleted_total";
+pub const READ_BYTES_TOTAL: &str = "wal_reader_read_bytes_total";
+pub const STORAGE_REQUESTS_TOTAL: &str = "wal_storage_requests_total";
+pub const STORAGE_REQUEST_SECONDS: &str = "wal_storage_request_seconds";
+pub const STORAGE_PUT_BYTES_TOTAL: &str = "wal_storage_put_bytes_total";
+pub const STORAGE_GET_BYTES_TOTAL: &str = "wal_storage_get_bytes_total";
+pub const META_REQUESTS_TOTAL: &str = "wal_meta_requests_total";
+pub const META_REQUEST_SECONDS: &str = "wal_meta_request_seconds";
+
+/// Every name above, for tests and dashboards that must only use exported names.
+pub const ALL: &[&str] = &[
+    APPEND_ENTRIES_TOTAL,
+    APPEND_BYTES_TOTAL,
+    APPEND_ERRORS_TOTAL,
+    ACK_SECONDS,
+    BUFFER_BYTES,
+    FLUSH_TOTAL,
+    FLUSH_BYTES,
+    UPLOADS_INFLIGHT,
+    UPLOAD_SECONDS,
+    UPLOAD_ERRORS_TOTAL,
+    COMMIT_SECONDS,
+    SEGMENTS_SEALED_TOTAL,
+    SEGMENTS_DELETED_TOTAL,
+    READ_BYTES_TOTAL,
+    STORAGE_REQUESTS_TOTAL,
+    STORAGE_REQUEST_SECONDS,
+    STORAGE_PUT_BYTES_TOTAL,
+    STORAGE_GET_BYTES_TOTAL,
+    META_REQUESTS_TOTAL,
+    META_REQUEST_SECONDS,
+];
