@@ -109,11 +109,10 @@ impl MetaStore for EtcdMeta {
             opts = opts.with_start_revision(after_revision + 1);
         }
         let mut wc = self.client.watch_client();
-        let (watcher, mut stream) = wc.watch(self.full(prefix), Some(opts)).await.map_err(|e| err("watch", e))?;
+        let mut stream = wc.watch(self.full(prefix), Some(opts)).await.map_err(|e| err("watch", e))?;
         let (tx, rx) = mpsc::channel(WATCH_QUEUE_CAPACITY);
         let root = self.root.clone();
         tokio::spawn(async move {
-            let _watcher = watcher; // dropping it would cancel the watch
             let strip = |k: &[u8]| {
                 let k = String::from_utf8_lossy(k);
                 k.strip_prefix(&format!("{root}/")).unwrap_or(&k).to_string()
@@ -166,9 +165,16 @@ impl MetaStore for EtcdMeta {
 
     async fn keep_alive(&self, lease: i64) -> Result<(), MetaError> {
         let mut lc = self.client.lease_client();
-        let (mut keeper, mut stream) = lc.keep_alive(lease).await.map_err(|e| err("lease_keep_alive", e))?;
-        keeper.keep_alive().await.map_err(|e| err("lease_keep_alive", e))?;
-        match stream.message().await.map_err(|e| err("lease_keep_alive", e))? {
+        let map = |e: etcd_client::Error| {
+            if e.to_string().contains("not found") {
+                MetaError::LeaseNotFound(lease)
+            } else {
+                err("lease_keep_alive", e)
+            }
+        };
+        let (mut keeper, mut stream) = lc.keep_alive(lease).await.map_err(map)?;
+        keeper.keep_alive().await.map_err(map)?;
+        match stream.message().await.map_err(map)? {
             Some(r) if r.ttl() > 0 => Ok(()),
             _ => Err(MetaError::LeaseNotFound(lease)),
         }
