@@ -1,1 +1,173 @@
-fn main(){}
+//! The `gateway` binary: `gateway` (the default) runs the Kafka gateway.
+//! Every configuration key can come from `--config FILE` (TOML), a flag, or a `GATEWAY_*`
+//! environment variable; flags and environment override the file.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand};
+use gateway::config::{GatewayConfig, MetadataKind, StorageKind};
+
+#[global_allocator]
+static ALLOC: gateway::alloc::GuardedAlloc = gateway::alloc::GuardedAlloc;
+
+#[derive(Parser)]
+#[command(name = "gateway", version, about = "A Kafka-compatible gateway on a zero-disk write-ahead log")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the Kafka gateway (the default).
+    Gateway(RunArgs),
+    /// Print the effective configuration (file + flags + environment) as TOML and exit.
+    PrintConfig(RunArgs),
+}
+
+#[derive(Args, Clone, Default)]
+struct RunArgs {
+    /// TOML configuration file; every key below can also be set there.
+    #[arg(long, env = "GATEWAY_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address of the Kafka listener [default: 127.0.0.1:9092].
+    #[arg(long, env = "GATEWAY_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// host:port clients are told to connect to [default: the listen address].
+    #[arg(long, env = "GATEWAY_ADVERTISED_LISTENER")]
+    advertised_listener: Option<String>,
+    /// Address of the HTTP endpoint with /metrics, /healthz, /readyz [default: 127.0.0.1:9644].
+    #[arg(long, env = "GATEWAY_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
+    /// Directory for the local object store and the embedded metadata store [default: ./data].
+    #[arg(long, env = "GATEWAY_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Broker id of this gateway [default: 0].
+    #[arg(long, env = "GATEWAY_NODE_ID")]
+    node_id: Option<i32>,
+    /// Cluster id reported to clients [default: wal-gateway].
+    #[arg(long, env = "GATEWAY_CLUSTER_ID")]
+    cluster_id: Option<String>,
+    /// Where log data lives [default: local].
+    #[arg(long, env = "GATEWAY_STORAGE", value_enum)]
+    storage: Option<StorageKind>,
+    /// S3 endpoint URL (S3-compatible stores); AWS when unset.
+    #[arg(long, env = "GATEWAY_S3_ENDPOINT")]
+    s3_endpoint: Option<String>,
+    /// S3 bucket.
+    #[arg(long, env = "GATEWAY_S3_BUCKET")]
+    s3_bucket: Option<String>,
+    /// S3 region [default: us-east-1].
+    #[arg(long, env = "GATEWAY_S3_REGION")]
+    s3_region: Option<String>,
+    /// Key prefix of every object.
+    #[arg(long, env = "GATEWAY_S3_PREFIX")]
+    s3_prefix: Option<String>,
+    /// Use path-style S3 addressing (most S3-compatible servers need it).
+    #[arg(long, env = "GATEWAY_S3_PATH_STYLE")]
+    s3_path_style: Option<bool>,
+    /// Where metadata lives [default: embedded].
+    #[arg(long, env = "GATEWAY_METADATA", value_enum)]
+    metadata: Option<MetadataKind>,
+    /// Comma-separated etcd endpoints [default: http://127.0.0.1:2379].
+    #[arg(long, env = "GATEWAY_ETCD_ENDPOINTS", value_delimiter = ',')]
+    etcd_endpoints: Option<Vec<String>>,
+    /// Create unknown topics on Metadata requests [default: true].
+    #[arg(long, env = "GATEWAY_AUTO_CREATE_TOPICS")]
+    auto_create_topics: Option<bool>,
+    /// Partitions of auto-created topics [default: 1].
+    #[arg(long, env = "GATEWAY_DEFAULT_PARTITIONS")]
+    default_partitions: Option<i32>,
+    /// Largest request frame, in bytes [default: 104857600].
+    #[arg(long, env = "GATEWAY_MAX_REQUEST_BYTES")]
+    max_request_bytes: Option<usize>,
+    /// MemoryBuffer: cut a block once this many bytes are buffered [default: 4194304].
+    #[arg(long, env = "GATEWAY_FLUSH_MAX_BYTES")]
+    flush_max_bytes: Option<usize>,
+    /// MemoryBuffer: longest time an append waits for its block when uploads are busy [default: 200].
+    #[arg(long, env = "GATEWAY_FLUSH_MAX_AGE_MS")]
+    flush_max_age_ms: Option<u64>,
+    /// Log filter (tracing syntax) [default: info].
+    #[arg(long, env = "GATEWAY_LOG", default_value = "info")]
+    log: String,
+}
+
+impl RunArgs {
+    fn config(&self) -> anyhow::Result<GatewayConfig> {
+        let mut c = match &self.config {
+            Some(p) => toml::from_str(&std::fs::read_to_string(p)?).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?,
+            None => GatewayConfig::default(),
+        };
+        macro_rules! set {
+            ($($field:ident => $target:expr),* $(,)?) => { $( if let Some(v) = self.$field.clone() { $target = v; } )* };
+        }
+        set!(
+            listen => c.listen,
+            advertised_listener => c.advertised_listener,
+            metrics_listen => c.metrics_listen,
+            data_dir => c.data_dir,
+            node_id => c.node_id,
+            cluster_id => c.cluster_id,
+            storage => c.storage,
+            s3_bucket => c.s3.bucket,
+            s3_region => c.s3.region,
+            s3_prefix => c.s3.prefix,
+            s3_path_style => c.s3.path_style,
+            metadata => c.metadata,
+            etcd_endpoints => c.etcd_endpoints,
+            auto_create_topics => c.auto_create_topics,
+            default_partitions => c.default_partitions,
+            max_request_bytes => c.max_request_bytes,
+            flush_max_bytes => c.wal.flush_max_bytes,
+            flush_max_age_ms => c.wal.flush_max_age_ms,
+        );
+        if let Some(e) = &self.s3_endpoint {
+            c.s3.endpoint = Some(e.clone());
+        }
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let (print, args) = match cli.cmd {
+        None => (false, cli.run),
+        Some(Cmd::Gateway(a)) => (false, a),
+        Some(Cmd::PrintConfig(a)) => (true, a),
+    };
+    let cfg = args.config()?;
+    if print {
+        println!("{}", toml::to_string_pretty(&cfg)?);
+        return Ok(());
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&args.log).unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async move {
+        let prom = gateway::metrics::install()?;
+        let ready = Arc::new(AtomicBool::new(false));
+        let metrics_addr = cfg.metrics_listen;
+        let _http = gateway::metrics::serve(metrics_addr, prom, ready.clone()).await?;
+        tracing::info!(%metrics_addr, "metrics endpoint ready");
+        let running = gateway::start(cfg).await?;
+        ready.store(true, Ordering::Release);
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("shutting down");
+        ready.store(false, Ordering::Release);
+        running.shutdown().await;
+        tracing::info!("stopped");
+        Ok(())
+    })
+}

@@ -204,10 +204,11 @@ async fn offsets_by_timestamp() {
     for wal in [&m.wal, &other] {
         let r = wal.open_reader("ts").await.unwrap();
         r.refresh().await.unwrap();
-        assert_eq!(r.offset_for_timestamp(0).await.unwrap(), Some(0));
-        assert_eq!(r.offset_for_timestamp(1150).await.unwrap(), Some(150));
-        assert_eq!(r.offset_for_timestamp(1299).await.unwrap(), Some(299));
+        assert_eq!(r.offset_for_timestamp(0).await.unwrap(), Some((0, 1000)));
+        assert_eq!(r.offset_for_timestamp(1150).await.unwrap(), Some((150, 1150)));
+        assert_eq!(r.offset_for_timestamp(1299).await.unwrap(), Some((299, 1299)));
         assert_eq!(r.offset_for_timestamp(5000).await.unwrap(), None);
+        assert_eq!(r.max_timestamp_entry().await.unwrap(), Some((299, 1299)));
     }
 }
 

@@ -26,7 +26,7 @@ use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
 
 pub use reader::LogReader;
-pub use writer::LogWriter;
+pub use writer::{AppendTicket, LogWriter, WriterOptions};
 
 use crate::config::WalConfig;
 use crate::error::{MetaError, Result, WalError};
@@ -247,7 +247,17 @@ impl Wal {
     /// Opens the single writer of a log: fences any previous writer, seals what it left from
     /// durable metadata, and continues at the next offset.
     pub async fn open_writer(&self, name: &str) -> Result<LogWriter> {
-        writer::open(self.inner.clone(), name).await
+        writer::open(self.inner.clone(), name, WriterOptions::default()).await
+    }
+
+    /// [`Wal::open_writer`] with per-log overrides.
+    pub async fn open_writer_with(&self, name: &str, opts: WriterOptions) -> Result<LogWriter> {
+        writer::open(self.inner.clone(), name, opts).await
+    }
+
+    /// The log's segments, oldest first, as metadata describes them.
+    pub async fn segments(&self, name: &str) -> Result<Vec<SegmentMeta>> {
+        shared::load_segments(&*self.inner.meta, name).await
     }
 
     /// Opens a reader; readers see only durable entries.

@@ -170,21 +170,37 @@ impl LogReader {
         }
     }
 
-    /// The first offset whose entry has a timestamp at or after `ts`, if any.
-    pub async fn offset_for_timestamp(&self, ts: i64) -> Result<Option<u64>> {
+    /// The first entry with a timestamp at or after `ts`: its offset and max timestamp.
+    pub async fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(u64, i64)>> {
+        self.scan_timestamps(|seg_max| seg_max >= ts, |e| e.max_timestamp >= ts).await
+    }
+
+    /// The first entry holding the log's largest timestamp: its offset and that timestamp.
+    pub async fn max_timestamp_entry(&self) -> Result<Option<(u64, i64)>> {
+        let start = self.sh.start_offset();
+        let best = self.sh.segs().values().filter(|v| v.meta.end_offset > start).map(|v| v.meta.max_timestamp).max();
+        match best {
+            Some(ts) if ts >= 0 => self.scan_timestamps(|seg_max| seg_max >= ts, |e| e.max_timestamp >= ts).await,
+            _ => Ok(None),
+        }
+    }
+
+    /// Walks segments whose max timestamp passes `seg_ok`, then blocks, then entries, returning
+    /// the first entry matching `hit` (at or after the start offset).
+    async fn scan_timestamps(&self, seg_ok: impl Fn(i64) -> bool, hit: impl Fn(&StoredEntry) -> bool) -> Result<Option<(u64, i64)>> {
         let start = self.sh.start_offset();
         let segs: Vec<super::SegmentMeta> = self.sh.segs().values().map(|v| v.meta.clone()).collect();
         for seg in segs.into_iter().filter(|s| s.end_offset > start) {
-            if seg.max_timestamp < ts && seg.state == SegmentState::Sealed {
+            if seg.state == SegmentState::Sealed && !seg_ok(seg.max_timestamp) {
                 continue;
             }
             let mut pos = seg.base_offset.max(start);
             while pos < seg.end_offset {
                 let (key, info) = self.locate(pos).await?;
-                if info.max_timestamp >= ts {
+                if seg_ok(info.max_timestamp) {
                     let entries = self.load_block(&key).await?;
-                    if let Some(e) = entries.iter().find(|e| e.max_timestamp >= ts && e.end_offset() > start) {
-                        return Ok(Some(e.offset.max(start)));
+                    if let Some(e) = entries.iter().find(|e| hit(e) && e.end_offset() > start) {
+                        return Ok(Some((e.offset.max(start), e.max_timestamp)));
                     }
                 }
                 pos = info.end_offset;

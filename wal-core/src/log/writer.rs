@@ -82,6 +82,8 @@ struct WriterInner {
     state: Mutex<WState>,
     wake: Notify,
     space: Arc<Semaphore>,
+    segment_max_bytes: u64,
+    segment_max_age: Duration,
     task: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -124,7 +126,14 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-pub(crate) async fn open(wal: Arc<WalInner>, name: &str) -> Result<LogWriter> {
+/// Per-writer overrides of the WAL configuration (Kafka's per-topic segment settings).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriterOptions {
+    pub segment_max_bytes: Option<u64>,
+    pub segment_max_age_ms: Option<u64>,
+}
+
+pub(crate) async fn open(wal: Arc<WalInner>, name: &str, opts: WriterOptions) -> Result<LogWriter> {
     let shared = super::shared::get_or_load(&wal, name).await?;
     let meta = &*wal.meta;
     // 1. Take the next epoch: from here on, every commit of an older writer fails.
@@ -179,6 +188,8 @@ pub(crate) async fn open(wal: Arc<WalInner>, name: &str) -> Result<LogWriter> {
     tracing::info!(log = name, epoch, segment = next_id, offset = base, "opened writer");
 
     let log_id = shared.id;
+    let segment_max_bytes = opts.segment_max_bytes.unwrap_or(wal.cfg.segment_max_bytes).max(1);
+    let segment_max_age = Duration::from_millis(opts.segment_max_age_ms.unwrap_or(wal.cfg.segment_max_age_ms).max(1));
     let inner = Arc::new(WriterInner {
         space: Arc::new(Semaphore::new(wal.cfg.max_buffered_bytes)),
         wal,
@@ -198,6 +209,8 @@ pub(crate) async fn open(wal: Arc<WalInner>, name: &str) -> Result<LogWriter> {
         }),
         wake: Notify::new(),
         task: Mutex::new(None),
+        segment_max_bytes,
+        segment_max_age,
     });
     let cursor = SegCursor {
         cut_id: seg.id,
@@ -389,10 +402,10 @@ impl WriterInner {
         }
         drop(st);
         // Roll the segment the block goes to?
-        let age = cur.cut_since.elapsed() >= Duration::from_millis(cfg.segment_max_age_ms);
+        let age = cur.cut_since.elapsed() >= self.segment_max_age;
         if cur.roll_next
             || (cur.cut_blocks > 0
-                && (cur.cut_bytes + bytes as u64 > cfg.segment_max_bytes || cur.cut_blocks >= cfg.segment_max_blocks || age))
+                && (cur.cut_bytes + bytes as u64 > self.segment_max_bytes || cur.cut_blocks >= cfg.segment_max_blocks || age))
         {
             cur.cut_id += 1;
             cur.cut_bytes = 0;

@@ -1,0 +1,333 @@
+//! The broker state of one gateway: the WAL, the topic registry (persisted in the MetaStore),
+//! every partition this gateway serves, and the producer-id allocator. Handlers call into it;
+//! it knows nothing of the wire protocol beyond Kafka error codes.
+
+pub mod partition;
+pub mod producer;
+pub mod retention;
+pub mod topics;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+use kafka_protocol::ResponseError;
+use wal_core::log::WriterOptions;
+use wal_core::meta::{Compare, MetaStore, Op, Txn};
+use wal_core::{ObjectStore, Wal, WalError};
+
+use crate::config::{GatewayConfig, MetadataKind, StorageKind};
+pub use partition::Partition;
+use topics::{topic_key, TopicMeta, TOPIC_PREFIX};
+
+/// A topic and its partitions.
+pub struct Topic {
+    pub meta: TopicMeta,
+    pub partitions: Vec<Arc<Partition>>,
+}
+
+/// A failed admin operation: the Kafka error and a message for the client.
+pub type AdminError = (ResponseError, String);
+
+const PRODUCER_ID_KEY: &str = "gw/producer_id";
+/// Producer ids are reserved from the MetaStore in blocks of this many.
+const PRODUCER_ID_BLOCK: i64 = 1000;
+
+pub struct Broker {
+    pub cfg: GatewayConfig,
+    pub wal: Wal,
+    pub meta: Arc<dyn MetaStore>,
+    topics: RwLock<BTreeMap<String, Arc<Topic>>>,
+    admin: tokio::sync::Mutex<()>,
+    pids: tokio::sync::Mutex<(i64, i64)>,
+    tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+fn wal_err(e: WalError) -> AdminError {
+    (ResponseError::KafkaStorageError, e.to_string())
+}
+
+async fn backends(cfg: &GatewayConfig) -> anyhow::Result<(Arc<dyn ObjectStore>, Arc<dyn MetaStore>)> {
+    let store: Arc<dyn ObjectStore> = match cfg.storage {
+        StorageKind::Local => Arc::new(wal_core::storage::Instrumented(wal_core::storage::local::LocalStore::open(
+            cfg.data_dir.join("objects"),
+        )?)),
+        StorageKind::S3 => {
+            let s3 = wal_core::storage::s3::S3Store::new(&cfg.s3)?;
+            if let Err(e) = s3.ensure_bucket().await {
+                tracing::warn!(error = %e, bucket = %cfg.s3.bucket, "could not check or create the bucket");
+            }
+            Arc::new(wal_core::storage::Instrumented(s3))
+        }
+    };
+    let meta: Arc<dyn MetaStore> = match cfg.metadata {
+        MetadataKind::Embedded => {
+            Arc::new(wal_core::meta::Instrumented(wal_core::meta::embedded::EmbeddedMeta::open(cfg.data_dir.join("meta"), true)?))
+        }
+        #[cfg(feature = "etcd")]
+        MetadataKind::Etcd => Arc::new(wal_core::meta::Instrumented(
+            wal_core::meta::etcd::EtcdMeta::connect(&cfg.etcd_endpoints, &cfg.etcd_root).await?,
+        )),
+        #[cfg(not(feature = "etcd"))]
+        MetadataKind::Etcd => anyhow::bail!("this binary was built without the `etcd` feature"),
+    };
+    Ok((store, meta))
+}
+
+impl Broker {
+    /// Opens the backends, loads every topic and opens its partitions.
+    pub async fn open(cfg: GatewayConfig) -> anyhow::Result<Arc<Broker>> {
+        cfg.validate()?;
+        let (store, meta) = backends(&cfg).await?;
+        let wal = Wal::new(store, meta.clone(), cfg.wal.clone())?;
+        let broker = Arc::new(Broker {
+            cfg,
+            wal,
+            meta,
+            topics: RwLock::new(BTreeMap::new()),
+            admin: tokio::sync::Mutex::new(()),
+            pids: tokio::sync::Mutex::new((0, 0)),
+            tasks: std::sync::Mutex::new(Vec::new()),
+        });
+        let listing = broker.meta.list(TOPIC_PREFIX).await?;
+        for kv in listing.kvs {
+            let tm: TopicMeta = serde_json::from_slice(&kv.value)?;
+            let t = broker.open_topic(tm).await?;
+            broker.insert(t);
+        }
+        let tasks = vec![retention::spawn(broker.clone()), broker.wal.spawn_cleaner()];
+        broker.tasks.lock().unwrap_or_else(|p| p.into_inner()).extend(tasks);
+        Ok(broker)
+    }
+
+    pub fn writer_options(&self, tm: &TopicMeta) -> WriterOptions {
+        let s = tm.settings(&self.cfg.wal);
+        WriterOptions { segment_max_bytes: Some(s.segment_bytes), segment_max_age_ms: Some(s.segment_ms) }
+    }
+
+    async fn open_topic(&self, meta: TopicMeta) -> Result<Arc<Topic>, WalError> {
+        let name: Arc<str> = Arc::from(meta.name.as_str());
+        let opts = self.writer_options(&meta);
+        let mut partitions = Vec::with_capacity(meta.partitions as usize);
+        for i in 0..meta.partitions {
+            partitions.push(Partition::open(&self.wal, name.clone(), i, opts).await?);
+        }
+        Ok(Arc::new(Topic { meta, partitions }))
+    }
+
+    fn insert(&self, t: Arc<Topic>) {
+        self.topics.write().unwrap_or_else(|p| p.into_inner()).insert(t.meta.name.clone(), t);
+    }
+
+    pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {
+        self.topics.read().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
+    }
+
+    pub fn topic_by_id(&self, id: uuid::Uuid) -> Option<Arc<Topic>> {
+        self.topics.read().unwrap_or_else(|p| p.into_inner()).values().find(|t| t.meta.id == id).cloned()
+    }
+
+    pub fn topics(&self) -> Vec<Arc<Topic>> {
+        self.topics.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
+    }
+
+    pub fn partition(&self, topic: &str, index: i32) -> Option<Arc<Partition>> {
+        let t = self.topic(topic)?;
+        usize::try_from(index).ok().and_then(|i| t.partitions.get(i).cloned())
+    }
+
+    /// Creates a topic (or only validates the request).
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        configs: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<Arc<Topic>, AdminError> {
+        if !topics::valid_topic_name(name) {
+            return Err((ResponseError::InvalidTopicException, format!("invalid topic name {name:?}")));
+        }
+        let partitions = if partitions == -1 { self.cfg.default_partitions } else { partitions };
+        if !(1..=100_000).contains(&partitions) {
+            return Err((ResponseError::InvalidPartitions, format!("invalid partition count {partitions}")));
+        }
+        topics::validate_configs(configs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .map_err(|m| (ResponseError::InvalidConfig, m))?;
+        let _g = self.admin.lock().await;
+        if self.topic(name).is_some() {
+            return Err((ResponseError::TopicAlreadyExists, format!("topic {name} already exists")));
+        }
+        let meta = TopicMeta { name: name.to_string(), id: uuid::Uuid::new_v4(), partitions, configs, created_ms: now_ms() };
+        if validate_only {
+            return Ok(Arc::new(Topic { meta, partitions: Vec::new() }));
+        }
+        let r = self
+            .meta
+            .txn(
+                Txn::new()
+                    .when(Compare::ModRevision(topic_key(name), 0))
+                    .then(Op::put(topic_key(name), serde_json::to_vec(&meta).expect("serializes"))),
+            )
+            .await
+            .map_err(|e| (ResponseError::KafkaStorageError, e.to_string()))?;
+        if !r.succeeded {
+            return Err((ResponseError::TopicAlreadyExists, format!("topic {name} already exists")));
+        }
+        let t = self.open_topic(meta).await.map_err(wal_err)?;
+        self.insert(t.clone());
+        tracing::info!(topic = name, partitions, "created topic");
+        Ok(t)
+    }
+
+    /// Creates a topic unless it exists (auto-creation); returns it either way.
+    pub async fn ensure_topic(&self, name: &str) -> Result<Arc<Topic>, AdminError> {
+        if let Some(t) = self.topic(name) {
+            return Ok(t);
+        }
+        match self.create_topic(name, -1, BTreeMap::new(), false).await {
+            Ok(t) => Ok(t),
+            Err((ResponseError::TopicAlreadyExists, _)) => {
+                self.topic(name).ok_or((ResponseError::UnknownTopicOrPartition, name.to_string()))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn delete_topic(&self, name: &str) -> Result<(), AdminError> {
+        let _g = self.admin.lock().await;
+        let Some(t) = self.topic(name) else {
+            return Err((ResponseError::UnknownTopicOrPartition, format!("unknown topic {name}")));
+        };
+        self.meta
+            .txn(Txn::new().then(Op::Delete(topic_key(name))))
+            .await
+            .map_err(|e| (ResponseError::KafkaStorageError, e.to_string()))?;
+        self.topics.write().unwrap_or_else(|p| p.into_inner()).remove(name);
+        for p in &t.partitions {
+            p.close().await;
+            match self.wal.delete_log(&p.log).await {
+                Ok(()) | Err(WalError::LogNotFound(_)) => {}
+                Err(e) => tracing::warn!(log = %p.log, error = %e, "deleting log"),
+            }
+        }
+        tracing::info!(topic = name, "deleted topic");
+        Ok(())
+    }
+
+    pub async fn create_partitions(&self, name: &str, count: i32, validate_only: bool) -> Result<(), AdminError> {
+        let _g = self.admin.lock().await;
+        let Some(t) = self.topic(name) else {
+            return Err((ResponseError::UnknownTopicOrPartition, format!("unknown topic {name}")));
+        };
+        if count <= t.meta.partitions {
+            return Err((
+                ResponseError::InvalidPartitions,
+                format!("topic {name} has {} partitions; the count can only grow", t.meta.partitions),
+            ));
+        }
+        if count > 100_000 {
+            return Err((ResponseError::InvalidPartitions, format!("invalid partition count {count}")));
+        }
+        if validate_only {
+            return Ok(());
+        }
+        let mut meta = t.meta.clone();
+        meta.partitions = count;
+        self.persist(&meta).await?;
+        let opts = self.writer_options(&meta);
+        let mut partitions = t.partitions.clone();
+        for i in t.meta.partitions..count {
+            partitions.push(Partition::open(&self.wal, Arc::from(name), i, opts).await.map_err(wal_err)?);
+        }
+        self.insert(Arc::new(Topic { meta, partitions }));
+        Ok(())
+    }
+
+    /// Replaces (`incremental = false`) or updates a topic's explicit configs. `None` deletes a key.
+    pub async fn alter_configs(
+        &self,
+        name: &str,
+        changes: Vec<(String, Option<String>)>,
+        incremental: bool,
+        validate_only: bool,
+    ) -> Result<(), AdminError> {
+        let _g = self.admin.lock().await;
+        let Some(t) = self.topic(name) else {
+            return Err((ResponseError::UnknownTopicOrPartition, format!("unknown topic {name}")));
+        };
+        let mut configs = if incremental { t.meta.configs.clone() } else { BTreeMap::new() };
+        for (k, v) in changes {
+            match v {
+                Some(v) => {
+                    configs.insert(k, v);
+                }
+                None => {
+                    if topics::config_def(&k).is_none() {
+                        return Err((ResponseError::InvalidConfig, format!("unknown or unsupported topic config {k}")));
+                    }
+                    configs.remove(&k);
+                }
+            }
+        }
+        topics::validate_configs(configs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .map_err(|m| (ResponseError::InvalidConfig, m))?;
+        if validate_only {
+            return Ok(());
+        }
+        let mut meta = t.meta.clone();
+        meta.configs = configs;
+        self.persist(&meta).await?;
+        self.insert(Arc::new(Topic { meta, partitions: t.partitions.clone() }));
+        Ok(())
+    }
+
+    async fn persist(&self, meta: &TopicMeta) -> Result<(), AdminError> {
+        self.meta
+            .txn(Txn::new().then(Op::put(topic_key(&meta.name), serde_json::to_vec(meta).expect("serializes"))))
+            .await
+            .map_err(|e| (ResponseError::KafkaStorageError, e.to_string()))?;
+        Ok(())
+    }
+
+    /// A new producer id, unique across restarts (reserved in blocks from the MetaStore).
+    pub async fn allocate_producer_id(&self) -> Result<i64, AdminError> {
+        let mut g = self.pids.lock().await;
+        if g.0 >= g.1 {
+            loop {
+                let cur = self.meta.get(PRODUCER_ID_KEY).await.map_err(|e| (ResponseError::KafkaStorageError, e.to_string()))?;
+                let (rev, next) = match &cur {
+                    Some(kv) => (kv.mod_revision, std::str::from_utf8(&kv.value).ok().and_then(|s| s.parse().ok()).unwrap_or(0)),
+                    None => (0, 0i64),
+                };
+                let limit = next + PRODUCER_ID_BLOCK;
+                let r = self
+                    .meta
+                    .txn(Txn::new().when(Compare::ModRevision(PRODUCER_ID_KEY.into(), rev)).then(Op::put(PRODUCER_ID_KEY, limit.to_string())))
+                    .await
+                    .map_err(|e| (ResponseError::KafkaStorageError, e.to_string()))?;
+                if r.succeeded {
+                    *g = (next, limit);
+                    break;
+                }
+            }
+        }
+        let id = g.0;
+        g.0 += 1;
+        Ok(id)
+    }
+
+    /// Stops background work and closes every writer (flushing and sealing).
+    pub async fn shutdown(&self) {
+        for t in self.tasks.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
+            t.abort();
+        }
+        for t in self.topics() {
+            for p in &t.partitions {
+                p.close().await;
+            }
+        }
+    }
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}

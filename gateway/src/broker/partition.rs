@@ -1,0 +1,109 @@
+//! One topic partition: its log's writer and reader, and its idempotent-producer state.
+//! A Kafka offset is a wal-core offset; a Kafka record batch is one wal-core entry.
+
+use std::sync::{Arc, RwLock};
+
+use tokio::sync::Mutex;
+use wal_core::log::WriterOptions;
+use wal_core::{LogReader, LogWriter, Wal, WalError};
+
+use super::producer::ProducerStates;
+use crate::batch;
+
+pub struct Partition {
+    pub topic: Arc<str>,
+    pub index: i32,
+    pub log: String,
+    pub reader: LogReader,
+    writer: RwLock<Option<LogWriter>>,
+    /// Held while checking idempotence and submitting, so that sequence order is offset order.
+    pub producers: Mutex<ProducerStates>,
+    reopen: Mutex<()>,
+}
+
+impl Partition {
+    /// Opens (creating the log if needed) the partition, its writer, and rebuilds producer state.
+    pub async fn open(wal: &Wal, topic: Arc<str>, index: i32, opts: WriterOptions) -> Result<Arc<Partition>, WalError> {
+        let log = super::topics::log_name(&topic, index);
+        match wal.create_log(&log).await {
+            Ok(_) | Err(WalError::LogExists(_)) => {}
+            Err(e) => return Err(e),
+        }
+        let writer = wal.open_writer_with(&log, opts).await?;
+        let reader = wal.open_reader(&log).await?;
+        let p = Partition {
+            topic,
+            index,
+            log,
+            reader,
+            writer: RwLock::new(Some(writer)),
+            producers: Mutex::new(ProducerStates::default()),
+            reopen: Mutex::new(()),
+        };
+        p.rebuild_producers().await?;
+        Ok(Arc::new(p))
+    }
+
+    /// Replays the stored batches' producer fields into the idempotence state.
+    async fn rebuild_producers(&self) -> Result<(), WalError> {
+        let mut states = self.producers.lock().await;
+        let end = self.reader.durable_end();
+        let mut pos = self.reader.start_offset();
+        while pos < end {
+            let entries = self.reader.read(pos, 8 << 20).await?;
+            if entries.is_empty() {
+                break;
+            }
+            for e in entries {
+                if let Some(info) = batch::stored_info(&e.data) {
+                    if info.is_idempotent() {
+                        states.record(&info, e.offset, e.end_offset());
+                    }
+                }
+                pos = pos.max(e.end_offset());
+            }
+        }
+        Ok(())
+    }
+
+    pub fn writer(&self) -> Option<LogWriter> {
+        self.writer.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The leader epoch clients see: the epoch of this gateway's writer.
+    pub fn leader_epoch(&self) -> i32 {
+        self.writer().map(|w| w.epoch() as i32).unwrap_or(-1)
+    }
+
+    pub fn high_watermark(&self) -> i64 {
+        self.reader.durable_end() as i64
+    }
+
+    pub fn log_start(&self) -> i64 {
+        self.reader.start_offset() as i64
+    }
+
+    /// Replaces a writer that stopped in an unknown state (the new one recovers from metadata).
+    pub async fn reopen_writer(&self, wal: &Wal, opts: WriterOptions, failed_epoch: u64) -> Result<(), WalError> {
+        let _g = self.reopen.lock().await;
+        if self.writer().is_some_and(|w| w.epoch() != failed_epoch && w.failure().is_none()) {
+            return Ok(()); // someone else already reopened it
+        }
+        let w = wal.open_writer_with(&self.log, opts).await?;
+        let durable = w.written();
+        self.producers.lock().await.rollback_from(durable);
+        *self.writer.write().unwrap_or_else(|p| p.into_inner()) = Some(w);
+        tracing::info!(log = %self.log, "reopened writer");
+        Ok(())
+    }
+
+    /// Flushes and closes the writer.
+    pub async fn close(&self) {
+        let w = self.writer.write().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(w) = w {
+            if let Err(e) = w.close().await {
+                tracing::warn!(log = %self.log, error = %e, "closing writer");
+            }
+        }
+    }
+}

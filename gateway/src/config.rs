@@ -1,0 +1,146 @@
+//! The gateway's configuration: one typed TOML file (`--config`), every key with a named default,
+//! overridable by command-line flags and `GATEWAY_*` environment variables, validated at start-up.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use wal_core::storage::s3::S3Config;
+use wal_core::WalConfig;
+
+/// Kafka's default `socket.request.max.bytes`.
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 100 << 20;
+/// Requests other than Produce carry no record data; they are capped much lower.
+pub const DEFAULT_MAX_ADMIN_REQUEST_BYTES: usize = 8 << 20;
+/// Bytes of request frames being decoded or handled at once, over all connections.
+pub const DEFAULT_MAX_INFLIGHT_REQUEST_BYTES: usize = 512 << 20;
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Requests one connection may have in flight (received, response not yet written).
+pub const DEFAULT_MAX_INFLIGHT_PER_CONNECTION: usize = 64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageKind {
+    /// A local directory (`data_dir/objects`).
+    Local,
+    /// An S3 bucket (see the `s3` table).
+    S3,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum MetadataKind {
+    /// The embedded store (`data_dir/meta`), single node.
+    Embedded,
+    /// An etcd cluster (`etcd_endpoints`); needs the `etcd` build feature.
+    Etcd,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewayConfig {
+    /// This gateway's broker id.
+    pub node_id: i32,
+    /// Address the Kafka listener binds.
+    pub listen: SocketAddr,
+    /// host:port clients are told to connect to; `listen` when empty.
+    pub advertised_listener: String,
+    /// Rack reported in metadata, if any.
+    pub rack: Option<String>,
+    /// Address of the HTTP endpoint serving /metrics, /healthz and /readyz.
+    pub metrics_listen: SocketAddr,
+    /// The cluster id reported to clients.
+    pub cluster_id: String,
+    /// Local state for the local storage and embedded metadata backends.
+    pub data_dir: PathBuf,
+    pub storage: StorageKind,
+    pub s3: S3Config,
+    pub metadata: MetadataKind,
+    pub etcd_endpoints: Vec<String>,
+    /// Key prefix of everything this cluster keeps in etcd.
+    pub etcd_root: String,
+    /// Whether Metadata and Produce create unknown topics.
+    pub auto_create_topics: bool,
+    /// Partitions of an auto-created topic, and of CreateTopics with num_partitions = -1.
+    pub default_partitions: i32,
+    pub max_request_bytes: usize,
+    pub max_admin_request_bytes: usize,
+    pub max_inflight_request_bytes: usize,
+    pub max_connections: usize,
+    pub max_inflight_per_connection: usize,
+    /// How often retention is enforced.
+    pub retention_check_interval_ms: u64,
+    pub wal: WalConfig,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            node_id: 0,
+            listen: "127.0.0.1:9092".parse().expect("valid"),
+            advertised_listener: String::new(),
+            rack: None,
+            metrics_listen: "127.0.0.1:9644".parse().expect("valid"),
+            cluster_id: "wal-gateway".into(),
+            data_dir: PathBuf::from("./data"),
+            storage: StorageKind::Local,
+            s3: S3Config::default(),
+            metadata: MetadataKind::Embedded,
+            etcd_endpoints: vec!["http://127.0.0.1:2379".into()],
+            etcd_root: "/wal-gateway".into(),
+            auto_create_topics: true,
+            default_partitions: 1,
+            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            max_admin_request_bytes: DEFAULT_MAX_ADMIN_REQUEST_BYTES,
+            max_inflight_request_bytes: DEFAULT_MAX_INFLIGHT_REQUEST_BYTES,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_inflight_per_connection: DEFAULT_MAX_INFLIGHT_PER_CONNECTION,
+            retention_check_interval_ms: 10_000,
+            wal: WalConfig::default(),
+        }
+    }
+}
+
+impl GatewayConfig {
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.node_id >= 0, "node_id must be >= 0");
+        anyhow::ensure!(self.default_partitions >= 1, "default_partitions must be >= 1");
+        anyhow::ensure!(self.max_request_bytes >= 1024, "max_request_bytes must be >= 1024");
+        anyhow::ensure!(
+            self.max_admin_request_bytes >= 1024 && self.max_admin_request_bytes <= self.max_request_bytes,
+            "max_admin_request_bytes must be in 1024..=max_request_bytes"
+        );
+        anyhow::ensure!(
+            self.max_inflight_request_bytes >= self.max_request_bytes,
+            "max_inflight_request_bytes must be >= max_request_bytes"
+        );
+        anyhow::ensure!(self.max_connections >= 1 && self.max_inflight_per_connection >= 1, "connection limits must be >= 1");
+        anyhow::ensure!(!self.cluster_id.is_empty(), "cluster_id must not be empty");
+        anyhow::ensure!(self.retention_check_interval_ms > 0, "retention_check_interval_ms must be > 0");
+        if !self.advertised_listener.is_empty() {
+            let (h, p) = self
+                .advertised_listener
+                .rsplit_once(':')
+                .ok_or_else(|| anyhow::anyhow!("advertised_listener must be host:port"))?;
+            anyhow::ensure!(!h.is_empty() && p.parse::<u16>().is_ok(), "advertised_listener must be host:port");
+        }
+        if self.storage == StorageKind::S3 {
+            self.s3.validate().map_err(|e| anyhow::anyhow!(e))?;
+        }
+        if self.metadata == MetadataKind::Etcd {
+            anyhow::ensure!(!self.etcd_endpoints.is_empty(), "etcd_endpoints must not be empty");
+        }
+        self.wal.validate()?;
+        Ok(())
+    }
+
+    /// The host and port clients should connect to.
+    pub fn advertised(&self) -> (String, i32) {
+        if let Some((h, p)) = self.advertised_listener.rsplit_once(':') {
+            if let Ok(p) = p.parse::<u16>() {
+                return (h.to_string(), p as i32);
+            }
+        }
+        (self.listen.ip().to_string(), self.listen.port() as i32)
+    }
+}

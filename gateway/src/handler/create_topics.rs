@@ -1,0 +1,66 @@
+//! CreateTopics: with configs and validate-only. Any replication factor is accepted (durability
+//! comes from object storage) and reported as 1 replica, this gateway.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
+use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
+use kafka_protocol::ResponseError;
+
+use super::s;
+use crate::broker::{topics::CONFIGS, Broker};
+
+pub async fn handle(b: Arc<Broker>, v: i16, req: CreateTopicsRequest) -> CreateTopicsResponse {
+    let mut results = Vec::with_capacity(req.topics.len());
+    for t in req.topics {
+        let name = t.name.0.to_string();
+        let mut r = CreatableTopicResult::default().with_name(t.name.clone());
+        let invalid_rf = t.replication_factor == 0 || t.replication_factor < -1;
+        let outcome = if invalid_rf {
+            Err((ResponseError::InvalidReplicationFactor, format!("invalid replication factor {}", t.replication_factor)))
+        } else if !t.assignments.is_empty() && t.num_partitions != -1 {
+            Err((ResponseError::InvalidRequest, "give either num_partitions or assignments".to_string()))
+        } else {
+            let partitions = if t.assignments.is_empty() { t.num_partitions } else { t.assignments.len() as i32 };
+            let configs: BTreeMap<String, String> =
+                t.configs.iter().filter_map(|c| c.value.as_ref().map(|v| (c.name.to_string(), v.to_string()))).collect();
+            b.create_topic(&name, partitions, configs, req.validate_only).await
+        };
+        match outcome {
+            Ok(topic) => {
+                if v >= 7 {
+                    r.topic_id = topic.meta.id;
+                }
+                if v >= 5 {
+                    r.num_partitions = topic.meta.partitions;
+                    r.replication_factor = 1;
+                    r.configs = Some(
+                        CONFIGS
+                            .iter()
+                            .map(|d| {
+                                let (val, default) = topic.meta.value(d.name, &b.cfg.wal).unwrap_or_default();
+                                CreatableTopicConfigs::default()
+                                    .with_name(s(d.name))
+                                    .with_value(Some(s(val)))
+                                    .with_config_source(if default { 5 } else { 1 })
+                            })
+                            .collect(),
+                    );
+                }
+            }
+            Err((e, msg)) => {
+                r.error_code = e.code();
+                if v >= 1 {
+                    r.error_message = Some(s(msg));
+                }
+                if v >= 5 {
+                    r.num_partitions = -1;
+                    r.replication_factor = -1;
+                }
+            }
+        }
+        results.push(r);
+    }
+    CreateTopicsResponse::default().with_topics(results)
+}

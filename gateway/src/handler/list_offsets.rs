@@ -1,0 +1,57 @@
+//! ListOffsets: earliest (-2, and -4 "earliest local"), latest (-1), max timestamp (-3) and by
+//! timestamp. A timestamp lookup answers with the first batch holding a record at or after the
+//! timestamp (its base offset and max timestamp): batches are stored as sent, never opened.
+
+use std::sync::Arc;
+
+use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
+use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+use kafka_protocol::ResponseError;
+
+use super::fetch::leader_epoch_error;
+use crate::broker::Broker;
+
+pub async fn handle(b: Arc<Broker>, v: i16, req: ListOffsetsRequest) -> ListOffsetsResponse {
+    let mut topics = Vec::with_capacity(req.topics.len());
+    for t in req.topics {
+        let mut parts = Vec::with_capacity(t.partitions.len());
+        for lp in t.partitions {
+            let mut r = ListOffsetsPartitionResponse::default().with_partition_index(lp.partition_index).with_timestamp(-1).with_offset(-1);
+            let Some(p) = b.partition(&t.name.0, lp.partition_index) else {
+                parts.push(r.with_error_code(ResponseError::UnknownTopicOrPartition.code()));
+                continue;
+            };
+            if v >= 4 {
+                if let Some(e) = leader_epoch_error(&p, lp.current_leader_epoch) {
+                    parts.push(r.with_error_code(e.code()));
+                    continue;
+                }
+                r.leader_epoch = p.leader_epoch();
+            }
+            let found = match lp.timestamp {
+                -1 => Ok(Some((p.high_watermark() as u64, -1))),
+                -2 | -4 => Ok(Some((p.log_start() as u64, -1))),
+                -3 => p.reader.max_timestamp_entry().await,
+                ts if ts >= 0 => p.reader.offset_for_timestamp(ts).await,
+                _ => {
+                    parts.push(r.with_error_code(ResponseError::InvalidRequest.code()));
+                    continue;
+                }
+            };
+            match found {
+                Ok(Some((off, ts))) => {
+                    r.offset = off as i64;
+                    r.timestamp = ts;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(log = %p.log, error = %e, "list offsets failed");
+                    r.error_code = ResponseError::KafkaStorageError.code();
+                }
+            }
+            parts.push(r);
+        }
+        topics.push(ListOffsetsTopicResponse::default().with_name(t.name).with_partitions(parts));
+    }
+    ListOffsetsResponse::default().with_topics(topics)
+}

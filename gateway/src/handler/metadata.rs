@@ -1,0 +1,90 @@
+//! Metadata: this gateway as the only broker, every partition led by it with the writer epoch as
+//! leader epoch; unknown topics are auto-created when configured and allowed by the request.
+
+use std::sync::Arc;
+
+use kafka_protocol::messages::metadata_response::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
+use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
+use kafka_protocol::ResponseError;
+
+use super::s;
+use crate::broker::{topics::valid_topic_name, Broker, Topic};
+
+fn topic_response(b: &Broker, v: i16, t: &Topic) -> MetadataResponseTopic {
+    let node = BrokerId(b.cfg.node_id);
+    let partitions = t
+        .partitions
+        .iter()
+        .map(|p| {
+            let mut r = MetadataResponsePartition::default()
+                .with_partition_index(p.index)
+                .with_leader_id(node)
+                .with_replica_nodes(vec![node])
+                .with_isr_nodes(vec![node]);
+            if v >= 7 {
+                r.leader_epoch = p.leader_epoch();
+            }
+            r
+        })
+        .collect();
+    let mut r = MetadataResponseTopic::default().with_name(Some(TopicName(s(t.meta.name.clone())))).with_partitions(partitions);
+    if v >= 10 {
+        r.topic_id = t.meta.id;
+    }
+    r
+}
+
+fn error_topic(v: i16, name: Option<String>, id: uuid::Uuid, e: ResponseError) -> MetadataResponseTopic {
+    let mut r = MetadataResponseTopic::default().with_error_code(e.code()).with_name(name.map(|n| TopicName(s(n))));
+    if v >= 10 {
+        r.topic_id = id;
+    }
+    r
+}
+
+pub async fn handle(b: Arc<Broker>, v: i16, req: MetadataRequest) -> MetadataResponse {
+    let (host, port) = b.cfg.advertised();
+    let mut broker = MetadataResponseBroker::default().with_node_id(BrokerId(b.cfg.node_id)).with_host(s(host)).with_port(port);
+    if v >= 1 {
+        broker.rack = b.cfg.rack.clone().map(s);
+    }
+    let auto_create = b.cfg.auto_create_topics && (v < 4 || req.allow_auto_topic_creation);
+    // v0: an empty list means all topics; later versions use null for that.
+    let requested = match req.topics {
+        None => None,
+        Some(t) if t.is_empty() && v == 0 => None,
+        Some(t) => Some(t),
+    };
+    let topics = match requested {
+        None => b.topics().iter().map(|t| topic_response(&b, v, t)).collect(),
+        Some(list) => {
+            let mut out = Vec::with_capacity(list.len());
+            for rt in list {
+                let name = rt.name.map(|n| n.0.to_string());
+                let found = match &name {
+                    Some(n) => b.topic(n),
+                    None => b.topic_by_id(rt.topic_id),
+                };
+                let r = match (found, name) {
+                    (Some(t), _) => topic_response(&b, v, &t),
+                    (None, Some(n)) if !valid_topic_name(&n) => error_topic(v, Some(n), rt.topic_id, ResponseError::InvalidTopicException),
+                    (None, Some(n)) if auto_create => match b.ensure_topic(&n).await {
+                        Ok(t) => topic_response(&b, v, &t),
+                        Err((e, _)) => error_topic(v, Some(n), rt.topic_id, e),
+                    },
+                    (None, n) => error_topic(v, n, rt.topic_id, ResponseError::UnknownTopicOrPartition),
+                };
+                out.push(r);
+            }
+            out
+        }
+    };
+    let mut resp = MetadataResponse::default().with_brokers(vec![broker]).with_topics(topics);
+    if v >= 1 {
+        resp.controller_id = BrokerId(b.cfg.node_id);
+    }
+    if v >= 2 {
+        resp.cluster_id = Some(s(b.cfg.cluster_id.clone()));
+    }
+    resp
+}

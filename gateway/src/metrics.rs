@@ -1,0 +1,92 @@
+//! Every metric name the gateway exports (`gateway_<subsystem>_<name>_<unit>`), the Prometheus
+//! exporter, and the HTTP endpoint serving `/metrics`, `/healthz` and `/readyz`.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+pub const REQUESTS_TOTAL: &str = "gateway_requests_total";
+pub const REQUEST_SECONDS: &str = "gateway_request_seconds";
+pub const CONNECTIONS: &str = "gateway_connections";
+pub const CONNECTIONS_TOTAL: &str = "gateway_connections_total";
+pub const BYTES_RECEIVED_TOTAL: &str = "gateway_network_received_bytes_total";
+pub const BYTES_SENT_TOTAL: &str = "gateway_network_sent_bytes_total";
+pub const INFLIGHT_REQUEST_BYTES: &str = "gateway_inflight_request_bytes";
+pub const PROTOCOL_ERRORS_TOTAL: &str = "gateway_protocol_errors_total";
+pub const PRODUCE_BYTES_TOTAL: &str = "gateway_produce_bytes_total";
+pub const PRODUCE_BATCHES_TOTAL: &str = "gateway_produce_batches_total";
+pub const FETCH_BYTES_TOTAL: &str = "gateway_fetch_bytes_total";
+
+pub const ALL: &[&str] = &[
+    REQUESTS_TOTAL,
+    REQUEST_SECONDS,
+    CONNECTIONS,
+    CONNECTIONS_TOTAL,
+    BYTES_RECEIVED_TOTAL,
+    BYTES_SENT_TOTAL,
+    INFLIGHT_REQUEST_BYTES,
+    PROTOCOL_ERRORS_TOTAL,
+    PRODUCE_BYTES_TOTAL,
+    PRODUCE_BATCHES_TOTAL,
+    FETCH_BYTES_TOTAL,
+];
+
+/// Installs the Prometheus recorder (once per process).
+pub fn install() -> anyhow::Result<PrometheusHandle> {
+    let buckets = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+    Ok(PrometheusBuilder::new().set_buckets(&buckets)?.install_recorder()?)
+}
+
+/// Serves `/metrics`, `/healthz` (process alive) and `/readyz` (broker open) over plain HTTP/1.
+pub async fn serve(addr: SocketAddr, handle: PrometheusHandle, ready: Arc<AtomicBool>) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    Ok(tokio::spawn(async move {
+        let limit = Arc::new(tokio::sync::Semaphore::new(64));
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else { continue };
+            let Ok(permit) = limit.clone().try_acquire_owned() else { continue };
+            let handle = handle.clone();
+            let ready = ready.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let mut n = 0;
+                let read = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+                    while n < buf.len() {
+                        let k = sock.read(&mut buf[n..]).await?;
+                        if k == 0 {
+                            break;
+                        }
+                        n += k;
+                        if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+                            break;
+                        }
+                    }
+                    Ok::<_, std::io::Error>(())
+                })
+                .await;
+                if !matches!(read, Ok(Ok(()))) {
+                    return;
+                }
+                let line = String::from_utf8_lossy(&buf[..n]);
+                let path = line.split_whitespace().nth(1).unwrap_or("/");
+                let (status, body) = match path {
+                    "/metrics" => ("200 OK", handle.render()),
+                    "/healthz" => ("200 OK", "ok\n".to_string()),
+                    "/readyz" if ready.load(Ordering::Acquire) => ("200 OK", "ready\n".to_string()),
+                    "/readyz" => ("503 Service Unavailable", "not ready\n".to_string()),
+                    _ => ("404 Not Found", "not found\n".to_string()),
+                };
+                let resp = format!(
+                    "HTTP/1.1 {status}\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = sock.write_all(resp.as_bytes()).await;
+                let _ = sock.shutdown().await;
+                drop(permit);
+            });
+        }
+    }))
+}
