@@ -64,8 +64,12 @@ unsafe impl GlobalAlloc for GuardedAlloc {
         if !old_huge && !new_huge {
             return System.realloc(ptr, layout, new_size);
         }
-        let new_layout = Layout::from_size_align_unchecked(new_size, layout.align());
-        let new = self.alloc(new_layout);
+        if old_huge && new_huge {
+            // Remap the pages instead of copying them (untouched pages stay uncommitted).
+            let p = libc::mremap(ptr as *mut libc::c_void, layout.size(), new_size, libc::MREMAP_MAYMOVE);
+            return if p == libc::MAP_FAILED { std::ptr::null_mut() } else { p as *mut u8 };
+        }
+        let new = self.alloc(Layout::from_size_align_unchecked(new_size, layout.align()));
         if !new.is_null() {
             std::ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size));
             self.dealloc(ptr, layout);

@@ -98,8 +98,9 @@ mod tests {
         assert_eq!(retention_point(&segs, 500, -1, 1600), Some(10));
         assert_eq!(retention_point(&segs, 500, -1, 2600), Some(20));
         assert_eq!(retention_point(&segs, 500, -1, 9999), Some(20), "never the active segment");
-        assert_eq!(retention_point(&segs, -1, 150, 0), Some(20));
-        assert_eq!(retention_point(&segs, -1, 250, 0), Some(10));
+        assert_eq!(retention_point(&segs, -1, 50, 0), Some(20));
+        assert_eq!(retention_point(&segs, -1, 150, 0), Some(10));
+        assert_eq!(retention_point(&segs, -1, 250, 0), None);
         assert_eq!(retention_point(&segs, -1, 300, 0), None);
         assert_eq!(retention_point(&segs, -1, -1, 0), None);
     }

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Runs every test of the project on a fresh machine, installing what the tests need first:
+# Debian's etcd-server, protobuf-compiler (etcd-client's build) and kcat; moto_server (an
+# S3-compatible server) and the Python Kafka clients from PyPI; Rust crates from crates.io.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUDO=""
+if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
+
+need_apt=()
+command -v etcd >/dev/null 2>&1 || need_apt+=(etcd-server)
+command -v protoc >/dev/null 2>&1 || need_apt+=(protobuf-compiler)
+command -v kcat >/dev/null 2>&1 || need_apt+=(kcat)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "== installing ${need_apt[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+# etcd-server may start a system etcd on :2379; the tests start their own on free ports.
+$SUDO systemctl stop etcd >/dev/null 2>&1 || true
+
+echo "== installing Python test dependencies"
+python3 -m pip install -q --disable-pip-version-check -r compat-tests/requirements.txt
+
+export WAL_REQUIRE_SERVERS=1
+export CARGO_TERM_COLOR=never
+
+echo "== cargo test (all crates, etcd feature on)"
+cargo test --workspace --all-features --no-fail-fast 2>&1
+
+echo "== gateway binary for the client compatibility tests"
+cargo build -p gateway 2>&1
+export GATEWAY_BIN="$PWD/target/debug/gateway"
+
+echo "== real Kafka clients (compat-tests)"
+cd compat-tests
+python3 -m pytest -q -p no:cacheprovider

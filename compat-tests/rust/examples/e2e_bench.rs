@@ -1,0 +1,136 @@
+//! End-to-end benchmark with a native librdkafka client (the rdkafka crate), 1 topic, 1
+//! partition, 1 producer, acks=all: throughput and ack latency p50/p99 for 1 KiB messages (at full
+//! speed, and at a moderate fixed rate), messages/s for 100-byte messages, and consumer catch-up.
+//! Start it after `cargo build --release -p gateway`; it runs the release gateway on a fresh
+//! directory (`--dir`) and prints figures.
+//!
+//! `cargo run --release -p compat-rdkafka --example e2e_bench -- [--mib 256] [--dir DIR]`
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use compat_rdkafka::{gateway_bin, Gateway};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+
+struct Ctx {
+    lat: Mutex<Vec<Duration>>,
+    errors: Mutex<u64>,
+}
+impl ClientContext for Ctx {}
+impl ProducerContext for Ctx {
+    type DeliveryOpaque = Box<Instant>;
+    fn delivery(&self, r: &DeliveryResult<'_>, sent: Box<Instant>) {
+        match r {
+            Ok(_) => self.lat.lock().unwrap().push(sent.elapsed()),
+            Err(_) => *self.errors.lock().unwrap() += 1,
+        }
+    }
+}
+
+fn pct(v: &mut [Duration], p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort();
+    v[((v.len() - 1) as f64 * p).round() as usize].as_secs_f64() * 1e3
+}
+
+/// Produces `n` messages of `size` bytes, at most `rate` per second (0: unbounded).
+fn produce(bootstrap: &str, topic: &str, size: usize, n: usize, rate: u64) -> (f64, Vec<Duration>) {
+    let ctx = Arc::new(Ctx { lat: Mutex::new(Vec::with_capacity(n)), errors: Mutex::new(0) });
+    let p: ThreadedProducer<ArcCtx> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "2")
+        .set("queue.buffering.max.kbytes", "1048576")
+        .set("queue.buffering.max.messages", "1000000")
+        .create_with_context(ArcCtx(ctx.clone()))
+        .unwrap();
+    let payload = vec![0x5au8; size];
+    let t = Instant::now();
+    for i in 0..n {
+        if rate > 0 {
+            let due = t + Duration::from_secs_f64(i as f64 / rate as f64);
+            if let Some(d) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(d);
+            }
+        }
+        let mut rec = BaseRecord::<(), [u8], Box<Instant>>::with_opaque_to(topic, Box::new(Instant::now())).payload(&payload).partition(0);
+        loop {
+            match p.send(rec) {
+                Ok(()) => break,
+                Err((_, r)) => {
+                    rec = r;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        }
+    }
+    p.flush(Duration::from_secs(120)).unwrap();
+    let secs = t.elapsed().as_secs_f64();
+    assert_eq!(*ctx.errors.lock().unwrap(), 0, "delivery errors");
+    let lat = std::mem::take(&mut *ctx.lat.lock().unwrap());
+    assert_eq!(lat.len(), n);
+    (secs, lat)
+}
+
+struct ArcCtx(Arc<Ctx>);
+impl ClientContext for ArcCtx {}
+impl ProducerContext for ArcCtx {
+    type DeliveryOpaque = Box<Instant>;
+    fn delivery(&self, r: &DeliveryResult<'_>, sent: Box<Instant>) {
+        self.0.delivery(r, sent)
+    }
+}
+
+fn main() {
+    let mut mib = 256usize;
+    let mut dir = std::env::temp_dir().join("e2e-bench");
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    for w in args.chunks(2) {
+        match w[0].as_str() {
+            "--mib" => mib = w[1].parse().unwrap(),
+            "--dir" => dir = w[1].clone().into(),
+            o => panic!("unknown argument {o}"),
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut gw = Gateway::start(gateway_bin(true), Some(dir.clone())).unwrap();
+    println!("gateway end to end: rdkafka (librdkafka {}), acks=all, idempotent, 1 partition", rdkafka::util::get_rdkafka_version().1);
+    let n = (mib << 20) / 1024;
+    let (secs, mut lat) = produce(&gw.bootstrap, "bench-1k", 1024, n, 0);
+    println!("{:<34} {:>9.1} MB/s {:>10.0} msg/s  p50 {:>8.2} ms  p99 {:>8.2} ms", "produce 1 KiB, full speed", (n * 1024) as f64 / secs / 1e6, n as f64 / secs, pct(&mut lat, 0.5), pct(&mut lat, 0.99));
+    let (_, mut lat) = produce(&gw.bootstrap, "bench-rate", 1024, 10_000, 2_000);
+    println!("{:<34} {:>9} {:>16}  p50 {:>8.2} ms  p99 {:>8.2} ms", "produce 1 KiB at 2000 msg/s", "", "", pct(&mut lat, 0.5), pct(&mut lat, 0.99));
+    let n100 = (mib << 20) / 8 / 100;
+    let (secs100, _) = produce(&gw.bootstrap, "bench-100b", 100, n100, 0);
+    println!("{:<34} {:>9.1} MB/s {:>10.0} msg/s", "produce 100 B, full speed", (n100 * 100) as f64 / secs100 / 1e6, n100 as f64 / secs100);
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &gw.bootstrap)
+        .set("group.id", "bench")
+        .set("enable.auto.commit", "false")
+        .set("fetch.max.bytes", "52428800")
+        .set("max.partition.fetch.bytes", "10485760")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset("bench-1k", 0, Offset::Beginning).unwrap();
+    c.assign(&tpl).unwrap();
+    let t = Instant::now();
+    let (mut got, mut bytes) = (0usize, 0usize);
+    while got < n && t.elapsed() < Duration::from_secs(300) {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(500)) {
+            got += 1;
+            bytes += m.payload_len();
+        }
+    }
+    let cs = t.elapsed().as_secs_f64();
+    println!("{:<34} {:>9.1} MB/s {:>10.0} msg/s  ({got}/{n})", "consumer catch-up 1 KiB", bytes as f64 / cs / 1e6, got as f64 / cs);
+    gw.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
