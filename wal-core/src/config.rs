@@ -9,8 +9,9 @@ pub const DEFAULT_FLUSH_MAX_BYTES: usize = 4 << 20;
 /// Upper bound on how long an accepted entry waits before its block is cut, when every upload
 /// slot is busy. With a free slot, waiting data is uploaded at once (group commit).
 pub const DEFAULT_FLUSH_MAX_AGE_MS: u64 = 200;
-/// Uploads in flight per writer; bounds memory and object-store concurrency.
-pub const DEFAULT_MAX_INFLIGHT_UPLOADS: usize = 4;
+/// Uploads in flight per writer; bounds memory and object-store concurrency. Half of them are
+/// used eagerly (group commit at low load), the rest for full or aged blocks.
+pub const DEFAULT_MAX_INFLIGHT_UPLOADS: usize = 8;
 /// Accepted-but-not-durable bytes per writer; appends wait (backpressure) beyond this.
 pub const DEFAULT_MAX_BUFFERED_BYTES: usize = 64 << 20;
 /// Attempts per block upload before its appends fail with a retriable error.

@@ -38,19 +38,26 @@ fn pct(v: &mut [Duration], p: f64) -> f64 {
     v[((v.len() - 1) as f64 * p).round() as usize].as_secs_f64() * 1e3
 }
 
-/// Produces `n` messages of `size` bytes, at most `rate` per second (0: unbounded).
-fn produce(bootstrap: &str, topic: &str, size: usize, n: usize, rate: u64) -> (f64, Vec<Duration>) {
+/// Produces `n` messages of `size` bytes, at most `rate` per second (0: unbounded), after one
+/// warm-up message (connection, metadata, topic creation and producer id are not measured).
+fn produce(bootstrap: &str, topic: &str, size: usize, n: usize, rate: u64, linger_ms: u32) -> (f64, Vec<Duration>) {
     let ctx = Arc::new(Ctx { lat: Mutex::new(Vec::with_capacity(n)), errors: Mutex::new(0) });
     let p: ThreadedProducer<ArcCtx> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("acks", "all")
         .set("enable.idempotence", "true")
-        .set("linger.ms", "2")
+        .set("linger.ms", linger_ms.to_string())
+        .set("batch.size", "1000000")
         .set("queue.buffering.max.kbytes", "1048576")
         .set("queue.buffering.max.messages", "1000000")
         .create_with_context(ArcCtx(ctx.clone()))
         .unwrap();
     let payload = vec![0x5au8; size];
+    p.send(BaseRecord::<(), [u8], Box<Instant>>::with_opaque_to(topic, Box::new(Instant::now())).payload(&payload).partition(0))
+        .map_err(|(e, _)| e)
+        .unwrap();
+    p.flush(Duration::from_secs(30)).unwrap();
+    ctx.lat.lock().unwrap().clear();
     let t = Instant::now();
     for i in 0..n {
         if rate > 0 {
@@ -100,16 +107,27 @@ fn main() {
     }
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
+    // The wal-core benchmark on the same directory, same run: the baseline for the ratios.
+    let wal_bench = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/release/examples/bench");
+    if wal_bench.exists() {
+        let st = std::process::Command::new(&wal_bench)
+            .args(["--dir", dir.join("wal").to_str().unwrap(), "--mib-per-case", &mib.to_string()])
+            .status()
+            .unwrap();
+        assert!(st.success());
+    } else {
+        println!("(build the wal-core baseline with `cargo build --release -p wal-core --example bench`)");
+    }
     let mut gw = Gateway::start(gateway_bin(true), Some(dir.clone())).unwrap();
     println!("gateway end to end: rdkafka (librdkafka {}), acks=all, idempotent, 1 partition", rdkafka::util::get_rdkafka_version().1);
     let n = (mib << 20) / 1024;
-    let (secs, mut lat) = produce(&gw.bootstrap, "bench-1k", 1024, n, 0);
-    println!("{:<34} {:>9.1} MB/s {:>10.0} msg/s  p50 {:>8.2} ms  p99 {:>8.2} ms", "produce 1 KiB, full speed", (n * 1024) as f64 / secs / 1e6, n as f64 / secs, pct(&mut lat, 0.5), pct(&mut lat, 0.99));
-    let (_, mut lat) = produce(&gw.bootstrap, "bench-rate", 1024, 10_000, 2_000);
-    println!("{:<34} {:>9} {:>16}  p50 {:>8.2} ms  p99 {:>8.2} ms", "produce 1 KiB at 2000 msg/s", "", "", pct(&mut lat, 0.5), pct(&mut lat, 0.99));
+    let (secs, mut lat) = produce(&gw.bootstrap, "bench-1k", 1024, n, 0, 10);
+    println!("{:<34} {:>9.1} MB/s {:>10.0} msg/s  p50 {:>8.2} ms  p99 {:>8.2} ms", "produce 1 KiB, full speed, linger 10", (n * 1024) as f64 / secs / 1e6, n as f64 / secs, pct(&mut lat, 0.5), pct(&mut lat, 0.99));
+    let (_, mut lat) = produce(&gw.bootstrap, "bench-rate", 1024, 10_000, 2_000, 0);
+    println!("{:<34} {:>9} {:>16}  p50 {:>8.2} ms  p99 {:>8.2} ms", "produce 1 KiB, 2000 msg/s, linger 0", "", "", pct(&mut lat, 0.5), pct(&mut lat, 0.99));
     let n100 = (mib << 20) / 8 / 100;
-    let (secs100, _) = produce(&gw.bootstrap, "bench-100b", 100, n100, 0);
-    println!("{:<34} {:>9.1} MB/s {:>10.0} msg/s", "produce 100 B, full speed", (n100 * 100) as f64 / secs100 / 1e6, n100 as f64 / secs100);
+    let (secs100, _) = produce(&gw.bootstrap, "bench-100b", 100, n100, 0, 10);
+    println!("{:<34} {:>9.1} MB/s {:>10.0} msg/s", "produce 100 B, full speed, linger 10", (n100 * 100) as f64 / secs100 / 1e6, n100 as f64 / secs100);
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &gw.bootstrap)
         .set("group.id", "bench")
@@ -131,6 +149,11 @@ fn main() {
     }
     let cs = t.elapsed().as_secs_f64();
     println!("{:<34} {:>9.1} MB/s {:>10.0} msg/s  ({got}/{n})", "consumer catch-up 1 KiB", bytes as f64 / cs / 1e6, got as f64 / cs);
+    if std::env::var("E2E_METRICS").is_ok() {
+        for l in gw.metrics().lines().filter(|l| !l.starts_with('#') && (l.contains("sum") || l.contains("count") || l.contains("_total"))) {
+            println!("  {l}");
+        }
+    }
     gw.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }

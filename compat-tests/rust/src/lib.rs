@@ -11,7 +11,7 @@ pub struct Gateway {
     pub bootstrap: String,
     pub data_dir: PathBuf,
     port: u16,
-    mport: u16,
+    pub mport: u16,
     bin: PathBuf,
     _tmp: Option<tempfile::TempDir>,
 }
@@ -65,6 +65,16 @@ impl Gateway {
         self.child.kill()?;
         self.child.wait()?;
         self.spawn()
+    }
+
+    /// The gateway's Prometheus metrics text.
+    pub fn metrics(&self) -> String {
+        use std::io::{Read, Write};
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.mport)) else { return String::new() };
+        let _ = s.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n");
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out
     }
 
     pub fn stop(&mut self) {

@@ -3,8 +3,9 @@
 //! `submit` assigns offsets at once (`written`) and queues the entry in a bounded buffer
 //! (backpressure by bytes). A flusher task cuts the buffer into blocks and uploads them with
 //! put-if-absent, up to `max_inflight_uploads` at a time, retrying with backoff. Cutting is group
-//! commit: a block is cut as soon as no upload is in flight, when the buffer reaches
-//! `flush_max_bytes`, when the oldest entry reaches `flush_max_age_ms`, or on `flush`. Completed
+//! commit: while fewer than half the upload slots are busy, waiting data is cut into a block at
+//! once; beyond that, when the buffer reaches `flush_max_bytes`, when the oldest entry reaches
+//! `flush_max_age_ms`, or on `flush` (and never past the in-flight bound). Completed
 //! uploads are committed to metadata strictly in offset order (one transaction covering every
 //! finished block, compared against this writer's epoch); only then are their appends
 //! acknowledged and `durable` advanced.
@@ -384,7 +385,12 @@ impl WriterInner {
         let mut st = lock(&self.state);
         let front = st.buffer.front()?;
         let aged = front.at.elapsed() >= Duration::from_millis(cfg.flush_max_age_ms);
-        if !(inflight == 0 || st.buffer_bytes >= cfg.flush_max_bytes || aged || st.flush_requested || st.closing) {
+        // Group commit: while fewer than half the upload slots are busy, waiting data is
+        // uploaded at once (a lightly loaded log acknowledges in about one PUT). Beyond that,
+        // data accumulates until a block is full (`flush_max_bytes`) or its oldest entry is
+        // `flush_max_age_ms` old, so a loaded log batches into large blocks.
+        let eager = inflight < cfg.max_inflight_uploads.div_ceil(2);
+        if !(eager || st.buffer_bytes >= cfg.flush_max_bytes || aged || st.flush_requested || st.closing) {
             return None;
         }
         let mut entries = Vec::new();
