@@ -70,6 +70,8 @@ pub struct GatewayConfig {
     pub max_inflight_per_connection: usize,
     /// How often retention is enforced.
     pub retention_check_interval_ms: u64,
+    /// Kafka's group.initial.rebalance.delay.ms: a new group waits this long for more members.
+    pub group_initial_rebalance_delay_ms: u64,
     pub wal: WalConfig,
 }
 
@@ -96,6 +98,7 @@ impl Default for GatewayConfig {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_inflight_per_connection: DEFAULT_MAX_INFLIGHT_PER_CONNECTION,
             retention_check_interval_ms: 10_000,
+            group_initial_rebalance_delay_ms: 3_000,
             wal: WalConfig::default(),
         }
     }

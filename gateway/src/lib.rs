@@ -7,6 +7,7 @@
 //! - [`server`]: listener, framing, ordered responses, limits.
 //! - [`handler`]: one file per Kafka API.
 //! - [`broker`]: topics, partitions, idempotent-producer state, retention.
+//! - [`group`]: the consumer-group coordinator and durable committed offsets.
 //! - [`batch`]: Kafka record-batch header validation and patching.
 //! - [`metrics`]: metric names, Prometheus exporter, health endpoints.
 //! - [`alloc`]: the allocator guard against length-prefixed preallocation in the codec.
@@ -15,6 +16,7 @@ pub mod alloc;
 pub mod batch;
 pub mod broker;
 pub mod config;
+pub mod group;
 pub mod handler;
 pub mod metrics;
 pub mod server;

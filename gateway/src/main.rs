@@ -92,6 +92,9 @@ struct RunArgs {
     /// MemoryBuffer: longest time an append waits for its block when uploads are busy [default: 200].
     #[arg(long, env = "GATEWAY_FLUSH_MAX_AGE_MS")]
     flush_max_age_ms: Option<u64>,
+    /// How long a new consumer group waits for more members before its first generation [default: 3000].
+    #[arg(long, env = "GATEWAY_GROUP_INITIAL_REBALANCE_DELAY_MS")]
+    group_initial_rebalance_delay_ms: Option<u64>,
     /// Log filter (tracing syntax) [default: info].
     #[arg(long, env = "GATEWAY_LOG", default_value = "info")]
     log: String,
@@ -125,6 +128,7 @@ impl RunArgs {
             max_request_bytes => c.max_request_bytes,
             flush_max_bytes => c.wal.flush_max_bytes,
             flush_max_age_ms => c.wal.flush_max_age_ms,
+            group_initial_rebalance_delay_ms => c.group_initial_rebalance_delay_ms,
         );
         if let Some(e) = &self.s3_endpoint {
             c.s3.endpoint = Some(e.clone());

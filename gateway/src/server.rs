@@ -60,7 +60,7 @@ pub async fn serve(listener: TcpListener, broker: Arc<Broker>, mut shutdown: wat
                 let (b, l, s) = (broker.clone(), limits.clone(), shutdown.clone());
                 conns.spawn(async move {
                     metrics::gauge!(m::CONNECTIONS).increment(1.0);
-                    if let Err(e) = connection(stream, b, l, s).await {
+                    if let Err(e) = connection(stream, peer, b, l, s).await {
                         tracing::debug!(%peer, error = %e, "connection closed");
                     }
                     metrics::gauge!(m::CONNECTIONS).decrement(1.0);
@@ -100,7 +100,14 @@ fn protocol(kind: &'static str, msg: impl Into<String>) -> ConnError {
     ConnError::Protocol(msg.into())
 }
 
-async fn connection(stream: TcpStream, broker: Arc<Broker>, limits: Arc<Limits>, mut shutdown: watch::Receiver<bool>) -> Result<(), ConnError> {
+async fn connection(
+    stream: TcpStream,
+    peer: std::net::SocketAddr,
+    broker: Arc<Broker>,
+    limits: Arc<Limits>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), ConnError> {
+    let client_host = format!("/{}", peer.ip());
     let (rd, wr) = stream.into_split();
     let (tx, rx) = mpsc::channel::<Queued>(broker.cfg.max_inflight_per_connection);
     let writer = tokio::spawn(write_loop(wr, rx));
@@ -118,7 +125,7 @@ async fn connection(stream: TcpStream, broker: Arc<Broker>, limits: Arc<Limits>,
         match decode(body) {
             Ok(Decoded::Request { header, request, api_key }) => {
                 let version = header.request_api_version;
-                let pending: Pending = handler::dispatch(&broker, &header, api_key, request).await;
+                let pending: Pending = handler::dispatch(&broker, &header, &client_host, api_key, request).await;
                 let q = Queued {
                     correlation_id: header.correlation_id,
                     api_key,

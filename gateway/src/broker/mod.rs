@@ -36,6 +36,7 @@ pub struct Broker {
     pub cfg: GatewayConfig,
     pub wal: Wal,
     pub meta: Arc<dyn MetaStore>,
+    pub groups: Arc<crate::group::Coordinator>,
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
     admin: tokio::sync::Mutex<()>,
     pids: tokio::sync::Mutex<(i64, i64)>,
@@ -79,10 +80,13 @@ impl Broker {
         cfg.validate()?;
         let (store, meta) = backends(&cfg).await?;
         let wal = Wal::new(store, meta.clone(), cfg.wal.clone())?;
+        let groups =
+            crate::group::Coordinator::open(meta.clone(), std::time::Duration::from_millis(cfg.group_initial_rebalance_delay_ms)).await?;
         let broker = Arc::new(Broker {
             cfg,
             wal,
             meta,
+            groups,
             topics: RwLock::new(BTreeMap::new()),
             admin: tokio::sync::Mutex::new(()),
             pids: tokio::sync::Mutex::new((0, 0)),
@@ -94,7 +98,7 @@ impl Broker {
             let t = broker.open_topic(tm).await?;
             broker.insert(t);
         }
-        let tasks = vec![retention::spawn(broker.clone()), broker.wal.spawn_cleaner()];
+        let tasks = vec![retention::spawn(broker.clone()), broker.wal.spawn_cleaner(), broker.groups.spawn_ticker()];
         broker.tasks.lock().unwrap_or_else(|p| p.into_inner()).extend(tasks);
         Ok(broker)
     }
@@ -208,6 +212,9 @@ impl Broker {
                 Ok(()) | Err(WalError::LogNotFound(_)) => {}
                 Err(e) => tracing::warn!(log = %p.log, error = %e, "deleting log"),
             }
+        }
+        if let Err(e) = self.groups.offsets.delete_topic(name).await {
+            tracing::warn!(topic = name, error = %e, "deleting the topic's committed offsets");
         }
         tracing::info!(topic = name, "deleted topic");
         Ok(())

@@ -5,19 +5,30 @@
 //! work as a future that the connection runs concurrently with later requests. Only Produce
 //! does work before returning (offset assignment must follow request order).
 
+pub mod alter_configs;
 pub mod api_versions;
 pub mod create_partitions;
 pub mod create_topics;
+pub mod delete_groups;
 pub mod delete_records;
 pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_configs;
-pub mod alter_configs;
+pub mod describe_groups;
 pub mod fetch;
+pub mod find_coordinator;
+pub mod heartbeat;
 pub mod init_producer_id;
+pub mod join_group;
+pub mod leave_group;
+pub mod list_groups;
 pub mod list_offsets;
 pub mod metadata;
+pub mod offset_commit;
+pub mod offset_delete;
+pub mod offset_fetch;
 pub mod produce;
+pub mod sync_group;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -48,6 +59,17 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DescribeCluster, 0, 1),
+    (ApiKey::FindCoordinator, 0, 4),
+    (ApiKey::JoinGroup, 0, 9),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::OffsetCommit, 2, 8),
+    (ApiKey::OffsetFetch, 1, 8),
+    (ApiKey::ListGroups, 0, 5),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::OffsetDelete, 0, 0),
 ];
 
 /// The advertised version range of an API, if supported.
@@ -78,6 +100,17 @@ pub fn api_name(api: ApiKey) -> &'static str {
         ApiKey::CreatePartitions => "create_partitions",
         ApiKey::IncrementalAlterConfigs => "incremental_alter_configs",
         ApiKey::DescribeCluster => "describe_cluster",
+        ApiKey::FindCoordinator => "find_coordinator",
+        ApiKey::JoinGroup => "join_group",
+        ApiKey::SyncGroup => "sync_group",
+        ApiKey::Heartbeat => "heartbeat",
+        ApiKey::LeaveGroup => "leave_group",
+        ApiKey::OffsetCommit => "offset_commit",
+        ApiKey::OffsetFetch => "offset_fetch",
+        ApiKey::ListGroups => "list_groups",
+        ApiKey::DescribeGroups => "describe_groups",
+        ApiKey::DeleteGroups => "delete_groups",
+        ApiKey::OffsetDelete => "offset_delete",
         _ => "other",
     }
 }
@@ -93,9 +126,11 @@ where
     Box::pin(async move { Some(f.await) })
 }
 
-pub async fn dispatch(b: &Arc<Broker>, header: &RequestHeader, api: ApiKey, req: RequestKind) -> Pending {
+pub async fn dispatch(b: &Arc<Broker>, header: &RequestHeader, client_host: &str, api: ApiKey, req: RequestKind) -> Pending {
     let v = header.request_api_version;
     let b = b.clone();
+    let client_id = header.client_id.as_ref().map(|c| c.to_string()).unwrap_or_default();
+    let client_host = client_host.to_string();
     match req {
         RequestKind::Produce(r) => produce::submit(b, v, r).await,
         RequestKind::Fetch(r) => ready(async move { ResponseKind::Fetch(fetch::handle(b, v, r).await) }),
@@ -113,6 +148,19 @@ pub async fn dispatch(b: &Arc<Broker>, header: &RequestHeader, api: ApiKey, req:
         }
         RequestKind::CreatePartitions(r) => ready(async move { ResponseKind::CreatePartitions(create_partitions::handle(b, r).await) }),
         RequestKind::DescribeCluster(_) => ready(async move { ResponseKind::DescribeCluster(describe_cluster::handle(b)) }),
+        RequestKind::FindCoordinator(r) => ready(async move { ResponseKind::FindCoordinator(find_coordinator::handle(b, v, r)) }),
+        RequestKind::JoinGroup(r) => {
+            ready(async move { ResponseKind::JoinGroup(join_group::handle(b, v, client_id, client_host, r).await) })
+        }
+        RequestKind::SyncGroup(r) => ready(async move { ResponseKind::SyncGroup(sync_group::handle(b, v, r).await) }),
+        RequestKind::Heartbeat(r) => ready(async move { ResponseKind::Heartbeat(heartbeat::handle(b, r)) }),
+        RequestKind::LeaveGroup(r) => ready(async move { ResponseKind::LeaveGroup(leave_group::handle(b, v, r)) }),
+        RequestKind::OffsetCommit(r) => ready(async move { ResponseKind::OffsetCommit(offset_commit::handle(b, r).await) }),
+        RequestKind::OffsetFetch(r) => ready(async move { ResponseKind::OffsetFetch(offset_fetch::handle(b, v, r)) }),
+        RequestKind::ListGroups(r) => ready(async move { ResponseKind::ListGroups(list_groups::handle(b, v, r)) }),
+        RequestKind::DescribeGroups(r) => ready(async move { ResponseKind::DescribeGroups(describe_groups::handle(b, v, r)) }),
+        RequestKind::DeleteGroups(r) => ready(async move { ResponseKind::DeleteGroups(delete_groups::handle(b, r).await) }),
+        RequestKind::OffsetDelete(r) => ready(async move { ResponseKind::OffsetDelete(offset_delete::handle(b, r).await) }),
         other => {
             // `supports` lets only the APIs above through; this is a bug guard, not a path.
             tracing::error!(?api, "no handler for {:?}", std::mem::discriminant(&other));

@@ -1,0 +1,161 @@
+//! Committed offsets, durable in the MetaStore (`gw/offsets/{hex(group)}/{topic}/{partition}`),
+//! cached in memory for OffsetFetch. One OffsetCommit request is one MetaStore transaction, so a
+//! commit of many partitions costs one round trip (and one fsync with the embedded store).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde::{Deserialize, Serialize};
+use wal_core::meta::{MetaStore, Op, Txn};
+use wal_core::MetaError;
+
+const PREFIX: &str = "gw/offsets/";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Committed {
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: String,
+    pub commit_ms: u64,
+}
+
+type GroupOffsets = BTreeMap<(String, i32), Committed>;
+
+pub struct OffsetStore {
+    meta: Arc<dyn MetaStore>,
+    cache: Mutex<HashMap<String, GroupOffsets>>,
+}
+
+fn hex(s: &str) -> String {
+    s.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<String> {
+    let bytes: Option<Vec<u8>> = (0..s.len()).step_by(2).map(|i| s.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok())).collect();
+    String::from_utf8(bytes?).ok()
+}
+
+fn key(group: &str, topic: &str, partition: i32) -> String {
+    format!("{PREFIX}{}/{topic}/{partition}", hex(group))
+}
+
+impl OffsetStore {
+    /// Loads every committed offset.
+    pub async fn load(meta: Arc<dyn MetaStore>) -> Result<OffsetStore, MetaError> {
+        let mut cache: HashMap<String, GroupOffsets> = HashMap::new();
+        for kv in meta.list(PREFIX).await?.kvs {
+            let rest = &kv.key[PREFIX.len()..];
+            let mut parts = rest.splitn(2, '/');
+            let (Some(g), Some(tp)) = (parts.next(), parts.next()) else { continue };
+            let Some((topic, partition)) = tp.rsplit_once('/') else { continue };
+            let (Some(group), Ok(partition), Ok(c)) = (unhex(g), partition.parse::<i32>(), serde_json::from_slice::<Committed>(&kv.value)) else {
+                tracing::warn!(key = %kv.key, "skipping an unreadable committed offset");
+                continue;
+            };
+            cache.entry(group).or_default().insert((topic.to_string(), partition), c);
+        }
+        Ok(OffsetStore { meta, cache: Mutex::new(cache) })
+    }
+
+    fn cache(&self) -> MutexGuard<'_, HashMap<String, GroupOffsets>> {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Stores the commits atomically, then makes them visible to fetches.
+    pub async fn commit(&self, group: &str, commits: Vec<(String, i32, Committed)>) -> Result<(), MetaError> {
+        if commits.is_empty() {
+            return Ok(());
+        }
+        let mut txn = Txn::new();
+        for (t, p, c) in &commits {
+            txn = txn.then(Op::put(key(group, t, *p), serde_json::to_vec(c).expect("serializes")));
+        }
+        self.meta.txn(txn).await?;
+        let mut cache = self.cache();
+        let g = cache.entry(group.to_string()).or_default();
+        for (t, p, c) in commits {
+            g.insert((t, p), c);
+        }
+        Ok(())
+    }
+
+    pub fn get(&self, group: &str, topic: &str, partition: i32) -> Option<Committed> {
+        self.cache().get(group).and_then(|g| g.get(&(topic.to_string(), partition)).cloned())
+    }
+
+    /// Every committed offset of a group.
+    pub fn group(&self, group: &str) -> Vec<(String, i32, Committed)> {
+        self.cache().get(group).map(|g| g.iter().map(|((t, p), c)| (t.clone(), *p, c.clone())).collect()).unwrap_or_default()
+    }
+
+    pub fn groups(&self) -> Vec<String> {
+        self.cache().iter().filter(|(_, g)| !g.is_empty()).map(|(k, _)| k.clone()).collect()
+    }
+
+    pub fn has_group(&self, group: &str) -> bool {
+        self.cache().get(group).is_some_and(|g| !g.is_empty())
+    }
+
+    pub async fn delete_group(&self, group: &str) -> Result<(), MetaError> {
+        self.meta.txn(Txn::new().then(Op::DeletePrefix(format!("{PREFIX}{}/", hex(group))))).await?;
+        self.cache().remove(group);
+        Ok(())
+    }
+
+    pub async fn delete(&self, group: &str, parts: &[(String, i32)]) -> Result<(), MetaError> {
+        let mut txn = Txn::new();
+        for (t, p) in parts {
+            txn = txn.then(Op::Delete(key(group, t, *p)));
+        }
+        self.meta.txn(txn).await?;
+        if let Some(g) = self.cache().get_mut(group) {
+            for (t, p) in parts {
+                g.remove(&(t.clone(), *p));
+            }
+        }
+        Ok(())
+    }
+
+    /// Offsets of a deleted topic are dropped with it.
+    pub async fn delete_topic(&self, topic: &str) -> Result<(), MetaError> {
+        let doomed: Vec<(String, Vec<(String, i32)>)> = self
+            .cache()
+            .iter()
+            .map(|(g, o)| (g.clone(), o.keys().filter(|(t, _)| t == topic).cloned().collect::<Vec<_>>()))
+            .filter(|(_, v)| !v.is_empty())
+            .collect();
+        for (g, parts) in doomed {
+            self.delete(&g, &parts).await?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn group_ids_of_any_bytes_round_trip() {
+        for g in ["a", "with/slash", "ünï", ""] {
+            assert_eq!(unhex(&hex(g)).as_deref(), Some(g));
+        }
+    }
+
+    #[tokio::test]
+    async fn commits_survive_a_reload() {
+        let meta: Arc<dyn MetaStore> = Arc::new(wal_core::meta::embedded::EmbeddedMeta::in_memory());
+        let s = OffsetStore::load(meta.clone()).await.unwrap();
+        let c = |o| Committed { offset: o, leader_epoch: 1, metadata: "m".into(), commit_ms: 5 };
+        s.commit("g/1", vec![("t".into(), 0, c(10)), ("t".into(), 1, c(20))]).await.unwrap();
+        s.commit("g2", vec![("u".into(), 3, c(7))]).await.unwrap();
+        let r = OffsetStore::load(meta.clone()).await.unwrap();
+        assert_eq!(r.get("g/1", "t", 1), Some(c(20)));
+        assert_eq!(r.group("g/1").len(), 2);
+        r.delete_topic("t").await.unwrap();
+        assert!(!r.has_group("g/1"));
+        r.delete_group("g2").await.unwrap();
+        let r = OffsetStore::load(meta).await.unwrap();
+        assert!(r.groups().is_empty());
+    }
+}

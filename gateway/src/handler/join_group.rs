@@ -1,0 +1,72 @@
+//! JoinGroup: the classic protocol's join phase (member-id-required round from v4, static
+//! membership from v5); waits until the group's join phase completes.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
+use kafka_protocol::messages::{JoinGroupRequest, JoinGroupResponse};
+use kafka_protocol::ResponseError;
+
+use super::s;
+use crate::broker::Broker;
+use crate::group::state::{JoinArgs, JoinResult, Outcome};
+use crate::group::{MAX_SESSION_TIMEOUT, MIN_SESSION_TIMEOUT};
+
+pub async fn handle(b: Arc<Broker>, v: i16, client_id: String, client_host: String, req: JoinGroupRequest) -> JoinGroupResponse {
+    let group_id = req.group_id.0.to_string();
+    let session = Duration::from_millis(req.session_timeout_ms.max(0) as u64);
+    let rebalance = if v >= 1 { Duration::from_millis(req.rebalance_timeout_ms.max(0) as u64) } else { session };
+    let result = if group_id.is_empty() {
+        JoinResult::error(ResponseError::InvalidGroupId, req.member_id.to_string())
+    } else if session < MIN_SESSION_TIMEOUT || session > MAX_SESSION_TIMEOUT {
+        JoinResult::error(ResponseError::InvalidSessionTimeout, req.member_id.to_string())
+    } else {
+        let args = JoinArgs {
+            version: v,
+            member_id: req.member_id.to_string(),
+            instance_id: req.group_instance_id.as_ref().map(|i| i.to_string()),
+            client_id,
+            client_host,
+            session_timeout: session,
+            rebalance_timeout: rebalance,
+            protocol_type: req.protocol_type.to_string(),
+            protocols: req.protocols.iter().map(|p| (p.name.to_string(), p.metadata.clone())).collect(),
+        };
+        let create = args.member_id.is_empty() || args.instance_id.is_some();
+        let outcome = b.groups.with_group(&group_id, create, |g| g.join(args, Instant::now(), b.groups.initial_delay));
+        match outcome {
+            None => JoinResult::error(ResponseError::UnknownMemberId, req.member_id.to_string()),
+            Some(Outcome::Now(r)) => r,
+            Some(Outcome::Wait(rx)) => match tokio::time::timeout(rebalance + Duration::from_secs(5), rx).await {
+                Ok(Ok(r)) => r,
+                _ => JoinResult::error(ResponseError::RebalanceInProgress, req.member_id.to_string()),
+            },
+        }
+    };
+    let mut resp = JoinGroupResponse::default()
+        .with_error_code(result.error.map(|e| e.code()).unwrap_or(0))
+        .with_generation_id(result.generation)
+        .with_protocol_name(result.protocol.clone().map(s).or(Some(s(""))))
+        .with_leader(s(result.leader.clone()))
+        .with_member_id(s(result.member_id.clone()))
+        .with_members(
+            result
+                .members
+                .iter()
+                .map(|(id, inst, meta)| {
+                    let mut m = JoinGroupResponseMember::default().with_member_id(s(id.clone())).with_metadata(meta.clone());
+                    if v >= 5 {
+                        m.group_instance_id = inst.clone().map(s);
+                    }
+                    m
+                })
+                .collect(),
+        );
+    if v >= 7 {
+        resp.protocol_type = result.protocol_type.map(s);
+    } else if result.protocol.is_none() {
+        resp.protocol_name = Some(s(""));
+    }
+    resp
+}

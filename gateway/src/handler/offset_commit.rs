@@ -1,0 +1,82 @@
+//! OffsetCommit: validates the member and generation (or accepts a standalone commit for a group
+//! without members), then stores every partition's offset in one durable transaction.
+
+use std::sync::Arc;
+
+use kafka_protocol::messages::offset_commit_response::{OffsetCommitResponsePartition, OffsetCommitResponseTopic};
+use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
+use kafka_protocol::ResponseError;
+
+use crate::broker::{now_ms, Broker};
+use crate::group::offsets::Committed;
+use crate::group::state::GroupState;
+
+/// Kafka's offset.metadata.max.bytes.
+const MAX_METADATA: usize = 4096;
+
+fn check_member(b: &Broker, req: &OffsetCommitRequest) -> Option<ResponseError> {
+    let generation = req.generation_id_or_member_epoch;
+    let instance = req.group_instance_id.as_ref().map(|i| i.to_string());
+    if generation < 0 && req.member_id.is_empty() {
+        // A standalone commit (manual assignment, admin tools): only for a group without members.
+        return b.groups.with_group(&req.group_id.0, false, |g| (!g.members.is_empty()).then_some(ResponseError::UnknownMemberId)).flatten();
+    }
+    b.groups
+        .with_group(&req.group_id.0, false, |g| {
+            if let Err(e) = g.check_member(&req.member_id, instance.as_deref(), generation) {
+                return Some(e);
+            }
+            (g.state == GroupState::CompletingRebalance).then_some(ResponseError::RebalanceInProgress)
+        })
+        .unwrap_or(Some(ResponseError::UnknownMemberId))
+}
+
+pub async fn handle(b: Arc<Broker>, req: OffsetCommitRequest) -> OffsetCommitResponse {
+    let group_error = if req.group_id.is_empty() { Some(ResponseError::InvalidGroupId) } else { check_member(&b, &req) };
+    let mut commits = Vec::new();
+    let mut topics = Vec::with_capacity(req.topics.len());
+    for t in &req.topics {
+        let mut parts = Vec::with_capacity(t.partitions.len());
+        for p in &t.partitions {
+            let e = if let Some(e) = group_error {
+                Some(e)
+            } else if b.partition(&t.name.0, p.partition_index).is_none() {
+                Some(ResponseError::UnknownTopicOrPartition)
+            } else if p.committed_metadata.as_ref().is_some_and(|m| m.len() > MAX_METADATA) {
+                Some(ResponseError::OffsetMetadataTooLarge)
+            } else {
+                commits.push((
+                    t.name.0.to_string(),
+                    p.partition_index,
+                    Committed {
+                        offset: p.committed_offset,
+                        leader_epoch: p.committed_leader_epoch,
+                        metadata: p.committed_metadata.as_ref().map(|m| m.to_string()).unwrap_or_default(),
+                        commit_ms: now_ms(),
+                    },
+                ));
+                None
+            };
+            parts.push((p.partition_index, e));
+        }
+        topics.push((t.name.clone(), parts));
+    }
+    let stored = b.groups.offsets.commit(&req.group_id.0, commits).await;
+    if let Err(e) = &stored {
+        tracing::warn!(group = %&*req.group_id.0, error = %e, "offset commit failed");
+    }
+    let topics = topics
+        .into_iter()
+        .map(|(name, parts)| {
+            let partitions = parts
+                .into_iter()
+                .map(|(i, e)| {
+                    let e = e.or(stored.as_ref().err().map(|_| ResponseError::CoordinatorNotAvailable));
+                    OffsetCommitResponsePartition::default().with_partition_index(i).with_error_code(e.map(|e| e.code()).unwrap_or(0))
+                })
+                .collect();
+            OffsetCommitResponseTopic::default().with_name(name).with_partitions(partitions)
+        })
+        .collect();
+    OffsetCommitResponse::default().with_topics(topics)
+}

@@ -1,0 +1,96 @@
+//! OffsetFetch: committed offsets of one group (before v8) or several (v8+), for the listed
+//! partitions or, with a null topic list, for everything the group committed.
+
+use std::sync::Arc;
+
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions, OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+};
+use kafka_protocol::messages::{OffsetFetchRequest, OffsetFetchResponse, TopicName};
+
+use super::s;
+use crate::broker::Broker;
+
+/// (topic, [(partition, offset, leader epoch, metadata)])
+type Fetched = Vec<(String, Vec<(i32, i64, i32, String)>)>;
+
+fn fetch(b: &Broker, group: &str, topics: Option<Vec<(String, Vec<i32>)>>) -> Fetched {
+    let offsets = &b.groups.offsets;
+    match topics {
+        Some(list) => list
+            .into_iter()
+            .map(|(t, parts)| {
+                let ps = parts
+                    .into_iter()
+                    .map(|p| match offsets.get(group, &t, p) {
+                        Some(c) => (p, c.offset, c.leader_epoch, c.metadata),
+                        None => (p, -1, -1, String::new()),
+                    })
+                    .collect();
+                (t, ps)
+            })
+            .collect(),
+        None => {
+            let mut out: Fetched = Vec::new();
+            for (t, p, c) in offsets.group(group) {
+                match out.iter_mut().find(|(n, _)| *n == t) {
+                    Some((_, v)) => v.push((p, c.offset, c.leader_epoch, c.metadata)),
+                    None => out.push((t, vec![(p, c.offset, c.leader_epoch, c.metadata)])),
+                }
+            }
+            out
+        }
+    }
+}
+
+pub fn handle(b: Arc<Broker>, v: i16, req: OffsetFetchRequest) -> OffsetFetchResponse {
+    if v >= 8 {
+        let groups = req
+            .groups
+            .iter()
+            .map(|g| {
+                let topics = g.topics.as_ref().map(|ts| ts.iter().map(|t| (t.name.0.to_string(), t.partition_indexes.clone())).collect());
+                let fetched = fetch(&b, &g.group_id.0, topics);
+                OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone()).with_topics(
+                    fetched
+                        .into_iter()
+                        .map(|(t, ps)| {
+                            OffsetFetchResponseTopics::default().with_name(TopicName(s(t))).with_partitions(
+                                ps.into_iter()
+                                    .map(|(p, o, e, m)| {
+                                        OffsetFetchResponsePartitions::default()
+                                            .with_partition_index(p)
+                                            .with_committed_offset(o)
+                                            .with_committed_leader_epoch(e)
+                                            .with_metadata(Some(s(m)))
+                                    })
+                                    .collect(),
+                            )
+                        })
+                        .collect(),
+                )
+            })
+            .collect();
+        return OffsetFetchResponse::default().with_groups(groups);
+    }
+    let topics = req.topics.as_ref().map(|ts| ts.iter().map(|t| (t.name.0.to_string(), t.partition_indexes.clone())).collect());
+    let fetched = fetch(&b, &req.group_id.0, topics);
+    OffsetFetchResponse::default().with_topics(
+        fetched
+            .into_iter()
+            .map(|(t, ps)| {
+                OffsetFetchResponseTopic::default().with_name(TopicName(s(t))).with_partitions(
+                    ps.into_iter()
+                        .map(|(p, o, e, m)| {
+                            let mut r = OffsetFetchResponsePartition::default().with_partition_index(p).with_committed_offset(o).with_metadata(Some(s(m)));
+                            if v >= 5 {
+                                r.committed_leader_epoch = e;
+                            }
+                            r
+                        })
+                        .collect(),
+                )
+            })
+            .collect(),
+    )
+}
