@@ -25,6 +25,17 @@ pub struct Topic {
     pub partitions: Vec<Arc<Partition>>,
 }
 
+/// One row of [`Broker::consumer_lag`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerLag {
+    pub group: String,
+    pub topic: String,
+    pub partition: i32,
+    pub committed: i64,
+    pub high_watermark: i64,
+    pub lag: i64,
+}
+
 /// A failed admin operation: the Kafka error and a message for the client.
 pub type AdminError = (ResponseError, String);
 
@@ -320,6 +331,20 @@ impl Broker {
         let id = g.0;
         g.0 += 1;
         Ok(id)
+    }
+
+    /// Consumer lag: for every committed offset of every group, the partition's high watermark
+    /// and the distance to it.
+    pub fn consumer_lag(&self) -> Vec<ConsumerLag> {
+        let mut out = Vec::new();
+        for group in self.groups.group_ids() {
+            for (topic, partition, c) in self.groups.offsets.group(&group) {
+                let Some(p) = self.partition(&topic, partition) else { continue };
+                let hw = p.high_watermark();
+                out.push(ConsumerLag { group: group.clone(), topic, partition, committed: c.offset, high_watermark: hw, lag: (hw - c.offset).max(0) });
+            }
+        }
+        out
     }
 
     /// Stops background work and closes every writer (flushing and sealing).

@@ -1,0 +1,98 @@
+//! The gateway started in process, driven with kafka-protocol's client-side encoders: checks
+//! that need the broker's internals (consumer lag, restart of the broker state).
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+
+use bytes::{Buf, BytesMut};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+
+fn call(addr: std::net::SocketAddr, api: ApiKey, v: i16, req: RequestKind) -> ResponseKind {
+    let mut buf = BytesMut::new();
+    RequestHeader::default()
+        .with_request_api_key(api as i16)
+        .with_request_api_version(v)
+        .with_correlation_id(1)
+        .with_client_id(Some(StrBytes::from_static_str("test")))
+        .encode(&mut buf, api.request_header_version(v))
+        .unwrap();
+    req.encode(&mut buf, v).unwrap();
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(&(buf.len() as i32).to_be_bytes()).unwrap();
+    s.write_all(&buf).unwrap();
+    let mut size = [0u8; 4];
+    s.read_exact(&mut size).unwrap();
+    let mut body = vec![0u8; i32::from_be_bytes(size) as usize];
+    s.read_exact(&mut body).unwrap();
+    let mut b = bytes::Bytes::from(body);
+    ResponseHeader::decode(&mut b, api.response_header_version(v)).unwrap();
+    let r = ResponseKind::decode(api, &mut b, v).unwrap();
+    assert!(!b.has_remaining());
+    r
+}
+
+fn batch(n: i32) -> bytes::Bytes {
+    // one uncompressed batch of n tiny records
+    let mut records = Vec::new();
+    for i in 0..n {
+        let body = [0u8, 0, (i as u8) << 1, 1, 2, b'x', 0];
+        records.push((body.len() as u8) << 1);
+        records.extend_from_slice(&body);
+    }
+    let mut b = vec![0u8; 61];
+    b[16] = 2;
+    b[23..27].copy_from_slice(&(n - 1).to_be_bytes());
+    b[43..51].copy_from_slice(&(-1i64).to_be_bytes());
+    b[51..53].copy_from_slice(&(-1i16).to_be_bytes());
+    b[53..57].copy_from_slice(&(-1i32).to_be_bytes());
+    b[57..61].copy_from_slice(&n.to_be_bytes());
+    b.extend_from_slice(&records);
+    let len = (b.len() - 12) as i32;
+    b[8..12].copy_from_slice(&len.to_be_bytes());
+    let crc = crc32c::crc32c(&b[21..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    bytes::Bytes::from(b)
+}
+
+fn name(s: &'static str) -> TopicName {
+    TopicName(StrBytes::from_static_str(s))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_lag_is_committed_offset_against_high_watermark() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = gateway::GatewayConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.path().to_path_buf(),
+        ..Default::default()
+    };
+    let running = gateway::start(cfg).await.unwrap();
+    let addr = running.addr;
+    let lag = tokio::task::spawn_blocking(move || {
+        let produce = ProduceRequest::default().with_acks(-1).with_timeout_ms(5000).with_topic_data(vec![produce_request::TopicProduceData::default()
+            .with_name(name("lagged"))
+            .with_partition_data(vec![produce_request::PartitionProduceData::default().with_records(Some(batch(10)))])]);
+        // unknown topic first: auto-creation happens on Metadata
+        call(addr, ApiKey::Metadata, 9, RequestKind::Metadata(MetadataRequest::default().with_topics(Some(vec![
+            metadata_request::MetadataRequestTopic::default().with_name(Some(name("lagged"))),
+        ])).with_allow_auto_topic_creation(true)));
+        let ResponseKind::Produce(r) = call(addr, ApiKey::Produce, 9, RequestKind::Produce(produce)) else { panic!() };
+        assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
+        let commit = OffsetCommitRequest::default()
+            .with_group_id(GroupId(StrBytes::from_static_str("g")))
+            .with_generation_id_or_member_epoch(-1)
+            .with_topics(vec![offset_commit_request::OffsetCommitRequestTopic::default()
+                .with_name(name("lagged"))
+                .with_partitions(vec![offset_commit_request::OffsetCommitRequestPartition::default().with_committed_offset(4)])]);
+        let ResponseKind::OffsetCommit(r) = call(addr, ApiKey::OffsetCommit, 8, RequestKind::OffsetCommit(commit)) else { panic!() };
+        assert_eq!(r.topics[0].partitions[0].error_code, 0);
+    })
+    .await
+    .unwrap();
+    let _ = lag;
+    let rows = running.broker.consumer_lag();
+    assert_eq!(rows.len(), 1);
+    assert_eq!((rows[0].committed, rows[0].high_watermark, rows[0].lag), (4, 10, 6));
+    running.shutdown().await;
+}
