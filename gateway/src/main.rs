@@ -159,9 +159,11 @@ fn main() -> anyhow::Result<()> {
         let prom = gateway::metrics::install()?;
         let ready = Arc::new(AtomicBool::new(false));
         let metrics_addr = cfg.metrics_listen;
-        let _http = gateway::metrics::serve(metrics_addr, prom, ready.clone()).await?;
+        let slot: gateway::metrics::BrokerSlot = Default::default();
+        let _http = gateway::metrics::serve(metrics_addr, prom, ready.clone(), slot.clone()).await?;
         tracing::info!(%metrics_addr, "metrics endpoint ready");
         let running = gateway::start(cfg).await?;
+        let _ = slot.set(running.broker.clone());
         ready.store(true, Ordering::Release);
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {

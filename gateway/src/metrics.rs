@@ -19,6 +19,19 @@ pub const PROTOCOL_ERRORS_TOTAL: &str = "gateway_protocol_errors_total";
 pub const PRODUCE_BYTES_TOTAL: &str = "gateway_produce_bytes_total";
 pub const PRODUCE_BATCHES_TOTAL: &str = "gateway_produce_batches_total";
 pub const FETCH_BYTES_TOTAL: &str = "gateway_fetch_bytes_total";
+/// Per topic (label `topic`, bounded by [`MAX_TOPIC_LABELS`]).
+pub const TOPIC_PRODUCE_BYTES_TOTAL: &str = "gateway_topic_produce_bytes_total";
+pub const TOPIC_FETCH_BYTES_TOTAL: &str = "gateway_topic_fetch_bytes_total";
+/// Consumer lag summed over a topic's partitions (labels `group`, `topic`), refreshed at scrape.
+pub const GROUP_LAG: &str = "gateway_group_lag";
+pub const GROUPS: &str = "gateway_groups";
+pub const TOPICS: &str = "gateway_topics";
+pub const PARTITIONS: &str = "gateway_partitions";
+
+/// Distinct topic label values before further topics are counted as `_other`.
+pub const MAX_TOPIC_LABELS: usize = 1000;
+/// Distinct (group, topic) lag series exported at most.
+pub const MAX_LAG_SERIES: usize = 2000;
 
 pub const ALL: &[&str] = &[
     REQUESTS_TOTAL,
@@ -32,16 +45,69 @@ pub const ALL: &[&str] = &[
     PRODUCE_BYTES_TOTAL,
     PRODUCE_BATCHES_TOTAL,
     FETCH_BYTES_TOTAL,
+    TOPIC_PRODUCE_BYTES_TOTAL,
+    TOPIC_FETCH_BYTES_TOTAL,
+    GROUP_LAG,
+    GROUPS,
+    TOPICS,
+    PARTITIONS,
 ];
 
-/// Installs the Prometheus recorder (once per process).
-pub fn install() -> anyhow::Result<PrometheusHandle> {
-    let buckets = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
-    Ok(PrometheusBuilder::new().set_buckets(&buckets)?.install_recorder()?)
+/// The label value for a topic: its name for the first [`MAX_TOPIC_LABELS`] topics seen, then
+/// `_other`, so label cardinality stays bounded.
+pub fn topic_label(topic: &str) -> String {
+    static SEEN: std::sync::OnceLock<std::sync::Mutex<std::collections::HashSet<String>>> = std::sync::OnceLock::new();
+    let mut seen = SEEN.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
+    if seen.contains(topic) {
+        return topic.to_string();
+    }
+    if seen.len() < MAX_TOPIC_LABELS {
+        seen.insert(topic.to_string());
+        return topic.to_string();
+    }
+    "_other".to_string()
 }
 
+/// Refreshes the gauges that are computed from broker state (called before each scrape).
+pub fn refresh(broker: &crate::Broker) {
+    let topics = broker.topics();
+    metrics::gauge!(TOPICS).set(topics.len() as f64);
+    metrics::gauge!(PARTITIONS).set(topics.iter().map(|t| t.partitions.len()).sum::<usize>() as f64);
+    metrics::gauge!(GROUPS).set(broker.groups.group_ids().len() as f64);
+    let mut lag: std::collections::BTreeMap<(String, String), i64> = std::collections::BTreeMap::new();
+    for row in broker.consumer_lag() {
+        *lag.entry((row.group, row.topic)).or_default() += row.lag;
+    }
+    for ((group, topic), v) in lag.into_iter().take(MAX_LAG_SERIES) {
+        metrics::gauge!(GROUP_LAG, "group" => group, "topic" => topic).set(v as f64);
+    }
+}
+
+/// Installs the Prometheus recorder (once per process) and registers the error and byte
+/// counters at zero, so that a dashboard shows 0 rather than "no data" before the first error.
+pub fn install() -> anyhow::Result<PrometheusHandle> {
+    let buckets = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+    let handle = PrometheusBuilder::new().set_buckets(&buckets)?.install_recorder()?;
+    use wal_core::metrics as w;
+    for name in [
+        w::UPLOAD_ERRORS_TOTAL,
+        w::APPEND_ERRORS_TOTAL,
+        w::STORAGE_PUT_BYTES_TOTAL,
+        w::STORAGE_GET_BYTES_TOTAL,
+        w::SEGMENTS_SEALED_TOTAL,
+        w::SEGMENTS_DELETED_TOTAL,
+    ] {
+        metrics::counter!(name).increment(0);
+    }
+    metrics::gauge!(CONNECTIONS).increment(0.0);
+    Ok(handle)
+}
+
+/// The broker, once open (for gauges refreshed at scrape time).
+pub type BrokerSlot = Arc<std::sync::OnceLock<Arc<crate::Broker>>>;
+
 /// Serves `/metrics`, `/healthz` (process alive) and `/readyz` (broker open) over plain HTTP/1.
-pub async fn serve(addr: SocketAddr, handle: PrometheusHandle, ready: Arc<AtomicBool>) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+pub async fn serve(addr: SocketAddr, handle: PrometheusHandle, ready: Arc<AtomicBool>, broker: BrokerSlot) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     Ok(tokio::spawn(async move {
         let limit = Arc::new(tokio::sync::Semaphore::new(64));
@@ -50,6 +116,7 @@ pub async fn serve(addr: SocketAddr, handle: PrometheusHandle, ready: Arc<Atomic
             let Ok(permit) = limit.clone().try_acquire_owned() else { continue };
             let handle = handle.clone();
             let ready = ready.clone();
+            let broker = broker.clone();
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 4096];
                 let mut n = 0;
@@ -73,7 +140,12 @@ pub async fn serve(addr: SocketAddr, handle: PrometheusHandle, ready: Arc<Atomic
                 let line = String::from_utf8_lossy(&buf[..n]);
                 let path = line.split_whitespace().nth(1).unwrap_or("/");
                 let (status, body) = match path {
-                    "/metrics" => ("200 OK", handle.render()),
+                    "/metrics" => {
+                        if let Some(b) = broker.get() {
+                            refresh(b);
+                        }
+                        ("200 OK", handle.render())
+                    }
                     "/healthz" => ("200 OK", "ok\n".to_string()),
                     "/readyz" if ready.load(Ordering::Acquire) => ("200 OK", "ready\n".to_string()),
                     "/readyz" => ("503 Service Unavailable", "not ready\n".to_string()),

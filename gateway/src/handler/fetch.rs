@@ -86,6 +86,7 @@ async fn read_one(w: &Want, budget: &mut usize, first: &mut bool, v: i16) -> Par
             }
             *budget = budget.saturating_sub(total);
             metrics::counter!(m::FETCH_BYTES_TOTAL).increment(total as u64);
+            metrics::counter!(m::TOPIC_FETCH_BYTES_TOTAL, "topic" => m::topic_label(&p.topic)).increment(total as u64);
             d.with_records(Some(records))
         }
         Err(WalError::OffsetOutOfRange { .. }) => d.with_error_code(ResponseError::OffsetOutOfRange.code()),

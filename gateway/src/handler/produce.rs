@@ -96,6 +96,7 @@ async fn submit_partition(b: &Broker, p: &Arc<Partition>, records: Option<bytes:
             producers.record(&info, ticket.base_offset, ticket.end_offset);
         }
         metrics::counter!(m::PRODUCE_BYTES_TOTAL).increment(len as u64);
+        metrics::counter!(m::TOPIC_PRODUCE_BYTES_TOTAL, "topic" => m::topic_label(&p.topic)).increment(len as u64);
         metrics::counter!(m::PRODUCE_BATCHES_TOTAL).increment(1);
         steps.push(Step::Appended { ticket, info });
     }
