@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of the project on a fresh machine, installing what the tests need first:
-# Debian's etcd-server, protobuf-compiler (etcd-client's build) and kcat; moto_server (an
-# S3-compatible server) and the Python Kafka clients from PyPI; Rust crates from crates.io.
+# Debian's etcd-server, protobuf-compiler (etcd-client's build) and kcat, golang with sprig and
+# yaml.v3 (the Helm chart renderer); moto_server (an S3-compatible server) and the Python Kafka
+# clients from PyPI; Rust crates from crates.io.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +13,9 @@ need_apt=()
 command -v etcd >/dev/null 2>&1 || need_apt+=(etcd-server)
 command -v protoc >/dev/null 2>&1 || need_apt+=(protobuf-compiler)
 command -v kcat >/dev/null 2>&1 || need_apt+=(kcat)
+command -v go >/dev/null 2>&1 || need_apt+=(golang-go)
+[ -d /usr/share/gocode/src/github.com/Masterminds/sprig ] || need_apt+=(golang-github-masterminds-sprig-dev)
+[ -d /usr/share/gocode/src/gopkg.in/yaml.v3 ] || need_apt+=(golang-gopkg-yaml.v3-dev)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "== installing ${need_apt[*]}"
   $SUDO apt-get update -qq
@@ -32,6 +36,9 @@ cargo test --workspace --all-features --no-fail-fast 2>&1
 echo "== gateway binary for the client compatibility tests"
 cargo build -p gateway 2>&1
 export GATEWAY_BIN="$PWD/target/debug/gateway"
+
+echo "== Helm chart (rendered with Go templates and sprig)"
+python3 -m pytest -q -p no:cacheprovider helm/tests
 
 echo "== real Kafka clients (compat-tests)"
 cd compat-tests
