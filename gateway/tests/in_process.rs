@@ -33,7 +33,11 @@ fn call(addr: std::net::SocketAddr, api: ApiKey, v: i16, req: RequestKind) -> Re
 }
 
 fn batch(n: i32) -> bytes::Bytes {
-    // one uncompressed batch of n tiny records
+    idempotent_batch(n, -1, -1, -1)
+}
+
+/// One uncompressed batch of n tiny records with the given producer fields.
+fn idempotent_batch(n: i32, pid: i64, epoch: i16, seq: i32) -> bytes::Bytes {
     let mut records = Vec::new();
     for i in 0..n {
         let body = [0u8, 0, (i as u8) << 1, 1, 2, b'x', 0];
@@ -43,9 +47,9 @@ fn batch(n: i32) -> bytes::Bytes {
     let mut b = vec![0u8; 61];
     b[16] = 2;
     b[23..27].copy_from_slice(&(n - 1).to_be_bytes());
-    b[43..51].copy_from_slice(&(-1i64).to_be_bytes());
-    b[51..53].copy_from_slice(&(-1i16).to_be_bytes());
-    b[53..57].copy_from_slice(&(-1i32).to_be_bytes());
+    b[43..51].copy_from_slice(&pid.to_be_bytes());
+    b[51..53].copy_from_slice(&epoch.to_be_bytes());
+    b[53..57].copy_from_slice(&seq.to_be_bytes());
     b[57..61].copy_from_slice(&n.to_be_bytes());
     b.extend_from_slice(&records);
     let len = (b.len() - 12) as i32;
@@ -94,5 +98,55 @@ async fn consumer_lag_is_committed_offset_against_high_watermark() {
     let rows = running.broker.consumer_lag();
     assert_eq!(rows.len(), 1);
     assert_eq!((rows[0].committed, rows[0].high_watermark, rows[0].lag), (4, 10, 6));
+    running.shutdown().await;
+}
+
+fn produce(addr: std::net::SocketAddr, topic: &'static str, records: bytes::Bytes) -> (i16, i64) {
+    let req = ProduceRequest::default().with_acks(-1).with_timeout_ms(5000).with_topic_data(vec![produce_request::TopicProduceData::default()
+        .with_name(name(topic))
+        .with_partition_data(vec![produce_request::PartitionProduceData::default().with_records(Some(records))])]);
+    let ResponseKind::Produce(r) = call(addr, ApiKey::Produce, 9, RequestKind::Produce(req)) else { panic!() };
+    let p = &r.responses[0].partition_responses[0];
+    (p.error_code, p.base_offset)
+}
+
+fn config(dir: &std::path::Path) -> gateway::GatewayConfig {
+    gateway::GatewayConfig { listen: "127.0.0.1:0".parse().unwrap(), data_dir: dir.to_path_buf(), ..Default::default() }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotent_producer_state_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = gateway::start(config(dir.path())).await.unwrap();
+    running.broker.create_topic("idem", 1, Default::default(), false).await.unwrap();
+    let addr = running.addr;
+    tokio::task::spawn_blocking(move || {
+        assert_eq!(produce(addr, "idem", idempotent_batch(3, 7, 0, 0)), (0, 0));
+        assert_eq!(produce(addr, "idem", idempotent_batch(2, 7, 0, 3)), (0, 3));
+        // a retry of the first batch gets its original offset back, nothing is appended
+        assert_eq!(produce(addr, "idem", idempotent_batch(3, 7, 0, 0)), (0, 0));
+        // a gap in the sequence
+        assert_eq!(produce(addr, "idem", idempotent_batch(1, 7, 0, 9)).0, 45, "OUT_OF_ORDER_SEQUENCE_NUMBER");
+        // a corrupt batch
+        let mut bad = idempotent_batch(1, -1, -1, -1).to_vec();
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        assert_eq!(produce(addr, "idem", bytes::Bytes::from(bad)).0, 2, "CORRUPT_MESSAGE");
+    })
+    .await
+    .unwrap();
+    running.shutdown().await;
+    // a new process: the state is rebuilt from the log
+    let running = gateway::start(config(dir.path())).await.unwrap();
+    let addr = running.addr;
+    tokio::task::spawn_blocking(move || {
+        assert_eq!(produce(addr, "idem", idempotent_batch(2, 7, 0, 3)), (0, 3), "duplicate detected after restart");
+        assert_eq!(produce(addr, "idem", idempotent_batch(1, 7, 0, 5)), (0, 5));
+        assert_eq!(produce(addr, "idem", idempotent_batch(1, 7, 1, 0)), (0, 6), "a new epoch starts at sequence 0");
+        assert_eq!(produce(addr, "idem", idempotent_batch(1, 7, 0, 6)).0, 47, "INVALID_PRODUCER_EPOCH");
+    })
+    .await
+    .unwrap();
+    assert_eq!(running.broker.partition("idem", 0).unwrap().high_watermark(), 7);
     running.shutdown().await;
 }
