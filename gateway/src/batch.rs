@@ -165,34 +165,39 @@ pub fn stored_info(b: &[u8]) -> Option<BatchInfo> {
     })
 }
 
+/// Encodes a minimal valid uncompressed batch of `n` records (null key, value "x") with the
+/// given producer fields and timestamp: for tests and tools that speak the protocol by hand.
+pub fn encode_simple_batch(n: i32, producer_id: i64, epoch: i16, base_seq: i32, ts: i64) -> Vec<u8> {
+    let mut records = Vec::new();
+    for i in 0..n {
+        // length varint | attributes | timestampDelta | offsetDelta | keyLen -1 | valueLen 1 | "x" | headers 0
+        let body = [0u8, 0, (i as u8) << 1, 1, 2, b'x', 0];
+        records.push((body.len() as u8) << 1);
+        records.extend_from_slice(&body);
+    }
+    let mut b = vec![0u8; HEADER_LEN];
+    b[16] = 2;
+    b[23..27].copy_from_slice(&(n - 1).to_be_bytes());
+    b[27..35].copy_from_slice(&ts.to_be_bytes());
+    b[35..43].copy_from_slice(&ts.to_be_bytes());
+    b[43..51].copy_from_slice(&producer_id.to_be_bytes());
+    b[51..53].copy_from_slice(&epoch.to_be_bytes());
+    b[53..57].copy_from_slice(&base_seq.to_be_bytes());
+    b[57..61].copy_from_slice(&n.to_be_bytes());
+    b.extend_from_slice(&records);
+    let len = (b.len() - LENGTH_OVERHEAD) as i32;
+    b[8..12].copy_from_slice(&len.to_be_bytes());
+    let crc = crc32c::crc32c(&b[CRC_START..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    b
+}
+
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
 
-    /// Builds a valid uncompressed batch with `n` empty-key records (for tests).
-    pub fn make_batch(n: i32, producer_id: i64, epoch: i16, base_seq: i32, ts: i64) -> Vec<u8> {
-        let mut records = Vec::new();
-        for i in 0..n {
-            // record: length varint, attributes, timestampDelta, offsetDelta, keyLen -1, valueLen 1, value, headers 0
-            let body = [0u8, 0, (i as u8) << 1, 1, 2, b'x', 0];
-            records.push((body.len() as u8) << 1);
-            records.extend_from_slice(&body);
-        }
-        let mut b = vec![0u8; HEADER_LEN];
-        b[16] = 2;
-        b[23..27].copy_from_slice(&(n - 1).to_be_bytes());
-        b[27..35].copy_from_slice(&ts.to_be_bytes());
-        b[35..43].copy_from_slice(&ts.to_be_bytes());
-        b[43..51].copy_from_slice(&producer_id.to_be_bytes());
-        b[51..53].copy_from_slice(&epoch.to_be_bytes());
-        b[53..57].copy_from_slice(&base_seq.to_be_bytes());
-        b[57..61].copy_from_slice(&n.to_be_bytes());
-        b.extend_from_slice(&records);
-        let len = (b.len() - 12) as i32;
-        b[8..12].copy_from_slice(&len.to_be_bytes());
-        let crc = crc32c::crc32c(&b[21..]);
-        b[17..21].copy_from_slice(&crc.to_be_bytes());
-        b
+    fn make_batch(n: i32, producer_id: i64, epoch: i16, base_seq: i32, ts: i64) -> Vec<u8> {
+        encode_simple_batch(n, producer_id, epoch, base_seq, ts)
     }
 
     #[test]

@@ -38,25 +38,7 @@ fn batch(n: i32) -> bytes::Bytes {
 
 /// One uncompressed batch of n tiny records with the given producer fields.
 fn idempotent_batch(n: i32, pid: i64, epoch: i16, seq: i32) -> bytes::Bytes {
-    let mut records = Vec::new();
-    for i in 0..n {
-        let body = [0u8, 0, (i as u8) << 1, 1, 2, b'x', 0];
-        records.push((body.len() as u8) << 1);
-        records.extend_from_slice(&body);
-    }
-    let mut b = vec![0u8; 61];
-    b[16] = 2;
-    b[23..27].copy_from_slice(&(n - 1).to_be_bytes());
-    b[43..51].copy_from_slice(&pid.to_be_bytes());
-    b[51..53].copy_from_slice(&epoch.to_be_bytes());
-    b[53..57].copy_from_slice(&seq.to_be_bytes());
-    b[57..61].copy_from_slice(&n.to_be_bytes());
-    b.extend_from_slice(&records);
-    let len = (b.len() - 12) as i32;
-    b[8..12].copy_from_slice(&len.to_be_bytes());
-    let crc = crc32c::crc32c(&b[21..]);
-    b[17..21].copy_from_slice(&crc.to_be_bytes());
-    bytes::Bytes::from(b)
+    bytes::Bytes::from(gateway::batch::encode_simple_batch(n, pid, epoch, seq, 0))
 }
 
 fn name(s: &'static str) -> TopicName {
