@@ -1,49 +1,11 @@
 //! The gateway started in process, driven with kafka-protocol's client-side encoders: checks
 //! that need the broker's internals (consumer lag, restart of the broker state).
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+mod common;
 
-use bytes::{Buf, BytesMut};
+use common::*;
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-
-fn call(addr: std::net::SocketAddr, api: ApiKey, v: i16, req: RequestKind) -> ResponseKind {
-    let mut buf = BytesMut::new();
-    RequestHeader::default()
-        .with_request_api_key(api as i16)
-        .with_request_api_version(v)
-        .with_correlation_id(1)
-        .with_client_id(Some(StrBytes::from_static_str("test")))
-        .encode(&mut buf, api.request_header_version(v))
-        .unwrap();
-    req.encode(&mut buf, v).unwrap();
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.write_all(&(buf.len() as i32).to_be_bytes()).unwrap();
-    s.write_all(&buf).unwrap();
-    let mut size = [0u8; 4];
-    s.read_exact(&mut size).unwrap();
-    let mut body = vec![0u8; i32::from_be_bytes(size) as usize];
-    s.read_exact(&mut body).unwrap();
-    let mut b = bytes::Bytes::from(body);
-    ResponseHeader::decode(&mut b, api.response_header_version(v)).unwrap();
-    let r = ResponseKind::decode(api, &mut b, v).unwrap();
-    assert!(!b.has_remaining());
-    r
-}
-
-fn batch(n: i32) -> bytes::Bytes {
-    idempotent_batch(n, -1, -1, -1)
-}
-
-/// One uncompressed batch of n tiny records with the given producer fields.
-fn idempotent_batch(n: i32, pid: i64, epoch: i16, seq: i32) -> bytes::Bytes {
-    bytes::Bytes::from(gateway::batch::encode_simple_batch(n, pid, epoch, seq, 0))
-}
-
-fn name(s: &'static str) -> TopicName {
-    TopicName(StrBytes::from_static_str(s))
-}
+use kafka_protocol::protocol::StrBytes;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consumer_lag_is_committed_offset_against_high_watermark() {
@@ -81,15 +43,6 @@ async fn consumer_lag_is_committed_offset_against_high_watermark() {
     assert_eq!(rows.len(), 1);
     assert_eq!((rows[0].committed, rows[0].high_watermark, rows[0].lag), (4, 10, 6));
     running.shutdown().await;
-}
-
-fn produce(addr: std::net::SocketAddr, topic: &'static str, records: bytes::Bytes) -> (i16, i64) {
-    let req = ProduceRequest::default().with_acks(-1).with_timeout_ms(5000).with_topic_data(vec![produce_request::TopicProduceData::default()
-        .with_name(name(topic))
-        .with_partition_data(vec![produce_request::PartitionProduceData::default().with_records(Some(records))])]);
-    let ResponseKind::Produce(r) = call(addr, ApiKey::Produce, 9, RequestKind::Produce(req)) else { panic!() };
-    let p = &r.responses[0].partition_responses[0];
-    (p.error_code, p.base_offset)
 }
 
 fn config(dir: &std::path::Path) -> gateway::GatewayConfig {
