@@ -129,7 +129,7 @@ pub fn decode_block(buf: &Bytes) -> Result<(BlockHeader, Vec<StoredEntry>), Form
     let mut entries = Vec::with_capacity(n);
     let mut offset = h.base_offset;
     let mut pos = BLOCK_HEADER_LEN + table_len;
-    let mut max_ts = -1i64;
+    let mut max_ts = i64::MIN;
     for _ in 0..n {
         let count = table.u32()?;
         let len = table.u32()? as usize;
@@ -186,6 +186,15 @@ mod tests {
         let (h, back) = decode_block(&b).unwrap();
         assert_eq!((h.log_id, h.segment, h.epoch, h.base_offset, h.end_offset), (7, 2, 3, 100, 106));
         assert_eq!(h.max_timestamp, 10);
+        assert_eq!(back, es);
+    }
+
+    #[test]
+    fn timestamps_below_minus_one_round_trip() {
+        // Found by the round_trips property: the decoder started its maximum at -1.
+        let es = entries(&[(1, -5, b"a".to_vec()), (1, i64::MIN, b"b".to_vec())], 0);
+        let (h, back) = decode_block(&encode_block(1, 0, 1, &es)).unwrap();
+        assert_eq!(h.max_timestamp, -5);
         assert_eq!(back, es);
     }
 
