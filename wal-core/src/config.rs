@@ -14,6 +14,8 @@ pub const DEFAULT_FLUSH_MAX_AGE_MS: u64 = 200;
 pub const DEFAULT_MAX_INFLIGHT_UPLOADS: usize = 8;
 /// Accepted-but-not-durable bytes per writer; appends wait (backpressure) beyond this.
 pub const DEFAULT_MAX_BUFFERED_BYTES: usize = 64 << 20;
+/// Accepted-but-not-durable bytes over all writers of the process (bounds memory with many logs).
+pub const DEFAULT_MAX_TOTAL_BUFFERED_BYTES: usize = 512 << 20;
 /// Attempts per block upload before its appends fail with a retriable error.
 pub const DEFAULT_UPLOAD_ATTEMPTS: u32 = 6;
 pub const DEFAULT_RETRY_BACKOFF_MS: u64 = 50;
@@ -27,7 +29,7 @@ pub const DEFAULT_SEGMENT_MAX_AGE_MS: u64 = 60 * 60 * 1000;
 /// ... or this many blocks (bounds the size of its index).
 pub const DEFAULT_SEGMENT_MAX_BLOCKS: u32 = 10_000;
 /// Recent durable entries kept in memory per log for tail readers.
-pub const DEFAULT_TAIL_CACHE_BYTES: usize = 32 << 20;
+pub const DEFAULT_TAIL_CACHE_BYTES: usize = 8 << 20;
 /// Decoded blocks kept per log for readers that catch up from object storage.
 pub const DEFAULT_BLOCK_CACHE_BLOCKS: usize = 8;
 /// Largest accepted entry.
@@ -42,6 +44,7 @@ pub struct WalConfig {
     pub flush_max_age_ms: u64,
     pub max_inflight_uploads: usize,
     pub max_buffered_bytes: usize,
+    pub max_total_buffered_bytes: usize,
     pub upload_attempts: u32,
     pub retry_backoff_ms: u64,
     pub retry_backoff_max_ms: u64,
@@ -62,6 +65,7 @@ impl Default for WalConfig {
             flush_max_age_ms: DEFAULT_FLUSH_MAX_AGE_MS,
             max_inflight_uploads: DEFAULT_MAX_INFLIGHT_UPLOADS,
             max_buffered_bytes: DEFAULT_MAX_BUFFERED_BYTES,
+            max_total_buffered_bytes: DEFAULT_MAX_TOTAL_BUFFERED_BYTES,
             upload_attempts: DEFAULT_UPLOAD_ATTEMPTS,
             retry_backoff_ms: DEFAULT_RETRY_BACKOFF_MS,
             retry_backoff_max_ms: DEFAULT_RETRY_BACKOFF_MAX_MS,
@@ -91,6 +95,9 @@ impl WalConfig {
         }
         if self.max_buffered_bytes < self.flush_max_bytes {
             return bad("max_buffered_bytes must be at least flush_max_bytes");
+        }
+        if self.max_total_buffered_bytes < self.max_buffered_bytes || self.max_total_buffered_bytes > u32::MAX as usize {
+            return bad("max_total_buffered_bytes must be in max_buffered_bytes..=4GiB");
         }
         if self.max_entry_bytes == 0 || self.max_entry_bytes > self.max_buffered_bytes || self.max_entry_bytes > u32::MAX as usize / 2 {
             return bad("max_entry_bytes must be positive and at most max_buffered_bytes");

@@ -321,3 +321,26 @@ async fn corrupt_blocks_surface_as_typed_errors() {
         other => panic!("expected a format error, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn buffered_bytes_are_bounded_across_writers() {
+    let mut cfg = small_config();
+    cfg.max_buffered_bytes = 4096;
+    cfg.max_total_buffered_bytes = 4096;
+    cfg.max_entry_bytes = 4096;
+    cfg.upload_attempts = 1000;
+    let m = mem_wal(cfg);
+    m.wal.create_log("a").await.unwrap();
+    m.wal.create_log("b").await.unwrap();
+    let (wa, wb) = (m.wal.open_writer("a").await.unwrap(), m.wal.open_writer("b").await.unwrap());
+    m.store.set_ops(wal_core::storage::faulty::FaultOps::Puts);
+    m.store.fail_next(u64::MAX); // uploads stall: nothing becomes durable, buffers stay full
+    let t = wa.submit(Entry::new(1, 0, vec![1u8; 3000])).await.unwrap();
+    // the other log's writer has its own room, but the process-wide budget is used up
+    let blocked = tokio::time::timeout(Duration::from_millis(200), wb.submit(Entry::new(1, 0, vec![2u8; 3000]))).await;
+    assert!(blocked.is_err(), "a submit beyond the process-wide budget must wait");
+    m.store.heal();
+    t.durable().await.unwrap();
+    let t2 = tokio::time::timeout(Duration::from_secs(10), wb.submit(Entry::new(1, 0, vec![2u8; 3000]))).await.unwrap().unwrap();
+    t2.durable().await.unwrap();
+}

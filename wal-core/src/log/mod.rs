@@ -136,6 +136,8 @@ pub(crate) struct WalInner {
     pub meta: Arc<dyn MetaStore>,
     pub cfg: WalConfig,
     pub logs: DashMap<String, Arc<LogShared>>,
+    /// Buffer space shared by every writer of the process (`max_total_buffered_bytes`).
+    pub buffer_space: Arc<tokio::sync::Semaphore>,
 }
 
 /// The entry point: one per process, shared by writers and readers of every log.
@@ -147,7 +149,8 @@ pub struct Wal {
 impl Wal {
     pub fn new(store: Arc<dyn ObjectStore>, meta: Arc<dyn MetaStore>, cfg: WalConfig) -> Result<Wal> {
         cfg.validate()?;
-        Ok(Wal { inner: Arc::new(WalInner { store, meta, cfg, logs: DashMap::new() }) })
+        let buffer_space = Arc::new(tokio::sync::Semaphore::new(cfg.max_total_buffered_bytes));
+        Ok(Wal { inner: Arc::new(WalInner { store, meta, cfg, logs: DashMap::new(), buffer_space }) })
     }
 
     pub fn config(&self) -> &WalConfig {

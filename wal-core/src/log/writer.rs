@@ -58,6 +58,7 @@ struct Pending {
     entry: StoredEntry,
     ack: oneshot::Sender<Result<AppendAck>>,
     _permit: OwnedSemaphorePermit,
+    _global: OwnedSemaphorePermit,
     at: Instant,
 }
 
@@ -290,12 +291,9 @@ impl LogWriter {
         if let Some(f) = &lock(&w.state).failure {
             return Err(f.to_error());
         }
-        let permit = w
-            .space
-            .clone()
-            .acquire_many_owned(len.max(1) as u32)
-            .await
-            .map_err(|_| WalError::Closed)?;
+        let permits = len.max(1) as u32;
+        let permit = w.space.clone().acquire_many_owned(permits).await.map_err(|_| WalError::Closed)?;
+        let global = w.wal.buffer_space.clone().acquire_many_owned(permits).await.map_err(|_| WalError::Closed)?;
         let (tx, rx) = oneshot::channel();
         let mut st = lock(&w.state);
         if let Some(f) = &st.failure {
@@ -309,6 +307,7 @@ impl LogWriter {
             entry: StoredEntry { offset: base, count, max_timestamp, data },
             ack: tx,
             _permit: permit,
+            _global: global,
             at: Instant::now(),
         });
         drop(st);
