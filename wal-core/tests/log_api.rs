@@ -344,3 +344,24 @@ async fn buffered_bytes_are_bounded_across_writers() {
     let t2 = tokio::time::timeout(Duration::from_secs(10), wb.submit(Entry::new(1, 0, vec![2u8; 3000]))).await.unwrap().unwrap();
     t2.durable().await.unwrap();
 }
+
+#[tokio::test]
+async fn timestamps_of_a_large_abandoned_segment_are_found_without_header_reads() {
+    let mut cfg = small_config();
+    cfg.segment_max_bytes = 1 << 30; // one segment
+    let m = mem_wal(cfg.clone());
+    m.wal.create_log("big").await.unwrap();
+    let w = m.wal.open_writer("big").await.unwrap();
+    for i in 0..100u64 {
+        w.append(Entry::new(1, 5000 + i as i64, payload(i, 50))).await.unwrap(); // one block each
+    }
+    w.abort(); // crash: the segment stays active
+    let other = reopen(&m, cfg);
+    let _w2 = other.open_writer("big").await.unwrap(); // seals 100 blocks from a listing only
+    let segs = other.segments("big").await.unwrap();
+    assert_eq!(segs[0].blocks, 100);
+    assert_eq!(segs[0].max_timestamp, 5099, "the segment keeps its committed maximum");
+    let r = other.open_reader("big").await.unwrap();
+    assert_eq!(r.offset_for_timestamp(5042).await.unwrap(), Some((42, 5042)));
+    assert_eq!(r.max_timestamp_entry().await.unwrap(), Some((99, 5099)));
+}

@@ -100,14 +100,20 @@ pub(crate) async fn write_index(store: &dyn ObjectStore, log_id: u64, seg: &Segm
         state: SegmentState::Sealed,
         blocks: blocks.len() as u32,
         bytes: blocks.iter().map(|b| b.size as u64).sum(),
-        max_timestamp: blocks.iter().map(|b| b.max_timestamp).max().unwrap_or(seg.max_timestamp),
+        // i64::MAX marks a block whose timestamps were not read (see `seal_abandoned`); the
+        // segment's own maximum, committed with every block, is authoritative anyway.
+        max_timestamp: blocks.iter().map(|b| b.max_timestamp).filter(|t| *t != i64::MAX).max().unwrap_or(-1).max(seg.max_timestamp),
         ..seg.clone()
     })
 }
 
 /// Seals a segment left active by a previous writer, from what its metadata says is durable.
+/// Block headers are read for their timestamps only when there are few blocks; otherwise the
+/// index records them as unknown (readers then open those blocks for timestamp lookups), so a
+/// writer's start-up costs one LIST, not one GET per block.
 pub(crate) async fn seal_abandoned(store: &dyn ObjectStore, log_id: u64, seg: &SegmentMeta) -> Result<(SegmentMeta, Vec<BlockInfo>)> {
-    let blocks = discover_blocks(store, log_id, seg, true).await?;
+    const READ_HEADERS_UP_TO: u32 = 64;
+    let blocks = discover_blocks(store, log_id, seg, seg.blocks <= READ_HEADERS_UP_TO).await?;
     let sealed = write_index(store, log_id, seg, &blocks).await?;
     Ok((sealed, blocks))
 }
