@@ -85,3 +85,30 @@ async fn idempotent_producer_state_survives_a_restart() {
     assert_eq!(running.broker.partition("idem", 0).unwrap().high_watermark(), 7);
     running.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn producer_state_snapshot_outlives_truncation_and_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = gateway::start(config(dir.path())).await.unwrap();
+    running.broker.create_topic("snap", 1, Default::default(), false).await.unwrap();
+    let addr = running.addr;
+    tokio::task::spawn_blocking(move || {
+        assert_eq!(produce(addr, "snap", idempotent_batch(2, 9, 0, 0)), (0, 0));
+        assert_eq!(produce(addr, "snap", idempotent_batch(2, 9, 0, 2)), (0, 2));
+    })
+    .await
+    .unwrap();
+    // Every batch is truncated away: a replay of the log alone would forget producer 9.
+    running.broker.wal.truncate("snap-0", 4).await.unwrap();
+    running.shutdown().await; // snapshots the producer state
+    let running = gateway::start(config(dir.path())).await.unwrap();
+    let addr = running.addr;
+    tokio::task::spawn_blocking(move || {
+        assert_eq!(produce(addr, "snap", idempotent_batch(2, 9, 0, 2)), (0, 2), "the retry is still a duplicate");
+        assert_eq!(produce(addr, "snap", idempotent_batch(1, 9, 0, 5)).0, 45, "and a gap is still a gap");
+        assert_eq!(produce(addr, "snap", idempotent_batch(1, 9, 0, 4)), (0, 4));
+    })
+    .await
+    .unwrap();
+    running.shutdown().await;
+}

@@ -40,6 +40,8 @@ pub struct ConsumerLag {
 pub type AdminError = (ResponseError, String);
 
 const PRODUCER_ID_KEY: &str = "gw/producer_id";
+/// How often idempotent-producer state is snapshotted (bounds the replay at start-up).
+const PRODUCER_SNAPSHOT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
 /// Producer ids are reserved from the MetaStore in blocks of this many.
 const PRODUCER_ID_BLOCK: i64 = 1000;
 
@@ -109,7 +111,19 @@ impl Broker {
             let t = broker.open_topic(tm).await?;
             broker.insert(t);
         }
-        let tasks = vec![retention::spawn(broker.clone()), broker.wal.spawn_cleaner(), broker.groups.spawn_ticker()];
+        let snapshots = {
+            let b = Arc::downgrade(&broker);
+            tokio::spawn(async move {
+                let mut t = tokio::time::interval(PRODUCER_SNAPSHOT_INTERVAL);
+                t.tick().await;
+                loop {
+                    t.tick().await;
+                    let Some(b) = b.upgrade() else { return };
+                    b.snapshot_producers().await;
+                }
+            })
+        };
+        let tasks = vec![retention::spawn(broker.clone()), broker.wal.spawn_cleaner(), broker.groups.spawn_ticker(), snapshots];
         broker.tasks.lock().unwrap_or_else(|p| p.into_inner()).extend(tasks);
         Ok(broker)
     }
@@ -219,6 +233,9 @@ impl Broker {
         self.topics.write().unwrap_or_else(|p| p.into_inner()).remove(name);
         for p in &t.partitions {
             p.close().await;
+            if let Err(e) = p.drop_snapshot(&*self.meta).await {
+                tracing::warn!(log = %p.log, error = %e, "deleting the producer-state snapshot");
+            }
             match self.wal.delete_log(&p.log).await {
                 Ok(()) | Err(WalError::LogNotFound(_)) => {}
                 Err(e) => tracing::warn!(log = %p.log, error = %e, "deleting log"),
@@ -355,6 +372,23 @@ impl Broker {
         for t in self.topics() {
             for p in &t.partitions {
                 p.close().await;
+                if let Err(e) = p.snapshot_producers(&*self.meta).await {
+                    tracing::warn!(log = %p.log, error = %e, "snapshotting producer state");
+                }
+            }
+        }
+    }
+
+    /// Snapshots the producer state of every partition that has idempotent producers.
+    pub async fn snapshot_producers(&self) {
+        for t in self.topics() {
+            for p in &t.partitions {
+                if p.producers.lock().await.len() == 0 {
+                    continue;
+                }
+                if let Err(e) = p.snapshot_producers(&*self.meta).await {
+                    tracing::warn!(log = %p.log, error = %e, "snapshotting producer state");
+                }
             }
         }
     }

@@ -1,14 +1,32 @@
 //! One topic partition: its log's writer and reader, and its idempotent-producer state.
 //! A Kafka offset is a wal-core offset; a Kafka record batch is one wal-core entry.
+//!
+//! The producer state is snapshotted to the MetaStore (`gw/pstate/{log}`, with the offset it
+//! covers and the log id) at close and periodically; opening a partition loads the snapshot and
+//! replays only the batches after it, instead of the whole log.
 
 use std::sync::{Arc, RwLock};
 
+use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 use wal_core::log::WriterOptions;
-use wal_core::{LogReader, LogWriter, Wal, WalError};
+use wal_core::meta::{Op, Txn};
+use wal_core::{LogReader, LogWriter, MetaStore, Wal, WalError};
 
 use super::producer::ProducerStates;
 use crate::batch;
+
+#[derive(Serialize, Deserialize)]
+struct Snapshot {
+    log_id: u64,
+    /// Every batch below this offset is reflected in `states`.
+    offset: u64,
+    states: ProducerStates,
+}
+
+fn snapshot_key(log: &str) -> String {
+    format!("gw/pstate/{log}")
+}
 
 pub struct Partition {
     pub topic: Arc<str>,
@@ -40,15 +58,26 @@ impl Partition {
             producers: Mutex::new(ProducerStates::default()),
             reopen: Mutex::new(()),
         };
-        p.rebuild_producers().await?;
+        p.rebuild_producers(&**wal.meta()).await?;
         Ok(Arc::new(p))
     }
 
-    /// Replays the stored batches' producer fields into the idempotence state.
-    async fn rebuild_producers(&self) -> Result<(), WalError> {
+    /// Loads the producer-state snapshot (if it belongs to this log) and replays the stored
+    /// batches after it.
+    async fn rebuild_producers(&self, meta: &dyn MetaStore) -> Result<(), WalError> {
         let mut states = self.producers.lock().await;
-        let end = self.reader.durable_end();
         let mut pos = self.reader.start_offset();
+        if let Some(kv) = meta.get(&snapshot_key(&self.log)).await? {
+            match serde_json::from_slice::<Snapshot>(&kv.value) {
+                Ok(s) if s.log_id == self.reader.log_id() && s.offset <= self.reader.durable_end() => {
+                    *states = s.states;
+                    pos = pos.max(s.offset);
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(log = %self.log, error = %e, "ignoring an unreadable producer-state snapshot"),
+            }
+        }
+        let end = self.reader.durable_end();
         while pos < end {
             let entries = self.reader.read(pos, 8 << 20).await?;
             if entries.is_empty() {
@@ -94,6 +123,25 @@ impl Partition {
         self.producers.lock().await.rollback_from(durable);
         *self.writer.write().unwrap_or_else(|p| p.into_inner()) = Some(w);
         tracing::info!(log = %self.log, "reopened writer");
+        Ok(())
+    }
+
+    /// Stores the producer state as of the durable end, so a restart replays only what follows.
+    pub async fn snapshot_producers(&self, meta: &dyn MetaStore) -> Result<(), WalError> {
+        let snap = {
+            let states = self.producers.lock().await;
+            let offset = self.reader.durable_end();
+            let mut states = states.clone();
+            states.rollback_from(offset); // pending appends are not covered by the offset
+            Snapshot { log_id: self.reader.log_id(), offset, states }
+        };
+        meta.txn(Txn::new().then(Op::put(snapshot_key(&self.log), serde_json::to_vec(&snap).expect("serializes")))).await?;
+        Ok(())
+    }
+
+    /// Forgets the snapshot (the topic is being deleted).
+    pub async fn drop_snapshot(&self, meta: &dyn MetaStore) -> Result<(), WalError> {
+        meta.txn(Txn::new().then(Op::Delete(snapshot_key(&self.log)))).await?;
         Ok(())
     }
 

@@ -11,7 +11,7 @@ use crate::batch::BatchInfo;
 /// Batches remembered per producer (Kafka's `max.in.flight.requests.per.connection` bound).
 pub const CACHED_BATCHES: usize = 5;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BatchMeta {
     pub first_seq: i32,
     pub last_seq: i32,
@@ -19,7 +19,7 @@ pub struct BatchMeta {
     pub end_offset: u64,
 }
 
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
 struct Producer {
     epoch: i16,
     batches: VecDeque<BatchMeta>,
@@ -34,7 +34,7 @@ pub enum Check {
     Reject(ResponseError),
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ProducerStates {
     producers: HashMap<i64, Producer>,
 }

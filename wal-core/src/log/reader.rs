@@ -31,6 +31,11 @@ impl LogReader {
         self.sh.start_offset()
     }
 
+    /// The log's id: unique per incarnation (a log deleted and created again gets a new one).
+    pub fn log_id(&self) -> u64 {
+        self.sh.id
+    }
+
     /// The durable end as this process knows it (see [`LogReader::refresh`]).
     pub fn durable_end(&self) -> u64 {
         self.sh.durable_end()
