@@ -159,6 +159,10 @@ async fn connection(
     result
 }
 
+/// Frame bodies are read (and charged to the in-flight budget) in steps of at least this size,
+/// doubling with what has arrived.
+const FRAME_CHUNK: usize = 64 * 1024;
+
 /// Reads one frame: `Ok(None)` on a clean end of stream between frames.
 async fn read_frame(
     rd: &mut BufReader<OwnedReadHalf>,
@@ -170,27 +174,46 @@ async fn read_frame(
     if n == 0 {
         return Ok(None);
     }
-    rd.read_exact(&mut head[1..]).await.map_err(|_| protocol("truncated", "end of stream inside a frame header"))?;
+    rd.read_exact(&mut head[1..4]).await.map_err(|_| protocol("truncated", "end of stream inside a frame header"))?;
     let size = i32::from_be_bytes(head[..4].try_into().expect("4 bytes"));
-    let api_key = i16::from_be_bytes([head[4], head[5]]);
-    if size < 8 {
-        return Err(protocol("size", format!("invalid frame size {size}")));
+    // Refuse what no API may send before waiting for more bytes: a peer that sends only a huge
+    // size prefix is closed at once instead of holding the connection open.
+    let largest = broker.cfg.max_request_bytes.max(broker.cfg.max_admin_request_bytes);
+    if size < 8 || size as usize > largest {
+        return Err(protocol("size", format!("invalid frame size {size} (limit {largest})")));
     }
+    rd.read_exact(&mut head[4..]).await.map_err(|_| protocol("truncated", "end of stream inside a frame header"))?;
+    let api_key = i16::from_be_bytes([head[4], head[5]]);
     let size = size as usize;
     let cap = if api_key == ApiKey::Produce as i16 { broker.cfg.max_request_bytes } else { broker.cfg.max_admin_request_bytes };
     if size > cap {
         return Err(protocol("size", format!("frame of {size} bytes for API {api_key} exceeds {cap}")));
     }
-    let permit = limits
-        .request_bytes
-        .clone()
-        .acquire_many_owned(size as u32)
-        .await
-        .map_err(|_| protocol("shutdown", "shutting down"))?;
-    let mut body = BytesMut::with_capacity(size);
+    // Memory and budget follow the bytes that actually arrive: a peer that announces a large frame
+    // and stalls holds only what it sent, so it cannot starve other clients of the budget.
+    let mut body = BytesMut::with_capacity(size.min(FRAME_CHUNK));
     body.put_slice(&head[4..]);
-    body.resize(size, 0);
-    rd.read_exact(&mut body[2..]).await.map_err(|_| protocol("truncated", "end of stream inside a frame"))?;
+    let mut permit: Option<OwnedSemaphorePermit> = None;
+    while body.len() < size {
+        let step = (size - body.len()).min(FRAME_CHUNK.max(body.len()));
+        let more = limits
+            .request_bytes
+            .clone()
+            .acquire_many_owned(step as u32)
+            .await
+            .map_err(|_| protocol("shutdown", "shutting down"))?;
+        match permit.as_mut() {
+            Some(p) => p.merge(more),
+            None => permit = Some(more),
+        }
+        let start = body.len();
+        body.resize(start + step, 0);
+        rd.read_exact(&mut body[start..]).await.map_err(|_| protocol("truncated", "end of stream inside a frame"))?;
+    }
+    let permit = match permit {
+        Some(p) => p,
+        None => limits.request_bytes.clone().acquire_many_owned(0).await.map_err(|_| protocol("shutdown", "shutting down"))?,
+    };
     metrics::counter!(m::BYTES_RECEIVED_TOTAL).increment(size as u64 + 4);
     Ok(Some((body.freeze(), permit)))
 }
