@@ -30,12 +30,14 @@ python3 -m pip install -q --disable-pip-version-check -r compat-tests/requiremen
 export WAL_REQUIRE_SERVERS=1
 export CARGO_TERM_COLOR=never
 
+# The client tests (Rust and Python) run the gateway binary: build it first, wherever the
+# target directory is.
+echo "== gateway binary for the client compatibility tests"
+cargo build -p gateway --all-features 2>&1
+export GATEWAY_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/gateway"
+
 echo "== cargo test (all crates, etcd feature on)"
 cargo test --workspace --all-features --no-fail-fast 2>&1
-
-echo "== gateway binary for the client compatibility tests"
-cargo build -p gateway 2>&1
-export GATEWAY_BIN="$PWD/target/debug/gateway"
 
 echo "== Helm chart (rendered with Go templates and sprig)"
 python3 -m pytest -q -p no:cacheprovider helm/tests

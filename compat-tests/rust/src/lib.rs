@@ -25,8 +25,11 @@ pub fn gateway_bin(release: bool) -> PathBuf {
     if let Ok(p) = std::env::var("GATEWAY_BIN") {
         return p.into();
     }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    root.join(if release { "target/release/gateway" } else { "target/debug/gateway" })
+    let target = match std::env::var("CARGO_TARGET_DIR") {
+        Ok(t) => PathBuf::from(t),
+        Err(_) => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"),
+    };
+    target.join(if release { "release/gateway" } else { "debug/gateway" })
 }
 
 impl Gateway {
