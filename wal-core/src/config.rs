@@ -37,9 +37,55 @@ pub const DEFAULT_MAX_ENTRY_BYTES: usize = 64 << 20;
 /// How often the cleaner deletes segments below each log's start.
 pub const DEFAULT_CLEANER_INTERVAL_MS: u64 = 30_000;
 
+/// How appends become durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BufferMode {
+    /// Buffer in memory, acknowledge once the block is in object storage (throughput-first).
+    #[default]
+    Memory,
+    /// Replicate to LogStore nodes, acknowledge on `ack_quorum` of them (latency-first).
+    Quorum,
+}
+
+/// Nodes a QuorumBuffer segment is replicated to.
+pub const DEFAULT_ENSEMBLE_SIZE: usize = 3;
+/// Nodes that must hold a block before its appends are acknowledged.
+pub const DEFAULT_ACK_QUORUM: usize = 2;
+/// A replica that has not answered an append within this long is dropped from the segment.
+pub const DEFAULT_REPLICA_TIMEOUT_MS: u64 = 2_000;
+/// A node that failed is avoided for new segments for this long (unless no other node is left).
+pub const DEFAULT_NODE_BACKOFF_MS: u64 = 10_000;
+
+/// QuorumBuffer settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuorumConfig {
+    pub ensemble_size: usize,
+    /// Nodes each block is written to. Striping is not supported: must equal `ensemble_size`.
+    pub write_quorum: usize,
+    pub ack_quorum: usize,
+    pub replica_timeout_ms: u64,
+    pub node_backoff_ms: u64,
+}
+
+impl Default for QuorumConfig {
+    fn default() -> Self {
+        QuorumConfig {
+            ensemble_size: DEFAULT_ENSEMBLE_SIZE,
+            write_quorum: DEFAULT_ENSEMBLE_SIZE,
+            ack_quorum: DEFAULT_ACK_QUORUM,
+            replica_timeout_ms: DEFAULT_REPLICA_TIMEOUT_MS,
+            node_backoff_ms: DEFAULT_NODE_BACKOFF_MS,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WalConfig {
+    pub buffer: BufferMode,
+    pub quorum: QuorumConfig,
     pub flush_max_bytes: usize,
     pub flush_max_age_ms: u64,
     pub max_inflight_uploads: usize,
@@ -61,6 +107,8 @@ pub struct WalConfig {
 impl Default for WalConfig {
     fn default() -> Self {
         WalConfig {
+            buffer: BufferMode::Memory,
+            quorum: QuorumConfig::default(),
             flush_max_bytes: DEFAULT_FLUSH_MAX_BYTES,
             flush_max_age_ms: DEFAULT_FLUSH_MAX_AGE_MS,
             max_inflight_uploads: DEFAULT_MAX_INFLIGHT_UPLOADS,
@@ -113,6 +161,16 @@ impl WalConfig {
         }
         if self.cleaner_interval_ms == 0 || self.commit_timeout_ms == 0 {
             return bad("cleaner_interval_ms and commit_timeout_ms must be positive");
+        }
+        let q = &self.quorum;
+        if q.ack_quorum == 0 || q.ack_quorum > q.write_quorum || q.write_quorum > q.ensemble_size || q.ensemble_size > 16 {
+            return bad("quorum: need 1 <= ack_quorum <= write_quorum <= ensemble_size <= 16");
+        }
+        if q.write_quorum != q.ensemble_size {
+            return bad("quorum: write_quorum must equal ensemble_size (striping is not supported)");
+        }
+        if q.replica_timeout_ms == 0 {
+            return bad("quorum.replica_timeout_ms must be positive");
         }
         Ok(())
     }

@@ -13,6 +13,8 @@
 //! - [`meta`]: the `MetaStore` trait; embedded (journal file) and etcd (feature `etcd`) backends.
 //! - [`log`]: the log API: writer (MemoryBuffer mode, group commit, ordered acks), readers (tail
 //!   cache, block cache), recovery and sealing, retention cleaner.
+//! - [`logstore`]: QuorumBuffer mode: the LogStore node service, its wire protocol, and the
+//!   client side (connections, discovery).
 //! - [`config`], [`error`], [`metrics`]: named configuration, typed errors, metric names.
 //! - [`testing`]: conformance suites every backend runs, and a harness that starts real etcd and
 //!   S3-compatible servers on loopback for integration tests.
@@ -22,12 +24,13 @@ pub mod entry;
 pub mod error;
 pub mod format;
 pub mod log;
+pub mod logstore;
 pub mod meta;
 pub mod metrics;
 pub mod storage;
 pub mod testing;
 
-pub use config::WalConfig;
+pub use config::{BufferMode, QuorumConfig, WalConfig};
 pub use entry::{AppendAck, Entry, StoredEntry};
 pub use error::{FormatError, MetaError, StorageError, WalError};
 pub use log::{LogInfo, LogMeta, LogReader, LogWriter, Wal};

@@ -23,9 +23,15 @@ pub const STORAGE_PUT_BYTES_TOTAL: &str = "wal_storage_put_bytes_total";
 pub const STORAGE_GET_BYTES_TOTAL: &str = "wal_storage_get_bytes_total";
 pub const META_REQUESTS_TOTAL: &str = "wal_meta_requests_total";
 pub const META_REQUEST_SECONDS: &str = "wal_meta_request_seconds";
+/// QuorumBuffer: time from sending a block to its `ack_quorum`-th acknowledgement.
+pub const REPLICATION_SECONDS: &str = "wal_replication_seconds";
+/// QuorumBuffer: replicas dropped from a segment (failed or timed out).
+pub const REPLICA_FAILURES_TOTAL: &str = "wal_replica_failures_total";
 
 /// Every name above, for tests and dashboards that must only use exported names.
 pub const ALL: &[&str] = &[
+    REPLICATION_SECONDS,
+    REPLICA_FAILURES_TOTAL,
     APPEND_ENTRIES_TOTAL,
     APPEND_BYTES_TOTAL,
     APPEND_ERRORS_TOTAL,

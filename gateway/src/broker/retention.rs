@@ -89,6 +89,9 @@ mod tests {
             max_timestamp: ts,
             state: if sealed { SegmentState::Sealed } else { SegmentState::Active },
             created_ms: 0,
+            replicas: Vec::new(),
+            ack_quorum: 0,
+            fixed_end: None,
         }
     }
 

@@ -13,6 +13,7 @@
 //! the log only once a metadata commit has moved its segment's `end_offset` past it.
 
 mod cleaner;
+mod quorum;
 mod reader;
 mod recovery;
 mod shared;
@@ -63,6 +64,20 @@ pub struct SegmentMeta {
     pub max_timestamp: i64,
     pub state: SegmentState,
     pub created_ms: u64,
+    /// QuorumBuffer: the LogStore nodes holding this segment's blocks until they are stored.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replicas: Vec<crate::logstore::NodeInfo>,
+    /// QuorumBuffer: acknowledgements each block needed.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub ack_quorum: usize,
+    /// Set when the writer moved on to a later segment: the segment ends exactly here, whatever
+    /// a replica may hold beyond (a block that never reached a quorum).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fixed_end: Option<u64>,
+}
+
+fn is_zero(v: &usize) -> bool {
+    *v == 0
 }
 
 /// What [`Wal::log_info`] reports.
@@ -131,7 +146,14 @@ pub fn validate_log_name(name: &str) -> Result<()> {
     Ok(())
 }
 
+/// The object key of a block (LogStore nodes upload under the same keys as writers).
+pub(crate) fn block_key(log_id: u64, seg: u64, epoch: u64, base: u64, end: u64) -> String {
+    keys::block(log_id, seg, epoch, base, end)
+}
+
 pub(crate) struct WalInner {
+    /// QuorumBuffer mode: connections to LogStore nodes and discovery.
+    pub replication: Option<Arc<crate::logstore::Replication>>,
     pub store: Arc<dyn ObjectStore>,
     pub meta: Arc<dyn MetaStore>,
     pub cfg: WalConfig,
@@ -150,7 +172,8 @@ impl Wal {
     pub fn new(store: Arc<dyn ObjectStore>, meta: Arc<dyn MetaStore>, cfg: WalConfig) -> Result<Wal> {
         cfg.validate()?;
         let buffer_space = Arc::new(tokio::sync::Semaphore::new(cfg.max_total_buffered_bytes));
-        Ok(Wal { inner: Arc::new(WalInner { store, meta, cfg, logs: DashMap::new(), buffer_space }) })
+        let replication = (cfg.buffer == crate::config::BufferMode::Quorum).then(|| Arc::new(crate::logstore::Replication::new(meta.clone())));
+        Ok(Wal { inner: Arc::new(WalInner { replication, store, meta, cfg, logs: DashMap::new(), buffer_space }) })
     }
 
     pub fn config(&self) -> &WalConfig {

@@ -72,6 +72,14 @@ impl LogReader {
         let mut total = 0usize;
         let mut pos = from;
         'blocks: while pos < end && (out.is_empty() || total < max_bytes) {
+            if pos > from {
+                // Caught up with the tail cache (in QuorumBuffer mode, entries not yet stored are
+                // only there): continue from it.
+                if let Some(v) = self.sh.tail().read(pos, max_bytes.saturating_sub(total).max(1)) {
+                    out.extend(v.into_iter().filter(|e| e.end_offset() > pos));
+                    break 'blocks;
+                }
+            }
             let (key, info) = self.locate(pos).await?;
             let entries = self.load_block(&key).await?;
             for e in entries.iter().filter(|e| e.end_offset() > pos) {

@@ -34,16 +34,26 @@ pub(crate) struct TailCache {
     entries: VecDeque<StoredEntry>,
     bytes: usize,
     cap: usize,
+    /// Entries ending after this are kept whatever the cap (QuorumBuffer: acknowledged but not
+    /// yet in object storage, so readers can only get them here).
+    pin: u64,
 }
 
 impl TailCache {
     fn new(cap: usize) -> Self {
-        TailCache { entries: VecDeque::new(), bytes: 0, cap }
+        TailCache { entries: VecDeque::new(), bytes: 0, cap, pin: u64::MAX }
     }
     pub fn push(&mut self, e: StoredEntry) {
         self.bytes += e.data.len();
         self.entries.push_back(e);
-        while self.bytes > self.cap && self.entries.len() > 1 {
+        self.evict();
+    }
+    pub fn set_pin(&mut self, pin: u64) {
+        self.pin = pin;
+        self.evict();
+    }
+    fn evict(&mut self) {
+        while self.bytes > self.cap && self.entries.len() > 1 && self.entries.front().is_some_and(|f| f.end_offset() <= self.pin) {
             if let Some(old) = self.entries.pop_front() {
                 self.bytes -= old.data.len();
             }

@@ -14,8 +14,15 @@
 //! retriable error, resets `written` to `durable` and rolls to a new segment: no hole, no reuse.
 //! A failed epoch comparison means a newer writer exists: everything pending fails with
 //! [`WalError::Fenced`] and the writer stops.
+//!
+//! In QuorumBuffer mode the same pipeline replicates each block to the segment's LogStore
+//! replicas instead of uploading it: a block is acknowledged (and `durable` advanced) once
+//! `ack_quorum` replicas hold it, and kept (tail cache pinned, buffer space held) until the
+//! replicas report it stored; then its segment metadata is committed as above. Segments roll
+//! only with an empty pipeline, and the roll's transaction records where the old segment ends
+//! and which nodes hold the new one, before any block is sent to them (see `quorum`).
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -25,12 +32,15 @@ use futures::FutureExt;
 use tokio::sync::{oneshot, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
+use super::quorum::{self, QuorumSeg, ReplicateError};
 use super::recovery::{seal_abandoned, write_index};
 use super::shared::{load_segments, LogShared, SegView};
 use super::{json, keys, now_ms, SegmentMeta, SegmentState, WalInner};
 use crate::entry::{AppendAck, Entry, StoredEntry};
 use crate::error::{Result, SharedFailure, StorageError, WalError};
 use crate::format::{encode_block, BlockInfo};
+use crate::logstore::proto::SegKey;
+use crate::logstore::Replication;
 use crate::meta::{Compare, Op, Txn};
 use crate::metrics as m;
 
@@ -56,7 +66,7 @@ impl AppendTicket {
 
 struct Pending {
     entry: StoredEntry,
-    ack: oneshot::Sender<Result<AppendAck>>,
+    ack: Option<oneshot::Sender<Result<AppendAck>>>,
     _permit: OwnedSemaphorePermit,
     _global: OwnedSemaphorePermit,
     at: Instant,
@@ -87,6 +97,8 @@ struct WriterInner {
     segment_max_bytes: u64,
     segment_max_age: Duration,
     task: Mutex<Option<JoinHandle<()>>>,
+    /// QuorumBuffer mode.
+    rep: Option<Arc<Replication>>,
 }
 
 /// Where new blocks go, and what is committed.
@@ -100,6 +112,14 @@ struct SegCursor {
     cut_blocks: u32,
     cut_since: Instant,
     roll_next: bool,
+    /// QuorumBuffer: the segment blocks are cut into, the segments with blocks not yet stored,
+    /// the metadata written when a segment was created, blocks acknowledged but not yet stored,
+    /// and whether the committed segment's (empty) record was deleted at a roll.
+    qseg: Option<Arc<QuorumSeg>>,
+    qsegs: HashMap<u64, Arc<QuorumSeg>>,
+    templates: HashMap<u64, SegmentMeta>,
+    unflushed: VecDeque<InFlight>,
+    committed_deleted: bool,
 }
 
 struct InFlight {
@@ -160,16 +180,29 @@ pub(crate) async fn open(wal: Arc<WalInner>, name: &str, opts: WriterOptions) ->
     // 2. Seal what the previous writer left, at its durable end, and start a new segment there.
     let segs = load_segments(meta, name).await?;
     let mut txn = Txn::new().when(Compare::ModRevision(keys::epoch(name), epoch_rev));
-    let (next_id, base) = match segs.last() {
-        None => (0, 0),
-        Some(last) => {
-            if last.state == SegmentState::Active {
-                let (sealed, _) = seal_abandoned(&*wal.store, shared.id, last).await?;
-                txn = txn.then(Op::put(keys::segment(name, last.id), json(&sealed)));
-            }
-            (last.id + 1, last.end_offset)
+    // Every segment left active is sealed in order; a QuorumBuffer segment is recovered from its
+    // replicas. A segment that would start past the recovered end (its predecessor lost data
+    // that only replicas held) is dropped, so the log never has a hole.
+    let mut end: Option<u64> = None;
+    let mut next_id = 0;
+    for seg in &segs {
+        next_id = seg.id + 1;
+        if end.is_some_and(|e| seg.base_offset > e) {
+            tracing::warn!(log = name, segment = seg.id, "dropping a segment that starts past the recovered end");
+            txn = txn.then(Op::Delete(keys::segment(name, seg.id)));
+            continue;
         }
-    };
+        let done = match seg.state {
+            SegmentState::Sealed => seg.clone(),
+            SegmentState::Active if seg.replicas.is_empty() => seal_abandoned(&*wal.store, shared.id, seg).await?.0,
+            SegmentState::Active => quorum::recover(&wal, shared.id, seg, epoch).await?,
+        };
+        if done != *seg {
+            txn = txn.then(Op::put(keys::segment(name, seg.id), json(&done)));
+        }
+        end = Some(done.end_offset);
+    }
+    let base = end.unwrap_or(0);
     let seg = SegmentMeta {
         id: next_id,
         epoch,
@@ -180,6 +213,9 @@ pub(crate) async fn open(wal: Arc<WalInner>, name: &str, opts: WriterOptions) ->
         max_timestamp: -1,
         state: SegmentState::Active,
         created_ms: now_ms(),
+        replicas: Vec::new(),
+        ack_quorum: 0,
+        fixed_end: None,
     };
     txn = txn.then(Op::put(keys::segment(name, next_id), json(&seg)));
     if !meta.txn(txn).await?.succeeded {
@@ -190,6 +226,7 @@ pub(crate) async fn open(wal: Arc<WalInner>, name: &str, opts: WriterOptions) ->
     tracing::info!(log = name, epoch, segment = next_id, offset = base, "opened writer");
 
     let log_id = shared.id;
+    let wal_rep = wal.replication.clone();
     let segment_max_bytes = opts.segment_max_bytes.unwrap_or(wal.cfg.segment_max_bytes).max(1);
     let segment_max_age = Duration::from_millis(opts.segment_max_age_ms.unwrap_or(wal.cfg.segment_max_age_ms).max(1));
     let inner = Arc::new(WriterInner {
@@ -213,6 +250,7 @@ pub(crate) async fn open(wal: Arc<WalInner>, name: &str, opts: WriterOptions) ->
         task: Mutex::new(None),
         segment_max_bytes,
         segment_max_age,
+        rep: wal_rep,
     });
     let cursor = SegCursor {
         cut_id: seg.id,
@@ -222,6 +260,11 @@ pub(crate) async fn open(wal: Arc<WalInner>, name: &str, opts: WriterOptions) ->
         cut_blocks: 0,
         cut_since: Instant::now(),
         roll_next: false,
+        qseg: None,
+        qsegs: HashMap::new(),
+        templates: HashMap::new(),
+        unflushed: VecDeque::new(),
+        committed_deleted: false,
     };
     let task = tokio::spawn(run(inner.clone(), cursor));
     *lock(&inner.task) = Some(task);
@@ -305,7 +348,7 @@ impl LogWriter {
         st.buffer_bytes += data.len();
         st.buffer.push_back(Pending {
             entry: StoredEntry { offset: base, count, max_timestamp, data },
-            ack: tx,
+            ack: Some(tx),
             _permit: permit,
             _global: global,
             at: Instant::now(),
@@ -381,6 +424,9 @@ impl WriterInner {
     /// Cuts the next block if the policy says so.
     fn maybe_cut(self: &Arc<Self>, cur: &mut SegCursor, inflight: usize) -> Option<InFlight> {
         let cfg = &self.wal.cfg;
+        if self.rep.is_some() && cur.qseg.is_none() {
+            return None; // QuorumBuffer: no replica set yet (the run loop rolls first)
+        }
         let mut st = lock(&self.state);
         let front = st.buffer.front()?;
         let aged = front.at.elapsed() >= Duration::from_millis(cfg.flush_max_age_ms);
@@ -406,11 +452,12 @@ impl WriterInner {
             st.flush_requested = false;
         }
         drop(st);
-        // Roll the segment the block goes to?
+        // Roll the segment the block goes to? (QuorumBuffer rolls before cutting, in `roll_quorum`.)
         let age = cur.cut_since.elapsed() >= self.segment_max_age;
-        if cur.roll_next
-            || (cur.cut_blocks > 0
-                && (cur.cut_bytes + bytes as u64 > self.segment_max_bytes || cur.cut_blocks >= cfg.segment_max_blocks || age))
+        if self.rep.is_none()
+            && (cur.roll_next
+                || (cur.cut_blocks > 0
+                    && (cur.cut_bytes + bytes as u64 > self.segment_max_bytes || cur.cut_blocks >= cfg.segment_max_blocks || age)))
         {
             cur.cut_id += 1;
             cur.cut_bytes = 0;
@@ -432,6 +479,19 @@ impl WriterInner {
         metrics::counter!(m::FLUSH_TOTAL).increment(1);
         metrics::histogram!(m::FLUSH_BYTES).record(data.len() as f64);
         metrics::gauge!(m::UPLOADS_INFLIGHT).increment(1.0);
+        if let (Some(rep), Some(qs)) = (&self.rep, &cur.qseg) {
+            let timeout = Duration::from_millis(cfg.quorum.replica_timeout_ms);
+            let replicated = qs.replicate(rep, timeout, info.base_offset, info.end_offset, data);
+            let upload = tokio::spawn(async move {
+                let r = replicated.await.map_err(|e| match e {
+                    ReplicateError::Fenced(m) => UploadError::Conflict(m),
+                    ReplicateError::NoQuorum(message) => UploadError::Failed(StorageError::Transient { op: "replicate", message }),
+                });
+                metrics::gauge!(m::UPLOADS_INFLIGHT).decrement(1.0);
+                r
+            });
+            return Some(InFlight { seg_id: cur.cut_id, info, entries, upload });
+        }
         let me = self.clone();
         let upload = tokio::spawn(async move {
             let r = me.upload(&key, data).await;
@@ -475,7 +535,7 @@ impl WriterInner {
     }
 
     /// Commits finished blocks (in order) to metadata; returns the error to fail with, if any.
-    async fn commit(&self, cur: &mut SegCursor, done: &[InFlight]) -> std::result::Result<(), SharedFailure> {
+    async fn commit(&self, cur: &mut SegCursor, done: &[InFlight], publish: bool) -> std::result::Result<(), SharedFailure> {
         let started = Instant::now();
         let mut i = 0;
         while i < done.len() {
@@ -483,12 +543,16 @@ impl WriterInner {
             let mut txn = Txn::new().when(Compare::ModRevision(keys::epoch(&self.name), self.epoch_rev));
             let mut next = if seg_id != cur.committed.id {
                 // The first block of a new segment: seal the current one in the same transaction.
-                let sealed = write_index(&*self.wal.store, self.log_id, &cur.committed, &cur.committed_blocks)
-                    .await
-                    .map_err(|e| SharedFailure::Retriable(format!("sealing segment failed: {e}")))?;
-                txn = txn.then(Op::put(keys::segment(&self.name, sealed.id), json(&sealed)));
-                self.shared.merge_segments_one(sealed);
-                SegmentMeta {
+                if !cur.committed_deleted {
+                    let sealed = write_index(&*self.wal.store, self.log_id, &cur.committed, &cur.committed_blocks)
+                        .await
+                        .map_err(|e| SharedFailure::Retriable(format!("sealing segment failed: {e}")))?;
+                    txn = txn.then(Op::put(keys::segment(&self.name, sealed.id), json(&sealed)));
+                    self.shared.merge_segments_one(sealed);
+                }
+                match cur.templates.get(&seg_id) {
+                    Some(t) => t.clone(),
+                    None => SegmentMeta {
                     id: seg_id,
                     epoch: self.epoch,
                     base_offset: done[i].info.base_offset,
@@ -498,6 +562,10 @@ impl WriterInner {
                     max_timestamp: -1,
                     state: SegmentState::Active,
                     created_ms: now_ms(),
+                    replicas: Vec::new(),
+                    ack_quorum: 0,
+                    fixed_end: None,
+                },
                 }
             } else {
                 cur.committed.clone()
@@ -517,10 +585,12 @@ impl WriterInner {
             self.commit_txn(txn).await?;
             if seg_id != cur.committed.id {
                 cur.committed_blocks.clear();
+                cur.committed_deleted = false;
+                cur.templates.remove(&seg_id);
             }
             cur.committed = next;
             cur.committed_blocks.extend_from_slice(&blocks);
-            {
+            if publish {
                 let mut tail = self.shared.tail();
                 for p in done[first..i].iter().flat_map(|b| b.entries.iter()) {
                     tail.push(p.entry.clone());
@@ -583,7 +653,140 @@ impl WriterInner {
         }
         metrics::counter!(m::APPEND_ERRORS_TOTAL).increment(failed.len() as u64);
         for p in failed {
-            let _ = p.ack.send(Err(f.to_error()));
+            if let Some(a) = p.ack {
+                let _ = a.send(Err(f.to_error()));
+            }
+        }
+    }
+
+    /// QuorumBuffer: the blocks reached their quorum: publish them to readers (tail cache pinned
+    /// until they are stored), acknowledge their appends, and keep them until they are stored.
+    fn acked(&self, cur: &mut SegCursor, done: Vec<InFlight>) {
+        let Some(end) = done.last().map(|b| b.info.end_offset) else { return };
+        {
+            let mut tail = self.shared.tail();
+            if cur.unflushed.is_empty() {
+                tail.set_pin(done[0].info.base_offset);
+            }
+            for p in done.iter().flat_map(|b| b.entries.iter()) {
+                tail.push(p.entry.clone());
+            }
+        }
+        self.shared.set_durable(end);
+        for mut b in done {
+            for p in b.entries.iter_mut() {
+                metrics::histogram!(m::ACK_SECONDS).record(p.at.elapsed().as_secs_f64());
+                if let Some(a) = p.ack.take() {
+                    let _ = a.send(Ok(AppendAck { base_offset: p.entry.offset, end_offset: p.entry.end_offset() }));
+                }
+            }
+            cur.unflushed.push_back(b);
+        }
+    }
+
+    /// QuorumBuffer: whether the next block needs a new segment (and so an empty pipeline).
+    fn needs_roll(&self, cur: &SegCursor) -> bool {
+        let Some(qs) = &cur.qseg else { return true };
+        cur.roll_next
+            || qs.healthy_count() < qs.ack_quorum
+            || (cur.cut_blocks > 0
+                && (cur.cut_bytes >= self.segment_max_bytes
+                    || cur.cut_blocks >= self.wal.cfg.segment_max_blocks
+                    || cur.cut_since.elapsed() >= self.segment_max_age))
+    }
+
+    /// QuorumBuffer: starts the next segment on a fresh replica set. One transaction records
+    /// where the current segment ends (or deletes it when it holds nothing) and creates the new
+    /// one with its replicas, before any block is sent to them.
+    async fn roll_quorum(&self, cur: &mut SegCursor) -> std::result::Result<(), SharedFailure> {
+        let rep = self.rep.as_ref().expect("QuorumBuffer mode");
+        let nodes = quorum::choose_replicas(&self.wal, rep, self.log_id).await.map_err(|e| SharedFailure::Retriable(e.to_string()))?;
+        let base = self.shared.durable_end();
+        let (old_id, new_id) = (cur.cut_id, cur.cut_id + 1);
+        let old_empty = cur.cut_blocks == 0 && cur.committed.id == old_id && cur.committed.end_offset == cur.committed.base_offset
+            || cur.cut_blocks == 0 && cur.templates.contains_key(&old_id);
+        let mut txn = Txn::new().when(Compare::ModRevision(keys::epoch(&self.name), self.epoch_rev));
+        if old_empty {
+            txn = txn.then(Op::Delete(keys::segment(&self.name, old_id)));
+        } else {
+            let mut old = if cur.committed.id == old_id { cur.committed.clone() } else { cur.templates.get(&old_id).cloned().unwrap_or_else(|| cur.committed.clone()) };
+            old.fixed_end = Some(base);
+            txn = txn.then(Op::put(keys::segment(&self.name, old.id), json(&old)));
+        }
+        let meta = SegmentMeta {
+            id: new_id,
+            epoch: self.epoch,
+            base_offset: base,
+            end_offset: base,
+            bytes: 0,
+            blocks: 0,
+            max_timestamp: -1,
+            state: SegmentState::Active,
+            created_ms: now_ms(),
+            replicas: nodes.clone(),
+            ack_quorum: self.wal.cfg.quorum.ack_quorum,
+            fixed_end: None,
+        };
+        txn = txn.then(Op::put(keys::segment(&self.name, new_id), json(&meta)));
+        self.commit_txn(txn).await?;
+        if old_empty {
+            cur.templates.remove(&old_id);
+            if cur.committed.id == old_id {
+                cur.committed_deleted = true;
+            }
+            if !cur.unflushed.iter().any(|b| b.seg_id == old_id) {
+                if let Some(q) = cur.qsegs.remove(&old_id) {
+                    rep.forget(q.key);
+                }
+            }
+        } else if cur.committed.id == old_id {
+            cur.committed.fixed_end = Some(base);
+        } else if let Some(t) = cur.templates.get_mut(&old_id) {
+            t.fixed_end = Some(base);
+        }
+        let qs = QuorumSeg::new(rep, SegKey { log_id: self.log_id, segment: new_id }, self.epoch, base, nodes, self.wal.cfg.quorum.ack_quorum);
+        tracing::info!(log = %self.name, segment = new_id, base, replicas = ?qs.replicas.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), "QuorumBuffer segment opened");
+        cur.templates.insert(new_id, meta);
+        cur.qsegs.insert(new_id, qs.clone());
+        cur.qseg = Some(qs);
+        cur.cut_id = new_id;
+        cur.cut_bytes = 0;
+        cur.cut_blocks = 0;
+        cur.cut_since = Instant::now();
+        cur.roll_next = false;
+        Ok(())
+    }
+
+    /// QuorumBuffer: commits (in order) the acknowledged blocks the replicas report stored, then
+    /// frees their buffer space and tells the replicas they may drop them.
+    async fn commit_stored(&self, cur: &mut SegCursor) -> std::result::Result<(), SharedFailure> {
+        let rep = self.rep.as_ref().expect("QuorumBuffer mode");
+        loop {
+            let Some(seg_id) = cur.unflushed.front().map(|b| b.seg_id) else { return Ok(()) };
+            let Some(qs) = cur.qsegs.get(&seg_id).cloned() else { return Ok(()) };
+            let stored = *qs.stored.borrow();
+            let n = cur.unflushed.iter().take_while(|b| b.seg_id == seg_id && b.info.end_offset <= stored).count();
+            if n == 0 {
+                return Ok(());
+            }
+            let batch: Vec<InFlight> = cur.unflushed.drain(..n).collect();
+            if let Err(f) = self.commit(cur, &batch, false).await {
+                for b in batch.into_iter().rev() {
+                    cur.unflushed.push_front(b);
+                }
+                return Err(f);
+            }
+            let bytes: usize = batch.iter().flat_map(|b| b.entries.iter()).map(|p| p.entry.data.len()).sum();
+            metrics::gauge!(m::BUFFER_BYTES).decrement(bytes as f64);
+            drop(batch);
+            qs.progress(rep, stored);
+            let pin = cur.unflushed.front().map(|b| b.info.base_offset).unwrap_or(u64::MAX);
+            self.shared.tail().set_pin(pin);
+            let current = cur.qseg.as_ref().is_some_and(|q| q.key.segment == seg_id);
+            if !current && !cur.unflushed.iter().any(|b| b.seg_id == seg_id) {
+                cur.qsegs.remove(&seg_id);
+                rep.forget(qs.key);
+            }
         }
     }
 
@@ -593,7 +796,9 @@ impl WriterInner {
             for p in b.entries {
                 bytes += p.entry.data.len();
                 metrics::histogram!(m::ACK_SECONDS).record(p.at.elapsed().as_secs_f64());
-                let _ = p.ack.send(Ok(AppendAck { base_offset: p.entry.offset, end_offset: p.entry.end_offset() }));
+                if let Some(a) = p.ack {
+                    let _ = a.send(Ok(AppendAck { base_offset: p.entry.offset, end_offset: p.entry.end_offset() }));
+                }
             }
             metrics::gauge!(m::BUFFER_BYTES).decrement(bytes as f64);
         }
@@ -632,8 +837,37 @@ async fn run(w: Arc<WriterInner>, mut cur: SegCursor) {
     let mut pipeline: VecDeque<InFlight> = VecDeque::new();
     let max = w.wal.cfg.max_inflight_uploads;
     let age = Duration::from_millis(w.wal.cfg.flush_max_age_ms);
+    let quorum = w.rep.is_some();
+    // QuorumBuffer: when to try again a roll or a commit that failed.
+    let mut retry_at: Option<tokio::time::Instant> = None;
+    let mut closing_since: Option<Instant> = None;
     loop {
-        while pipeline.len() < max {
+        let retry_due = retry_at.is_none_or(|t| tokio::time::Instant::now() >= t);
+        if quorum && retry_due {
+            retry_at = None;
+            if let Err(f) = w.commit_stored(&mut cur).await {
+                if f.stops_writer() {
+                    w.fail_all(f, &mut pipeline, true);
+                    break;
+                }
+                tracing::warn!(log = %w.name, error = %f, "committing stored blocks failed; retrying");
+                retry_at = Some(tokio::time::Instant::now() + w.backoff(0));
+            }
+            let has_data = !lock(&w.state).buffer.is_empty();
+            if retry_at.is_none() && has_data && pipeline.is_empty() && w.needs_roll(&cur) {
+                if let Err(f) = w.roll_quorum(&mut cur).await {
+                    let stop = f.stops_writer();
+                    tracing::warn!(log = %w.name, error = %f, "cannot start a QuorumBuffer segment; failing pending appends");
+                    w.fail_all(f, &mut pipeline, stop);
+                    if stop {
+                        break;
+                    }
+                    retry_at = Some(tokio::time::Instant::now() + Duration::from_millis(500));
+                }
+            }
+        }
+        let hold = quorum && w.needs_roll(&cur);
+        while pipeline.len() < max && !hold {
             match w.maybe_cut(&mut cur, pipeline.len()) {
                 Some(b) => pipeline.push_back(b),
                 None => break,
@@ -644,8 +878,27 @@ async fn run(w: Arc<WriterInner>, mut cur: SegCursor) {
             (st.closing, st.buffer.front().map(|p| p.at))
         };
         if closing && pipeline.is_empty() && oldest.is_none() {
-            break;
+            if cur.unflushed.is_empty() {
+                break;
+            }
+            let since = *closing_since.get_or_insert_with(Instant::now);
+            if since.elapsed() > Duration::from_millis(w.wal.cfg.commit_timeout_ms) {
+                tracing::warn!(log = %w.name, "closing before the replicas stored everything; the next writer recovers it");
+                break;
+            }
         }
+        // QuorumBuffer: wake when the replicas report the oldest unstored block stored.
+        let mut stored_rx = cur.unflushed.front().and_then(|b| cur.qsegs.get(&b.seg_id)).map(|q| {
+            let mut rx = q.stored.clone();
+            rx.mark_unchanged();
+            rx
+        });
+        if let (Some(rx), Some(b)) = (&stored_rx, cur.unflushed.front()) {
+            if *rx.borrow() >= b.info.end_offset && retry_at.is_none() {
+                continue;
+            }
+        }
+        let hold = quorum && w.needs_roll(&cur);
         let deadline = oldest.map(|t| tokio::time::Instant::from_std(t + age));
         tokio::select! {
             r = async { (&mut pipeline.front_mut().expect("checked").upload).await }, if !pipeline.is_empty() => {
@@ -676,17 +929,21 @@ async fn run(w: Arc<WriterInner>, mut cur: SegCursor) {
                     }
                 }
                 // Commit what succeeded, in order, then deal with a failure behind it.
-                if let Err(f) = w.commit(&mut cur, &done).await {
-                    let stop = f.stops_writer();
-                    let mut all: VecDeque<InFlight> = done.into_iter().chain(pipeline.drain(..)).collect();
-                    w.fail_all(f, &mut all, stop);
-                    if stop {
-                        break;
+                if w.rep.is_some() {
+                    w.acked(&mut cur, done);
+                } else {
+                    if let Err(f) = w.commit(&mut cur, &done, true).await {
+                        let stop = f.stops_writer();
+                        let mut all: VecDeque<InFlight> = done.into_iter().chain(pipeline.drain(..)).collect();
+                        w.fail_all(f, &mut all, stop);
+                        if stop {
+                            break;
+                        }
+                        cur.roll_next = true;
+                        continue;
                     }
-                    cur.roll_next = true;
-                    continue;
+                    w.release(done);
                 }
-                w.release(done);
                 if let Err(e) = outcome {
                     let fenced = matches!(e, UploadError::Conflict(_));
                     tracing::warn!(log = %w.name, error = %e, "upload failed permanently; failing pending appends");
@@ -703,11 +960,14 @@ async fn run(w: Arc<WriterInner>, mut cur: SegCursor) {
                 }
             }
             _ = w.wake.notified() => {}
-            _ = async { tokio::time::sleep_until(deadline.expect("checked")).await }, if deadline.is_some() && pipeline.len() < max => {}
+            _ = async { tokio::time::sleep_until(deadline.expect("checked")).await }, if deadline.is_some() && pipeline.len() < max && !hold => {}
+            _ = async { stored_rx.as_mut().expect("checked").changed().await }, if stored_rx.is_some() => {}
+            _ = async { tokio::time::sleep_until(retry_at.expect("checked")).await }, if retry_at.is_some() => {}
+            _ = tokio::time::sleep(Duration::from_millis(100)), if closing => {}
         }
     }
     // Closing: seal the active segment so the next writer starts cleanly.
-    if lock(&w.state).closing && cur.committed.end_offset > cur.committed.base_offset {
+    if lock(&w.state).closing && cur.unflushed.is_empty() && !cur.committed_deleted && cur.committed.end_offset > cur.committed.base_offset {
         match write_index(&*w.wal.store, w.log_id, &cur.committed, &cur.committed_blocks).await {
             Ok(sealed) => {
                 let txn = Txn::new()

@@ -1,0 +1,329 @@
+//! QuorumBuffer on the writer side: choosing a segment's replica set, replicating a block to it
+//! (acknowledged at `ack_quorum`), and recovering a segment a previous writer left active.
+//!
+//! A segment's replica set is fixed when the segment is created (its metadata names the nodes and
+//! their incarnations) and only shrinks: a replica that fails or times out is dropped for the rest
+//! of the segment. When fewer than `ack_quorum` remain, the writer fails what is pending and rolls
+//! to a new segment on other nodes, after recording where the old one ends (`fixed_end`).
+//!
+//! Recovery fences the replicas with the new epoch (so a paused old writer can no longer reach a
+//! quorum), needs answers from `n - ack_quorum + 1` of them (then at least one holds every
+//! acknowledged block), uploads whatever the stored objects lack from a replica, and seals the
+//! segment at the end of the contiguous run. When every replica answered with a new incarnation
+//! (all restarted empty), only what is in object storage survives: that is the mode's limit.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::stream::{FuturesUnordered, StreamExt};
+use tokio::sync::watch;
+
+use super::recovery::seal_abandoned;
+use super::{keys, SegmentMeta, WalInner};
+use crate::error::{Result, StorageError, WalError};
+use crate::format::decode_block_header;
+use crate::logstore::proto::{ErrorCode, Request, Response, SegKey};
+use crate::logstore::{NodeInfo, Replication};
+use crate::metrics as m;
+
+/// The replication state of the segment a writer is cutting blocks into.
+pub(crate) struct QuorumSeg {
+    pub key: SegKey,
+    pub epoch: u64,
+    pub base: u64,
+    pub replicas: Vec<NodeInfo>,
+    pub ack_quorum: usize,
+    /// Replicas still in the write set.
+    healthy: Mutex<Vec<bool>>,
+    /// Every block below this is in object storage.
+    pub stored: watch::Receiver<u64>,
+}
+
+/// Why a block was not replicated.
+pub(crate) enum ReplicateError {
+    Fenced(String),
+    NoQuorum(String),
+}
+
+impl QuorumSeg {
+    pub fn new(rep: &Replication, key: SegKey, epoch: u64, base: u64, replicas: Vec<NodeInfo>, ack_quorum: usize) -> Arc<Self> {
+        let healthy = Mutex::new(vec![true; replicas.len()]);
+        Arc::new(QuorumSeg { stored: rep.stored(key, base), key, epoch, base, replicas, ack_quorum, healthy })
+    }
+
+    pub fn healthy_count(&self) -> usize {
+        self.healthy.lock().unwrap_or_else(|p| p.into_inner()).iter().filter(|h| **h).count()
+    }
+
+    fn drop_replica(&self, rep: &Replication, i: usize, why: &str) {
+        let mut h = self.healthy.lock().unwrap_or_else(|p| p.into_inner());
+        if h[i] {
+            h[i] = false;
+            rep.note_failure(&self.replicas[i].id);
+            metrics::counter!(m::REPLICA_FAILURES_TOTAL).increment(1);
+            tracing::warn!(node = %self.replicas[i].id, segment = self.key.segment, reason = why, "dropping LogStore replica from segment");
+        }
+    }
+
+    /// Tells the replicas what is stored, so they can drop it.
+    pub fn progress(&self, rep: &Replication, upto: u64) {
+        let h = self.healthy.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        for (i, r) in self.replicas.iter().enumerate() {
+            if h[i] {
+                rep.client(&r.addr).send(&Request::Progress { seg: self.key, flushed_upto: upto });
+            }
+        }
+    }
+
+    /// Queues the block on every healthy replica now (so replicas see blocks in order) and returns
+    /// a future that resolves once `ack_quorum` of them hold it.
+    pub fn replicate(
+        self: &Arc<Self>,
+        rep: &Arc<Replication>,
+        timeout: Duration,
+        base: u64,
+        end: u64,
+        block: Bytes,
+    ) -> impl std::future::Future<Output = std::result::Result<(), ReplicateError>> + Send + 'static {
+        let healthy = self.healthy.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let flushed = *self.stored.borrow();
+        let uploader = healthy.iter().position(|h| *h);
+        let mut calls = FuturesUnordered::new();
+        for (i, r) in self.replicas.iter().enumerate() {
+            if !healthy[i] {
+                continue;
+            }
+            let id = rep.request_id();
+            let req = Request::Append {
+                id,
+                seg: self.key,
+                epoch: self.epoch,
+                seg_base: self.base,
+                base,
+                end,
+                upload_now: Some(i) == uploader,
+                flushed_upto: flushed,
+                block: block.clone(),
+            };
+            let rx = rep.client(&r.addr).call(id, &req);
+            calls.push(async move { (i, tokio::time::timeout(timeout, rx).await) });
+        }
+        let me = self.clone();
+        let rep = rep.clone();
+        let started = Instant::now();
+        async move {
+            let mut acks = 0;
+            let mut failed = Vec::new();
+            while let Some((i, r)) = calls.next().await {
+                match r {
+                    Ok(Ok(Response::Ok { uploaded_upto, .. })) => {
+                        rep.note_stored(me.key, uploaded_upto);
+                        acks += 1;
+                        if acks == me.ack_quorum {
+                            metrics::histogram!(m::REPLICATION_SECONDS).record(started.elapsed().as_secs_f64());
+                            // The rest answer in the background; a failure there drops the replica.
+                            let (me2, rep2) = (me.clone(), rep.clone());
+                            tokio::spawn(async move {
+                                while let Some((i, r)) = calls.next().await {
+                                    match r {
+                                        Ok(Ok(Response::Ok { uploaded_upto, .. })) => rep2.note_stored(me2.key, uploaded_upto),
+                                        Ok(Ok(Response::Error { code: ErrorCode::Fenced, .. })) => {}
+                                        other => me2.drop_replica(&rep2, i, &describe(&other)),
+                                    }
+                                }
+                            });
+                            return Ok(());
+                        }
+                    }
+                    Ok(Ok(Response::Error { code: ErrorCode::Fenced, message, .. })) => {
+                        return Err(ReplicateError::Fenced(message));
+                    }
+                    other => {
+                        let why = describe(&other);
+                        me.drop_replica(&rep, i, &why);
+                        failed.push(why);
+                    }
+                }
+            }
+            Err(ReplicateError::NoQuorum(format!(
+                "block {base}..{end} reached {acks} of the {} acknowledgements it needs ({})",
+                me.ack_quorum,
+                failed.join("; ")
+            )))
+        }
+    }
+}
+
+fn describe(r: &std::result::Result<std::result::Result<Response, tokio::sync::oneshot::error::RecvError>, tokio::time::error::Elapsed>) -> String {
+    match r {
+        Err(_) => "timed out".into(),
+        Ok(Err(_)) => "connection lost".into(),
+        Ok(Ok(Response::Error { message, .. })) => message.clone(),
+        Ok(Ok(other)) => format!("unexpected answer {other:?}"),
+    }
+}
+
+/// Picks the replica set of a new segment: registered nodes that did not fail recently, spread
+/// by log id; nodes that failed recently only when too few others are left. Fewer than
+/// `ensemble_size` nodes are used (down to `ack_quorum`) rather than refusing writes.
+pub(crate) async fn choose_replicas(wal: &WalInner, rep: &Replication, log_id: u64) -> Result<Vec<NodeInfo>> {
+    let q = &wal.cfg.quorum;
+    let mut nodes = rep.discover().await?;
+    nodes.sort_by(|a, b| a.id.cmp(&b.id));
+    if !nodes.is_empty() {
+        let k = (log_id as usize) % nodes.len();
+        nodes.rotate_left(k);
+    }
+    let window = Duration::from_millis(q.node_backoff_ms);
+    let (mut good, bad): (Vec<NodeInfo>, Vec<NodeInfo>) = nodes.into_iter().partition(|n| !rep.failed_recently(&n.id, window));
+    for n in bad {
+        if good.len() >= q.ensemble_size {
+            break;
+        }
+        good.push(n);
+    }
+    good.truncate(q.ensemble_size);
+    if good.len() < q.ack_quorum {
+        return Err(WalError::AppendFailed(format!(
+            "QuorumBuffer needs at least {} LogStore nodes, {} registered and usable",
+            q.ack_quorum,
+            good.len()
+        )));
+    }
+    Ok(good)
+}
+
+enum Answer {
+    Held { blocks: Vec<(u64, u64)>, addr: String },
+    Lost,
+    Unreachable,
+}
+
+/// Recovers an active QuorumBuffer segment left by a previous writer and returns it sealed.
+pub(crate) async fn recover(wal: &WalInner, log_id: u64, seg: &SegmentMeta, epoch: u64) -> Result<SegmentMeta> {
+    let rep = wal.replication.clone().unwrap_or_else(|| Arc::new(Replication::new(wal.meta.clone())));
+    let key = SegKey { log_id, segment: seg.id };
+    // Walk the contiguous run from the base: stored objects first, then replica copies.
+    let listed = wal.store.list(&keys::segment_objects(log_id, seg.id, seg.epoch)).await?;
+    let mut stored: BTreeMap<u64, u64> = BTreeMap::new();
+    for o in listed {
+        if let Some((b, e)) = keys::parse_block(&o.key) {
+            if e > b {
+                stored.insert(b, e);
+            }
+        }
+    }
+    let limit = seg.fixed_end.unwrap_or(u64::MAX);
+    // A segment whose end was fixed at a roll needs no replica once its blocks are all stored
+    // (and its writer moved on, so there is nobody to fence).
+    let stored_end = {
+        let mut p = seg.base_offset;
+        while let Some(e) = stored.get(&p).copied().filter(|e| *e <= limit) {
+            p = e;
+        }
+        p
+    };
+    let (held, lost, n) = if seg.fixed_end == Some(stored_end) {
+        (Vec::new(), 0, seg.replicas.len())
+    } else {
+        fence_replicas(wal, &rep, key, seg, epoch).await?
+    };
+    if n > 0 && lost == n {
+        tracing::warn!(log_id, segment = seg.id, "every replica of the segment restarted empty: keeping what is in object storage");
+    }
+    let mut pos = seg.base_offset;
+    loop {
+        if pos >= limit {
+            break;
+        }
+        if let Some(e) = stored.get(&pos).copied().filter(|e| *e <= limit) {
+            pos = e;
+            continue;
+        }
+        let Some((end, addr)) = held.iter().find_map(|(bl, a)| bl.iter().find(|(b, e)| *b == pos && *e <= limit).map(|(_, e)| (*e, a.clone()))) else {
+            break;
+        };
+        let id = rep.request_id();
+        let rx = rep.client(&addr).call(id, &Request::Read { id, seg: key, base: pos });
+        let data = match tokio::time::timeout(Duration::from_secs(10), rx).await {
+            Ok(Ok(Response::Block { data: Some(d), .. })) => d,
+            _ => return Err(WalError::AppendFailed(format!("reading block {pos} of segment {} from {addr} failed", seg.id))),
+        };
+        let k = keys::block(log_id, seg.id, seg.epoch, pos, end);
+        let h = decode_block_header(&data).map_err(|source| WalError::Format { key: k.clone(), source })?;
+        if h.base_offset != pos || h.end_offset != end {
+            return Err(WalError::Format { key: k, source: crate::error::FormatError::Inconsistent("replica block disagrees with its range".into()) });
+        }
+        match wal.store.put_if_absent(&k, data).await {
+            Ok(()) | Err(StorageError::AlreadyExists(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        stored.insert(pos, end);
+        pos = end;
+    }
+    let blocks: Vec<(u64, u64)> = {
+        let mut v = Vec::new();
+        let mut p = seg.base_offset;
+        while p < pos {
+            let e = stored[&p];
+            v.push((p, e));
+            p = e;
+        }
+        v
+    };
+    let mut s = seg.clone();
+    s.end_offset = pos;
+    s.blocks = blocks.len() as u32;
+    let (sealed, infos) = seal_abandoned(&*wal.store, log_id, &s).await?;
+    let mut sealed = sealed;
+    sealed.bytes = infos.iter().map(|b| b.size as u64).sum();
+    tracing::info!(log_id, segment = seg.id, end = pos, "recovered QuorumBuffer segment");
+    Ok(sealed)
+}
+
+type Held = Vec<(Vec<(u64, u64)>, String)>;
+
+/// Fences the segment's replicas with `epoch`; returns what the answering ones hold (blocks and
+/// address), how many are lost (restarted empty), and how many there are. Fails (retriable)
+/// when too few answer to be sure every acknowledged block is among the answers.
+async fn fence_replicas(wal: &WalInner, rep: &Arc<Replication>, key: SegKey, seg: &SegmentMeta, epoch: u64) -> Result<(Held, usize, usize)> {
+    let registered = rep.discover().await?;
+    let asks = seg.replicas.iter().map(|r| {
+        let now = registered.iter().find(|n| n.id == r.id).cloned();
+        let rep = rep.clone();
+        let r = r.clone();
+        async move {
+            let Some(now) = now else { return Answer::Unreachable };
+            if now.incarnation != r.incarnation {
+                return Answer::Lost;
+            }
+            let id = rep.request_id();
+            let rx = rep.client(&now.addr).call(id, &Request::Fence { id, seg: key, epoch });
+            match tokio::time::timeout(Duration::from_secs(3), rx).await {
+                Ok(Ok(Response::Fenced { incarnation, blocks, .. })) if incarnation == r.incarnation => {
+                    Answer::Held { blocks, addr: now.addr }
+                }
+                Ok(Ok(Response::Fenced { .. })) => Answer::Lost,
+                _ => Answer::Unreachable,
+            }
+        }
+    });
+    let answers: Vec<Answer> = futures::future::join_all(asks).await;
+    let n = seg.replicas.len();
+    let ack = if seg.ack_quorum == 0 { wal.cfg.quorum.ack_quorum.min(n) } else { seg.ack_quorum };
+    let need = n + 1 - ack.min(n);
+    let held: Vec<(Vec<(u64, u64)>, String)> =
+        answers.iter().filter_map(|a| if let Answer::Held { blocks, addr } = a { Some((blocks.clone(), addr.clone())) } else { None }).collect();
+    let lost = answers.iter().filter(|a| matches!(a, Answer::Lost)).count();
+    if held.len() < need && lost < n {
+        return Err(WalError::AppendFailed(format!(
+            "cannot recover segment {} of log {}: {} of its {n} LogStore replicas answered, {need} needed",
+            seg.id,
+            key.log_id,
+            held.len()
+        )));
+    }
+    Ok((held, lost, n))
+}

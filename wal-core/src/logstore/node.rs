@@ -1,0 +1,509 @@
+//! The LogStore node: holds replicated blocks of active segments in bounded memory, answers
+//! fences and reads, and uploads what it holds to object storage in the background.
+//!
+//! Each segment's blocks must arrive in order (the first at the segment base, each next at the
+//! previous end), so a node's copy is always a contiguous run. The writer names one node of the
+//! segment's set as uploader (`upload_now`); every other node uploads a block itself once it is
+//! `takeover_ms` old and not known to be in storage, so a segment that lost replicas is still
+//! uploaded completely by a survivor. Blocks are stored under the same key a MemoryBuffer writer
+//! would use, with put-if-absent: every replica holds identical bytes, so a second upload of a
+//! block is harmless. A block is dropped once it is known to be in storage.
+//!
+//! A fence raises the segment's minimum epoch: appends from older epochs are refused from then
+//! on. The node registers itself in the MetaStore under `logstore/nodes/{id}` with a lease, and
+//! draws a fresh random incarnation at every start: data of an earlier incarnation is gone.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{broadcast, mpsc, Notify, Semaphore};
+
+use super::proto::{read_frame, ErrorCode, Request, Response, SegKey};
+use super::{registration_key, NodeInfo};
+use crate::error::{Result, StorageError, WalError};
+use crate::log::block_key;
+use crate::meta::{MetaStore, Op, Txn};
+use crate::storage::ObjectStore;
+
+/// Bytes of not-yet-uploaded blocks a node holds by default before it refuses appends.
+pub const DEFAULT_MAX_HELD_BYTES: usize = 1 << 30;
+/// A non-uploader replica uploads a block itself once it is this old and not known stored.
+pub const DEFAULT_TAKEOVER_MS: u64 = 2_000;
+/// Lease of the node's registration.
+pub const DEFAULT_LEASE_TTL_SECS: i64 = 10;
+/// Uploads a node runs at once.
+pub const DEFAULT_UPLOAD_CONCURRENCY: usize = 16;
+
+/// Metric names of the node.
+pub mod metric {
+    pub const APPENDS_TOTAL: &str = "logstore_appends_total";
+    pub const APPEND_BYTES_TOTAL: &str = "logstore_append_bytes_total";
+    pub const REFUSED_TOTAL: &str = "logstore_refused_total";
+    pub const HELD_BYTES: &str = "logstore_held_bytes";
+    pub const UPLOADS_TOTAL: &str = "logstore_uploads_total";
+    pub const UPLOAD_ERRORS_TOTAL: &str = "logstore_upload_errors_total";
+    pub const UPLOAD_SECONDS: &str = "logstore_upload_seconds";
+}
+
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub node_id: String,
+    /// Where clients reach this node (defaults to the bound listen address).
+    pub advertise: Option<String>,
+    pub max_held_bytes: usize,
+    pub takeover_ms: u64,
+    pub lease_ttl_secs: i64,
+    pub upload_concurrency: usize,
+}
+
+impl NodeConfig {
+    pub fn new(node_id: impl Into<String>) -> Self {
+        NodeConfig {
+            node_id: node_id.into(),
+            advertise: None,
+            max_held_bytes: DEFAULT_MAX_HELD_BYTES,
+            takeover_ms: DEFAULT_TAKEOVER_MS,
+            lease_ttl_secs: DEFAULT_LEASE_TTL_SECS,
+            upload_concurrency: DEFAULT_UPLOAD_CONCURRENCY,
+        }
+    }
+    pub fn validate(&self) -> Result<()> {
+        let ok_id = !self.node_id.is_empty() && self.node_id.len() <= 128 && self.node_id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        if !ok_id {
+            return Err(WalError::Config(format!("invalid LogStore node id {:?}", self.node_id)));
+        }
+        if self.max_held_bytes < 1 << 20 || self.takeover_ms == 0 || self.lease_ttl_secs < 2 || self.upload_concurrency == 0 {
+            return Err(WalError::Config(
+                "logstore: max_held_bytes >= 1MiB, takeover_ms > 0, lease_ttl_secs >= 2, upload_concurrency > 0".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+struct Blk {
+    end: u64,
+    data: Bytes,
+    at: Instant,
+    upload_now: bool,
+    uploading: bool,
+    uploaded: bool,
+}
+
+struct Seg {
+    epoch: u64,
+    fence: u64,
+    base: u64,
+    /// End of the contiguous run held (or uploaded).
+    end: u64,
+    /// Every block below this is in object storage.
+    upto: u64,
+    blocks: BTreeMap<u64, Blk>,
+    touched: Instant,
+}
+
+struct NodeState {
+    segs: HashMap<SegKey, Seg>,
+    held: usize,
+}
+
+struct Node {
+    cfg: NodeConfig,
+    incarnation: u64,
+    store: Arc<dyn ObjectStore>,
+    state: Mutex<NodeState>,
+    space: Notify,
+    work: Notify,
+    uploaded: broadcast::Sender<(SegKey, u64)>,
+    /// Set when the node stops: every connection closes.
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A running node. Dropping it does not stop it; call [`LogStoreNode::shutdown`].
+pub struct LogStoreNode {
+    pub addr: SocketAddr,
+    pub incarnation: u64,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    meta: Arc<dyn MetaStore>,
+    lease: Arc<Mutex<i64>>,
+    node: Arc<Node>,
+}
+
+impl LogStoreNode {
+    /// Binds `listen`, registers in `meta` and starts serving.
+    pub async fn start(cfg: NodeConfig, listen: SocketAddr, store: Arc<dyn ObjectStore>, meta: Arc<dyn MetaStore>) -> Result<LogStoreNode> {
+        cfg.validate()?;
+        let listener = TcpListener::bind(listen)
+            .await
+            .map_err(|e| WalError::Config(format!("logstore cannot listen on {listen}: {e}")))?;
+        let addr = listener.local_addr().map_err(|e| WalError::Config(e.to_string()))?;
+        let incarnation = loop {
+            let v: u64 = rand::random();
+            if v != 0 {
+                break v;
+            }
+        };
+        let info = NodeInfo { id: cfg.node_id.clone(), addr: cfg.advertise.clone().unwrap_or_else(|| addr.to_string()), incarnation };
+        let (uploaded, _) = broadcast::channel(4096);
+        let node = Arc::new(Node {
+            cfg,
+            incarnation,
+            store,
+            state: Mutex::new(NodeState { segs: HashMap::new(), held: 0 }),
+            space: Notify::new(),
+            work: Notify::new(),
+            uploaded,
+            stop: tokio::sync::watch::channel(false).0,
+        });
+        let lease = Arc::new(Mutex::new(register(&*meta, &info, node.cfg.lease_ttl_secs).await?));
+        tracing::info!(node = %info.id, addr = %info.addr, incarnation, "logstore node ready");
+        let mut tasks = Vec::new();
+        let n = node.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                match listener.accept().await {
+                    Ok((sock, _)) => {
+                        let _ = sock.set_nodelay(true);
+                        tokio::spawn(serve(n.clone(), sock));
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "logstore accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        }));
+        tasks.push(tokio::spawn(uploader(node.clone())));
+        tasks.push(tokio::spawn(keep_registered(meta.clone(), info, node.cfg.lease_ttl_secs, lease.clone())));
+        Ok(LogStoreNode { addr, incarnation, tasks, meta, lease, node })
+    }
+
+    /// Stops serving and withdraws the registration (held data is dropped).
+    pub async fn shutdown(self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        self.node.stop.send_replace(true);
+        let lease = *lock(&self.lease);
+        let _ = self.meta.revoke_lease(lease).await;
+    }
+
+    /// Stops serving without withdrawing the registration (a crash, for tests).
+    pub fn kill(self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        self.node.stop.send_replace(true);
+    }
+
+    /// Bytes of blocks held (not yet known stored).
+    pub fn held_bytes(&self) -> usize {
+        lock(&self.node.state).held
+    }
+}
+
+async fn register(meta: &dyn MetaStore, info: &NodeInfo, ttl: i64) -> Result<i64> {
+    let lease = meta.grant_lease(ttl).await?;
+    let value = serde_json::to_vec(info).expect("node info serializes");
+    meta.txn(Txn::new().then(Op::Put { key: registration_key(&info.id), value: value.into(), lease })).await?;
+    Ok(lease)
+}
+
+async fn keep_registered(meta: Arc<dyn MetaStore>, info: NodeInfo, ttl: i64, lease: Arc<Mutex<i64>>) {
+    let every = Duration::from_millis((ttl as u64 * 1000) / 3);
+    loop {
+        tokio::time::sleep(every).await;
+        let cur = *lock(&lease);
+        if let Err(e) = meta.keep_alive(cur).await {
+            tracing::warn!(error = %e, "logstore lease keep-alive failed; registering again");
+            match register(&*meta, &info, ttl).await {
+                Ok(l) => *lock(&lease) = l,
+                Err(e) => tracing::warn!(error = %e, "logstore registration failed"),
+            }
+        }
+    }
+}
+
+async fn serve(node: Arc<Node>, sock: TcpStream) {
+    let mut stop = node.stop.subscribe();
+    tokio::select! {
+        _ = serve_conn(node.clone(), sock) => {}
+        _ = stop.wait_for(|s| *s) => {}
+    }
+}
+
+async fn serve_conn(node: Arc<Node>, sock: TcpStream) {
+    let (mut rd, mut wr) = sock.into_split();
+    let (tx, mut rx) = mpsc::channel::<Bytes>(1024);
+    let mut notes = node.uploaded.subscribe();
+    let writer = tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                m = rx.recv() => match m {
+                    Some(b) => if wr.write_all(&b).await.is_err() { break },
+                    None => break,
+                },
+                n = notes.recv() => match n {
+                    Ok((seg, upto)) => if wr.write_all(&Response::Uploaded { seg, upto }.encode()).await.is_err() { break },
+                    Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(_) => break,
+                },
+            }
+        }
+    });
+    loop {
+        let body = match read_frame(&mut rd).await {
+            Ok(Some(b)) => b,
+            Ok(None) => break,
+            Err(e) => {
+                tracing::debug!(error = %e, "logstore connection closed");
+                break;
+            }
+        };
+        let req = match Request::decode(body) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "logstore: malformed request; closing the connection");
+                break;
+            }
+        };
+        if let Some(resp) = node.handle(req).await {
+            if tx.send(resp.encode()).await.is_err() {
+                break;
+            }
+        }
+    }
+    drop(tx);
+    let _ = writer.await;
+}
+
+impl Node {
+    async fn handle(&self, req: Request) -> Option<Response> {
+        match req {
+            Request::Append { id, seg, epoch, seg_base, base, end, upload_now, flushed_upto, block } => {
+                Some(self.append(id, seg, epoch, seg_base, base, end, upload_now, flushed_upto, block).await)
+            }
+            Request::Fence { id, seg, epoch } => {
+                let mut st = lock(&self.state);
+                let s = st.segs.entry(seg).or_insert_with(|| Seg {
+                    epoch: 0,
+                    fence: 0,
+                    base: 0,
+                    end: 0,
+                    upto: 0,
+                    blocks: BTreeMap::new(),
+                    touched: Instant::now(),
+                });
+                s.fence = s.fence.max(epoch);
+                let blocks = s.blocks.iter().map(|(b, k)| (*b, k.end)).collect();
+                Some(Response::Fenced { id, incarnation: self.incarnation, uploaded_upto: s.upto, blocks })
+            }
+            Request::Read { id, seg, base } => {
+                let st = lock(&self.state);
+                let data = st.segs.get(&seg).and_then(|s| s.blocks.get(&base)).map(|b| b.data.clone());
+                Some(Response::Block { id, data })
+            }
+            Request::Progress { seg, flushed_upto } => {
+                let mut st = lock(&self.state);
+                let NodeState { segs, held } = &mut *st;
+                if let Some(s) = segs.get_mut(&seg) {
+                    advance(s, flushed_upto, held);
+                }
+                drop(st);
+                self.space.notify_waiters();
+                None
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn append(
+        &self,
+        id: u64,
+        seg: SegKey,
+        epoch: u64,
+        seg_base: u64,
+        base: u64,
+        end: u64,
+        upload_now: bool,
+        flushed_upto: u64,
+        block: Bytes,
+    ) -> Response {
+        let err = |code, message: String| {
+            metrics::counter!(metric::REFUSED_TOTAL).increment(1);
+            Response::Error { id, code, message }
+        };
+        if end <= base || base < seg_base {
+            return err(ErrorCode::Invalid, format!("bad block range {base}..{end}"));
+        }
+        let len = block.len();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let space = self.space.notified();
+            {
+                let mut st = lock(&self.state);
+                let NodeState { segs, held } = &mut *st;
+                let s = segs.entry(seg).or_insert_with(|| Seg {
+                    epoch,
+                    fence: 0,
+                    base: seg_base,
+                    end: seg_base,
+                    upto: seg_base,
+                    blocks: BTreeMap::new(),
+                    touched: Instant::now(),
+                });
+                if epoch < s.fence {
+                    return err(ErrorCode::Fenced, format!("segment fenced at epoch {}", s.fence));
+                }
+                if s.blocks.is_empty() && s.end == 0 && s.epoch == 0 {
+                    // Created by a fence before any append: adopt the segment's identity now.
+                    s.epoch = epoch;
+                    s.base = seg_base;
+                    s.end = seg_base;
+                    s.upto = seg_base;
+                }
+                if epoch != s.epoch || seg_base != s.base {
+                    return err(ErrorCode::Invalid, format!("segment identity mismatch (epoch {epoch} vs {})", s.epoch));
+                }
+                s.touched = Instant::now();
+                if base < s.end {
+                    // A resend of a block we hold (or uploaded): idempotent.
+                    let same = s.blocks.get(&base).map(|b| b.end == end).unwrap_or(end <= s.upto);
+                    return if same {
+                        Response::Ok { id, uploaded_upto: s.upto }
+                    } else {
+                        err(ErrorCode::Gap, format!("block {base}..{end} overlaps held data ending at {}", s.end))
+                    };
+                }
+                if base != s.end {
+                    return err(ErrorCode::Gap, format!("block starts at {base}, held data ends at {}", s.end));
+                }
+                if *held + len <= self.cfg.max_held_bytes || *held == 0 {
+                    *held += len;
+                    s.end = end;
+                    s.blocks.insert(base, Blk { end, data: block, at: Instant::now(), upload_now, uploading: false, uploaded: false });
+                    advance(s, flushed_upto, held);
+                    let upto = s.upto;
+                    metrics::gauge!(metric::HELD_BYTES).set(*held as f64);
+                    metrics::counter!(metric::APPENDS_TOTAL).increment(1);
+                    metrics::counter!(metric::APPEND_BYTES_TOTAL).increment(len as u64);
+                    drop(st);
+                    if upload_now {
+                        self.work.notify_one();
+                    }
+                    return Response::Ok { id, uploaded_upto: upto };
+                }
+            }
+            if Instant::now() >= deadline || tokio::time::timeout_at(deadline.into(), space).await.is_err() {
+                return err(ErrorCode::Busy, format!("node holds {} bytes not yet uploaded", lock(&self.state).held));
+            }
+        }
+    }
+}
+
+/// Raises the segment's stored prefix to `upto` (and over blocks uploaded in a row), dropping
+/// what is known to be in object storage.
+fn advance(s: &mut Seg, upto: u64, held: &mut usize) {
+    if upto > s.upto {
+        s.upto = upto.min(s.end.max(upto));
+    }
+    loop {
+        let next = s.blocks.get(&s.upto).filter(|b| b.uploaded).map(|b| b.end);
+        match next {
+            Some(e) => s.upto = e,
+            None => break,
+        }
+    }
+    let keep = s.blocks.split_off(&s.upto);
+    for (_, b) in std::mem::replace(&mut s.blocks, keep) {
+        *held -= b.data.len();
+    }
+    // A block that straddles `upto` cannot exist: blocks are whole units.
+    if s.upto > s.end {
+        s.end = s.upto;
+    }
+}
+
+async fn uploader(node: Arc<Node>) {
+    let slots = Arc::new(Semaphore::new(node.cfg.upload_concurrency));
+    let takeover = Duration::from_millis(node.cfg.takeover_ms);
+    loop {
+        let mut due = Vec::new();
+        {
+            let mut st = lock(&node.state);
+            let now = Instant::now();
+            st.segs.retain(|_, s| !(s.blocks.is_empty() && now.duration_since(s.touched) > Duration::from_secs(600)));
+            for (k, s) in st.segs.iter_mut() {
+                for (base, b) in s.blocks.iter_mut() {
+                    if !b.uploading && !b.uploaded && (b.upload_now || now.duration_since(b.at) >= takeover) {
+                        b.uploading = true;
+                        due.push((*k, s.epoch, *base, b.end, b.data.clone()));
+                    }
+                }
+            }
+        }
+        for (seg, epoch, base, end, data) in due {
+            let permit = slots.clone().acquire_owned().await.expect("never closed");
+            let n = node.clone();
+            tokio::spawn(async move {
+                let ok = upload(&n, seg, epoch, base, end, data).await;
+                drop(permit);
+                let mut st = lock(&n.state);
+                let NodeState { segs, held } = &mut *st;
+                let mut note = None;
+                if let Some(s) = segs.get_mut(&seg) {
+                    if let Some(b) = s.blocks.get_mut(&base) {
+                        b.uploading = false;
+                        b.uploaded = ok;
+                        if !ok {
+                            b.at = Instant::now() - takeover + Duration::from_millis(500); // retry soon
+                            b.upload_now = false;
+                        }
+                    }
+                    let before = s.upto;
+                    advance(s, 0, held);
+                    if s.upto > before {
+                        note = Some(s.upto);
+                    }
+                }
+                metrics::gauge!(metric::HELD_BYTES).set(*held as f64);
+                drop(st);
+                n.space.notify_waiters();
+                if let Some(upto) = note {
+                    let _ = n.uploaded.send((seg, upto));
+                }
+            });
+        }
+        tokio::select! {
+            _ = node.work.notified() => {}
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
+    }
+}
+
+async fn upload(node: &Node, seg: SegKey, epoch: u64, base: u64, end: u64, data: Bytes) -> bool {
+    let key = block_key(seg.log_id, seg.segment, epoch, base, end);
+    let started = Instant::now();
+    match node.store.put_if_absent(&key, data).await {
+        // Every replica holds the same bytes for a key: an existing object is this block.
+        Ok(()) | Err(StorageError::AlreadyExists(_)) => {
+            metrics::counter!(metric::UPLOADS_TOTAL).increment(1);
+            metrics::histogram!(metric::UPLOAD_SECONDS).record(started.elapsed().as_secs_f64());
+            true
+        }
+        Err(e) => {
+            metrics::counter!(metric::UPLOAD_ERRORS_TOTAL).increment(1);
+            tracing::warn!(%key, error = %e, "logstore upload failed; will retry");
+            false
+        }
+    }
+}

@@ -1,0 +1,407 @@
+//! The LogStore wire protocol: length-prefixed binary frames over TCP.
+//!
+//! A frame is a 4-byte big-endian length, then a 1-byte kind, then the kind's fields (big-endian
+//! integers; byte strings as a 4-byte length and the bytes). Requests carry a request id that the
+//! node echoes; `Uploaded` notifications (id 0) are pushed by the node when its uploaded prefix of
+//! a segment grows. Every length read from the wire is checked against the frame before use, so
+//! a hostile or corrupt frame yields [`ProtoError`], never a panic or a large allocation.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+/// Frames above this are refused before their body is read (a block is at most a few MiB plus
+/// one entry of at most `max_entry_bytes`).
+pub const MAX_FRAME_BYTES: usize = 160 << 20;
+
+/// A malformed frame.
+#[derive(Debug, thiserror::Error)]
+#[error("malformed LogStore frame: {0}")]
+pub struct ProtoError(pub String);
+
+/// Identifies one segment of one log on a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SegKey {
+    pub log_id: u64,
+    pub segment: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// Store one encoded block of a segment. Blocks of a segment arrive in order: the first at
+    /// `seg_base`, each next one at the previous one's end.
+    Append {
+        id: u64,
+        seg: SegKey,
+        epoch: u64,
+        seg_base: u64,
+        base: u64,
+        end: u64,
+        /// This node should upload the block at once (it is the segment's designated uploader).
+        upload_now: bool,
+        /// Every block of the segment below this is in object storage (learned by the writer).
+        flushed_upto: u64,
+        block: Bytes,
+    },
+    /// Refuse appends to the segment from epochs below `epoch`; answers what the node holds.
+    Fence { id: u64, seg: SegKey, epoch: u64 },
+    /// The stored bytes of the block starting at `base`, if the node holds it.
+    Read { id: u64, seg: SegKey, base: u64 },
+    /// Every block of the segment below `flushed_upto` is in object storage (no answer).
+    Progress { seg: SegKey, flushed_upto: u64 },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// The segment was fenced by a newer epoch.
+    Fenced = 1,
+    /// The block does not continue what the node holds of the segment.
+    Gap = 2,
+    /// The node's memory bound is reached.
+    Busy = 3,
+    Invalid = 4,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Response {
+    Ok { id: u64, uploaded_upto: u64 },
+    Error { id: u64, code: ErrorCode, message: String },
+    Fenced { id: u64, incarnation: u64, uploaded_upto: u64, blocks: Vec<(u64, u64)> },
+    Block { id: u64, data: Option<Bytes> },
+    /// Pushed: every block of the segment below `upto` is in object storage.
+    Uploaded { seg: SegKey, upto: u64 },
+}
+
+impl Response {
+    /// The request id this answers (0 for notifications).
+    pub fn id(&self) -> u64 {
+        match self {
+            Response::Ok { id, .. } | Response::Error { id, .. } | Response::Fenced { id, .. } | Response::Block { id, .. } => *id,
+            Response::Uploaded { .. } => 0,
+        }
+    }
+}
+
+fn put_bytes(b: &mut BytesMut, v: &[u8]) {
+    b.put_u32(v.len() as u32);
+    b.put_slice(v);
+}
+
+fn put_seg(b: &mut BytesMut, s: SegKey) {
+    b.put_u64(s.log_id);
+    b.put_u64(s.segment);
+}
+
+/// Encodes a frame, length prefix included.
+fn frame(kind: u8, body: impl FnOnce(&mut BytesMut), hint: usize) -> Bytes {
+    let mut b = BytesMut::with_capacity(5 + hint);
+    b.put_u32(0);
+    b.put_u8(kind);
+    body(&mut b);
+    let len = (b.len() - 4) as u32;
+    b[..4].copy_from_slice(&len.to_be_bytes());
+    b.freeze()
+}
+
+impl Request {
+    pub fn encode(&self) -> Bytes {
+        match self {
+            Request::Append { id, seg, epoch, seg_base, base, end, upload_now, flushed_upto, block } => frame(
+                1,
+                |b| {
+                    b.put_u64(*id);
+                    put_seg(b, *seg);
+                    b.put_u64(*epoch);
+                    b.put_u64(*seg_base);
+                    b.put_u64(*base);
+                    b.put_u64(*end);
+                    b.put_u8(*upload_now as u8);
+                    b.put_u64(*flushed_upto);
+                    put_bytes(b, block);
+                },
+                80 + block.len(),
+            ),
+            Request::Fence { id, seg, epoch } => frame(
+                2,
+                |b| {
+                    b.put_u64(*id);
+                    put_seg(b, *seg);
+                    b.put_u64(*epoch);
+                },
+                32,
+            ),
+            Request::Read { id, seg, base } => frame(
+                3,
+                |b| {
+                    b.put_u64(*id);
+                    put_seg(b, *seg);
+                    b.put_u64(*base);
+                },
+                32,
+            ),
+            Request::Progress { seg, flushed_upto } => frame(
+                4,
+                |b| {
+                    put_seg(b, *seg);
+                    b.put_u64(*flushed_upto);
+                },
+                24,
+            ),
+        }
+    }
+
+    /// Decodes a frame body (after the length prefix).
+    pub fn decode(body: Bytes) -> Result<Request, ProtoError> {
+        let mut r = Reader(body);
+        let kind = r.u8()?;
+        let req = match kind {
+            1 => Request::Append {
+                id: r.u64()?,
+                seg: r.seg()?,
+                epoch: r.u64()?,
+                seg_base: r.u64()?,
+                base: r.u64()?,
+                end: r.u64()?,
+                upload_now: r.u8()? != 0,
+                flushed_upto: r.u64()?,
+                block: r.bytes()?,
+            },
+            2 => Request::Fence { id: r.u64()?, seg: r.seg()?, epoch: r.u64()? },
+            3 => Request::Read { id: r.u64()?, seg: r.seg()?, base: r.u64()? },
+            4 => Request::Progress { seg: r.seg()?, flushed_upto: r.u64()? },
+            k => return Err(ProtoError(format!("unknown request kind {k}"))),
+        };
+        r.finish()?;
+        Ok(req)
+    }
+}
+
+impl Response {
+    pub fn encode(&self) -> Bytes {
+        match self {
+            Response::Ok { id, uploaded_upto } => frame(
+                1,
+                |b| {
+                    b.put_u64(*id);
+                    b.put_u64(*uploaded_upto);
+                },
+                16,
+            ),
+            Response::Error { id, code, message } => frame(
+                2,
+                |b| {
+                    b.put_u64(*id);
+                    b.put_u8(*code as u8);
+                    put_bytes(b, message.as_bytes());
+                },
+                16 + message.len(),
+            ),
+            Response::Fenced { id, incarnation, uploaded_upto, blocks } => frame(
+                3,
+                |b| {
+                    b.put_u64(*id);
+                    b.put_u64(*incarnation);
+                    b.put_u64(*uploaded_upto);
+                    b.put_u32(blocks.len() as u32);
+                    for (s, e) in blocks {
+                        b.put_u64(*s);
+                        b.put_u64(*e);
+                    }
+                },
+                32 + 16 * blocks.len(),
+            ),
+            Response::Block { id, data } => frame(
+                4,
+                |b| {
+                    b.put_u64(*id);
+                    match data {
+                        Some(d) => {
+                            b.put_u8(1);
+                            put_bytes(b, d);
+                        }
+                        None => b.put_u8(0),
+                    }
+                },
+                16 + data.as_ref().map_or(0, |d| d.len()),
+            ),
+            Response::Uploaded { seg, upto } => frame(
+                5,
+                |b| {
+                    put_seg(b, *seg);
+                    b.put_u64(*upto);
+                },
+                24,
+            ),
+        }
+    }
+
+    pub fn decode(body: Bytes) -> Result<Response, ProtoError> {
+        let mut r = Reader(body);
+        let kind = r.u8()?;
+        let resp = match kind {
+            1 => Response::Ok { id: r.u64()?, uploaded_upto: r.u64()? },
+            2 => {
+                let id = r.u64()?;
+                let code = match r.u8()? {
+                    1 => ErrorCode::Fenced,
+                    2 => ErrorCode::Gap,
+                    3 => ErrorCode::Busy,
+                    _ => ErrorCode::Invalid,
+                };
+                let message = String::from_utf8_lossy(&r.bytes()?).into_owned();
+                Response::Error { id, code, message }
+            }
+            3 => {
+                let id = r.u64()?;
+                let incarnation = r.u64()?;
+                let uploaded_upto = r.u64()?;
+                let n = r.u32()? as usize;
+                if n > r.0.remaining() / 16 {
+                    return Err(ProtoError(format!("block count {n} exceeds the frame")));
+                }
+                let mut blocks = Vec::with_capacity(n);
+                for _ in 0..n {
+                    blocks.push((r.u64()?, r.u64()?));
+                }
+                Response::Fenced { id, incarnation, uploaded_upto, blocks }
+            }
+            4 => {
+                let id = r.u64()?;
+                let data = if r.u8()? != 0 { Some(r.bytes()?) } else { None };
+                Response::Block { id, data }
+            }
+            5 => Response::Uploaded { seg: r.seg()?, upto: r.u64()? },
+            k => return Err(ProtoError(format!("unknown response kind {k}"))),
+        };
+        r.finish()?;
+        Ok(resp)
+    }
+}
+
+struct Reader(Bytes);
+
+impl Reader {
+    fn need(&self, n: usize) -> Result<(), ProtoError> {
+        if self.0.remaining() < n {
+            return Err(ProtoError(format!("truncated: need {n} bytes, {} left", self.0.remaining())));
+        }
+        Ok(())
+    }
+    fn u8(&mut self) -> Result<u8, ProtoError> {
+        self.need(1)?;
+        Ok(self.0.get_u8())
+    }
+    fn u32(&mut self) -> Result<u32, ProtoError> {
+        self.need(4)?;
+        Ok(self.0.get_u32())
+    }
+    fn u64(&mut self) -> Result<u64, ProtoError> {
+        self.need(8)?;
+        Ok(self.0.get_u64())
+    }
+    fn seg(&mut self) -> Result<SegKey, ProtoError> {
+        Ok(SegKey { log_id: self.u64()?, segment: self.u64()? })
+    }
+    fn bytes(&mut self) -> Result<Bytes, ProtoError> {
+        let n = self.u32()? as usize;
+        self.need(n)?;
+        Ok(self.0.split_to(n))
+    }
+    fn finish(self) -> Result<(), ProtoError> {
+        if self.0.has_remaining() {
+            return Err(ProtoError(format!("{} trailing bytes", self.0.remaining())));
+        }
+        Ok(())
+    }
+}
+
+/// Reads one frame body from `rd`: `Ok(None)` on a clean end of stream between frames.
+pub async fn read_frame<R: tokio::io::AsyncRead + Unpin>(rd: &mut R) -> std::io::Result<Option<Bytes>> {
+    use tokio::io::AsyncReadExt;
+    let mut len = [0u8; 4];
+    let n = rd.read(&mut len[..1]).await?;
+    if n == 0 {
+        return Ok(None);
+    }
+    rd.read_exact(&mut len[1..]).await?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len == 0 || len > MAX_FRAME_BYTES {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("frame length {len} out of bounds")));
+    }
+    // Grow with what arrives instead of trusting the length for the allocation.
+    let mut body = BytesMut::with_capacity(len.min(1 << 20));
+    while body.len() < len {
+        let step = (len - body.len()).min((1 << 20).max(body.len()));
+        let start = body.len();
+        body.resize(start + step, 0);
+        rd.read_exact(&mut body[start..]).await?;
+    }
+    Ok(Some(body.freeze()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn body(frame: Bytes) -> Bytes {
+        frame.slice(4..)
+    }
+
+    #[test]
+    fn requests_round_trip() {
+        let seg = SegKey { log_id: 7, segment: 3 };
+        let reqs = vec![
+            Request::Append {
+                id: 1,
+                seg,
+                epoch: 2,
+                seg_base: 10,
+                base: 10,
+                end: 20,
+                upload_now: true,
+                flushed_upto: 10,
+                block: Bytes::from_static(b"block bytes"),
+            },
+            Request::Fence { id: 2, seg, epoch: 9 },
+            Request::Read { id: 3, seg, base: 10 },
+            Request::Progress { seg, flushed_upto: 20 },
+        ];
+        for r in reqs {
+            assert_eq!(Request::decode(body(r.encode())).unwrap(), r);
+        }
+    }
+
+    #[test]
+    fn responses_round_trip() {
+        let seg = SegKey { log_id: 1, segment: 0 };
+        let resps = vec![
+            Response::Ok { id: 1, uploaded_upto: 5 },
+            Response::Error { id: 2, code: ErrorCode::Gap, message: "gap".into() },
+            Response::Fenced { id: 3, incarnation: 77, uploaded_upto: 0, blocks: vec![(0, 5), (5, 9)] },
+            Response::Block { id: 4, data: Some(Bytes::from_static(b"x")) },
+            Response::Block { id: 5, data: None },
+            Response::Uploaded { seg, upto: 9 },
+        ];
+        for r in resps {
+            assert_eq!(Response::decode(body(r.encode())).unwrap(), r);
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = Request::decode(Bytes::from(data.clone()));
+            let _ = Response::decode(Bytes::from(data));
+        }
+
+        #[test]
+        fn truncated_frames_are_errors(cut in 1usize..60) {
+            let f = Request::Append {
+                id: 1, seg: SegKey { log_id: 1, segment: 1 }, epoch: 1, seg_base: 0, base: 0, end: 1,
+                upload_now: false, flushed_upto: 0, block: Bytes::from_static(b"0123456789"),
+            }.encode();
+            let b = body(f);
+            let cut = cut.min(b.len() - 1);
+            prop_assert!(Request::decode(b.slice(..cut)).is_err());
+        }
+    }
+}

@@ -1,0 +1,246 @@
+//! QuorumBuffer mode against real LogStore nodes on loopback (in this process, each with its
+//! own listener and connections), on in-memory storage and metadata: acknowledgements at 2 of 3,
+//! node loss and return, too few nodes, fencing of a stale writer, recovery from replicas when
+//! nothing reached storage, and the limit: replicas that all restart empty keep only what was
+//! stored. The same scenarios with separate processes, etcd and S3 run in the gateway's tests.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use wal_core::logstore::{LogStoreNode, NodeConfig};
+use wal_core::meta::MetaStore;
+use wal_core::storage::faulty::FaultOps;
+use wal_core::{BufferMode, ObjectStore, Wal, WalConfig, WalError};
+
+fn quorum_config() -> WalConfig {
+    let mut c = small_config();
+    c.buffer = BufferMode::Quorum;
+    c.quorum.replica_timeout_ms = 1_000;
+    c.quorum.node_backoff_ms = 60_000;
+    c
+}
+
+async fn node(m: &MemWal, id: &str, takeover_ms: u64) -> LogStoreNode {
+    let mut cfg = NodeConfig::new(id);
+    cfg.takeover_ms = takeover_ms;
+    cfg.lease_ttl_secs = 2;
+    let store: Arc<dyn ObjectStore> = m.store.clone();
+    let meta: Arc<dyn MetaStore> = m.meta.clone();
+    LogStoreNode::start(cfg, "127.0.0.1:0".parse().unwrap(), store, meta).await.unwrap()
+}
+
+async fn three_nodes(m: &MemWal) -> Vec<LogStoreNode> {
+    vec![node(m, "ls-a", 500).await, node(m, "ls-b", 500).await, node(m, "ls-c", 500).await]
+}
+
+/// Waits (bounded) until the log's metadata says everything acknowledged is in storage.
+async fn wait_stored(wal: &Wal, name: &str, end: u64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let segs = wal.segments(name).await.unwrap();
+        if segs.iter().map(|s| s.end_offset).max().unwrap_or(0) >= end {
+            return;
+        }
+        assert!(Instant::now() < deadline, "blocks not stored within 20 s: {segs:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn check_dense(all: &[wal_core::StoredEntry], seqs: &[u64]) {
+    let got: Vec<u64> = all.iter().map(|e| seq_of(&e.data)).collect();
+    assert_eq!(got, seqs, "every acknowledged entry once, in order");
+    let mut off = 0;
+    for e in all {
+        assert_eq!(e.offset, off);
+        off = e.end_offset();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_at_quorum_then_stored_and_sealed() {
+    let m = mem_wal(quorum_config());
+    let nodes = three_nodes(&m).await;
+    m.wal.create_log("q").await.unwrap();
+    let w = m.wal.open_writer("q").await.unwrap();
+    let mut seqs = Vec::new();
+    let mut end = 0;
+    for seq in 0..300u64 {
+        end = w.append(entry(seq, 200)).await.unwrap().end_offset;
+        seqs.push(seq);
+    }
+    assert_eq!(w.durable(), end);
+    // Readable at once (from the pinned tail), whatever has been stored yet.
+    check_dense(&read_all(&m.wal, "q", 0).await, &seqs);
+    wait_stored(&m.wal, "q", end).await;
+    // The nodes dropped what is stored.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while nodes.iter().any(|n| n.held_bytes() > 0) {
+        assert!(Instant::now() < deadline, "nodes still hold stored blocks");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    w.close().await.unwrap();
+    // A second process reads everything from object storage alone.
+    let other = reopen(&m, quorum_config());
+    check_dense(&read_all(&other, "q", 0).await, &seqs);
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_one_node_loses_nothing_losing_two_refuses_then_resumes() {
+    let m = mem_wal(quorum_config());
+    let mut nodes = three_nodes(&m).await;
+    m.wal.create_log("q").await.unwrap();
+    let w = m.wal.open_writer("q").await.unwrap();
+    let mut seqs = Vec::new();
+    for seq in 0..100u64 {
+        w.append(entry(seq, 100)).await.unwrap();
+        seqs.push(seq);
+    }
+    nodes.remove(0).kill();
+    for seq in 100..200u64 {
+        // The first append after the kill may fail (its block was queued on the dead node and the
+        // writer rolls); a retry must succeed on the two left.
+        let mut ok = false;
+        for _ in 0..3 {
+            match w.append(entry(seq, 100)).await {
+                Ok(_) => {
+                    ok = true;
+                    break;
+                }
+                Err(e) => assert!(e.is_retriable(), "{e}"),
+            }
+        }
+        assert!(ok, "append {seq} failed three times with two nodes up");
+        seqs.push(seq);
+    }
+    check_dense(&read_all(&m.wal, "q", 0).await, &seqs);
+    // Two of three gone: appends fail with a retriable error, nothing is acknowledged.
+    nodes.remove(0).kill();
+    let before = w.durable();
+    for seq in 200..203u64 {
+        let e = w.append(entry(seq, 100)).await.unwrap_err();
+        assert!(matches!(e, WalError::AppendFailed(_)), "{e}");
+    }
+    assert_eq!(w.durable(), before);
+    // A node comes back (empty, new incarnation): appends resume.
+    nodes.push(node(&m, "ls-a", 500).await);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let seq = 203u64;
+    loop {
+        match w.append(entry(seq, 100)).await {
+            Ok(_) => break,
+            Err(e) => {
+                assert!(e.is_retriable(), "{e}");
+                assert!(Instant::now() < deadline, "appends did not resume: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    seqs.push(seq);
+    let end = w.durable();
+    check_dense(&read_all(&m.wal, "q", 0).await, &seqs);
+    wait_stored(&m.wal, "q", end).await;
+    w.close().await.unwrap();
+    check_dense(&read_all(&reopen(&m, quorum_config()), "q", 0).await, &seqs);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_writer_recovers_from_replicas_what_never_reached_storage() {
+    let m = mem_wal(quorum_config());
+    // The nodes cannot store anything: acknowledged data lives only on the replicas.
+    m.store.set_ops(FaultOps::Puts);
+    m.store.set_fail_probability(1.0);
+    let nodes = three_nodes(&m).await;
+    m.wal.create_log("q").await.unwrap();
+    let w = m.wal.open_writer("q").await.unwrap();
+    let mut seqs = Vec::new();
+    for seq in 0..50u64 {
+        w.append(entry(seq, 300)).await.unwrap();
+        seqs.push(seq);
+    }
+    let end = w.durable();
+    w.abort(); // the writer process dies
+    m.store.heal();
+    // A new writer (another process) fences the replicas and recovers every acknowledged entry.
+    let other = reopen(&m, quorum_config());
+    let w2 = other.open_writer("q").await.unwrap();
+    assert_eq!(w2.written(), end);
+    check_dense(&read_all(&other, "q", 0).await, &seqs);
+    w2.append(entry(50, 300)).await.unwrap();
+    seqs.push(50);
+    check_dense(&read_all(&other, "q", 0).await, &seqs);
+    w2.close().await.unwrap();
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_writer_is_refused_by_the_nodes() {
+    let m = mem_wal(quorum_config());
+    let nodes = three_nodes(&m).await;
+    m.wal.create_log("q").await.unwrap();
+    let old = m.wal.open_writer("q").await.unwrap();
+    let mut seqs = Vec::new();
+    for seq in 0..20u64 {
+        old.append(entry(seq, 100)).await.unwrap();
+        seqs.push(seq);
+    }
+    // A new writer elsewhere: it fences the old one's segment on the replicas.
+    let other = reopen(&m, quorum_config());
+    let new = other.open_writer("q").await.unwrap();
+    let e = old.append(entry(999, 100)).await.unwrap_err();
+    assert!(matches!(e, WalError::Fenced { .. }), "stale writer got {e}");
+    assert!(matches!(old.append(entry(998, 100)).await, Err(WalError::Fenced { .. })));
+    for seq in 20..30u64 {
+        new.append(entry(seq, 100)).await.unwrap();
+        seqs.push(seq);
+    }
+    check_dense(&read_all(&other, "q", 0).await, &seqs);
+    new.close().await.unwrap();
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_restarted_empty_keep_exactly_what_was_stored() {
+    let m = mem_wal(quorum_config());
+    let nodes = three_nodes(&m).await;
+    m.wal.create_log("q").await.unwrap();
+    let w = m.wal.open_writer("q").await.unwrap();
+    let mut seqs = Vec::new();
+    for seq in 0..40u64 {
+        w.append(entry(seq, 100)).await.unwrap();
+        seqs.push(seq);
+    }
+    let stored_end = w.durable();
+    wait_stored(&m.wal, "q", stored_end).await;
+    // From here the store refuses writes: what follows is acknowledged by the replicas only.
+    m.store.set_ops(FaultOps::Puts);
+    m.store.set_fail_probability(1.0);
+    for seq in 40..60u64 {
+        w.append(entry(seq, 100)).await.unwrap();
+    }
+    w.abort();
+    for n in nodes {
+        n.kill();
+    }
+    m.store.heal();
+    // Every replica returns empty (new incarnations): the stored part survives, the rest is the
+    // documented limit of the mode.
+    let fresh = three_nodes(&m).await;
+    let other = reopen(&m, quorum_config());
+    let w2 = other.open_writer("q").await.unwrap();
+    assert_eq!(w2.written(), stored_end);
+    check_dense(&read_all(&other, "q", 0).await, &seqs);
+    w2.close().await.unwrap();
+    for n in fresh {
+        n.shutdown().await;
+    }
+}
