@@ -72,7 +72,52 @@ pub struct GatewayConfig {
     pub retention_check_interval_ms: u64,
     /// Kafka's group.initial.rebalance.delay.ms: a new group waits this long for more members.
     pub group_initial_rebalance_delay_ms: u64,
+    /// The WAL: `wal.buffer = "memory" | "quorum"`, flush and segment settings, and
+    /// `wal.quorum` (ensemble_size, write_quorum, ack_quorum, ...) for QuorumBuffer mode.
     pub wal: WalConfig,
+    /// The `logstore` subcommand (a QuorumBuffer node); it uses the storage and metadata above.
+    pub logstore: LogStoreConfig,
+}
+
+/// A LogStore node's settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogStoreConfig {
+    /// Address of the replication listener.
+    pub listen: SocketAddr,
+    /// Unique, stable name of the node (its registration key).
+    pub node_id: String,
+    /// host:port writers connect to [default: the listen address].
+    pub advertise: String,
+    /// Bytes of not-yet-stored blocks held before appends are refused.
+    pub max_held_bytes: usize,
+    /// A replica uploads a block itself once it is this old and not known stored.
+    pub takeover_ms: u64,
+    pub lease_ttl_secs: i64,
+}
+
+impl Default for LogStoreConfig {
+    fn default() -> Self {
+        LogStoreConfig {
+            listen: "127.0.0.1:9700".parse().expect("valid"),
+            node_id: "logstore-0".into(),
+            advertise: String::new(),
+            max_held_bytes: wal_core::logstore::node::DEFAULT_MAX_HELD_BYTES,
+            takeover_ms: wal_core::logstore::node::DEFAULT_TAKEOVER_MS,
+            lease_ttl_secs: wal_core::logstore::node::DEFAULT_LEASE_TTL_SECS,
+        }
+    }
+}
+
+impl LogStoreConfig {
+    pub fn node_config(&self) -> wal_core::logstore::NodeConfig {
+        let mut c = wal_core::logstore::NodeConfig::new(self.node_id.clone());
+        c.advertise = (!self.advertise.is_empty()).then(|| self.advertise.clone());
+        c.max_held_bytes = self.max_held_bytes;
+        c.takeover_ms = self.takeover_ms;
+        c.lease_ttl_secs = self.lease_ttl_secs;
+        c
+    }
 }
 
 impl Default for GatewayConfig {
@@ -100,6 +145,7 @@ impl Default for GatewayConfig {
             retention_check_interval_ms: 10_000,
             group_initial_rebalance_delay_ms: 3_000,
             wal: WalConfig::default(),
+            logstore: LogStoreConfig::default(),
         }
     }
 }
@@ -134,6 +180,13 @@ impl GatewayConfig {
             anyhow::ensure!(!self.etcd_endpoints.is_empty(), "etcd_endpoints must not be empty");
         }
         self.wal.validate()?;
+        if self.wal.buffer == wal_core::BufferMode::Quorum {
+            anyhow::ensure!(
+                self.metadata == MetadataKind::Etcd,
+                "wal.buffer = \"quorum\" needs metadata = \"etcd\" (LogStore nodes register there)"
+            );
+        }
+        self.logstore.node_config().validate()?;
         Ok(())
     }
 

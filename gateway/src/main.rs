@@ -1,4 +1,5 @@
-//! The `gateway` binary: `gateway` (the default) runs the Kafka gateway.
+//! The `gateway` binary: `gateway` (the default) runs the Kafka gateway; `logstore` runs a
+//! QuorumBuffer LogStore node on the same storage and metadata settings.
 //! Every configuration key can come from `--config FILE` (TOML), a flag, or a `GATEWAY_*`
 //! environment variable; flags and environment override the file.
 
@@ -26,6 +27,8 @@ struct Cli {
 enum Cmd {
     /// Run the Kafka gateway (the default).
     Gateway(RunArgs),
+    /// Run a LogStore node for QuorumBuffer mode (`logstore.*` keys; storage and etcd as above).
+    Logstore(RunArgs),
     /// Print the effective configuration (file + flags + environment) as TOML and exit.
     PrintConfig(RunArgs),
 }
@@ -95,6 +98,28 @@ struct RunArgs {
     /// How long a new consumer group waits for more members before its first generation [default: 3000].
     #[arg(long, env = "GATEWAY_GROUP_INITIAL_REBALANCE_DELAY_MS")]
     group_initial_rebalance_delay_ms: Option<u64>,
+    /// How appends become durable: memory (MemoryBuffer) or quorum (QuorumBuffer, needs etcd and
+    /// LogStore nodes) [default: memory].
+    #[arg(long, env = "GATEWAY_BUFFER", value_parser = parse_buffer)]
+    buffer: Option<wal_core::BufferMode>,
+    /// QuorumBuffer: acknowledgements a block needs [default: 2].
+    #[arg(long, env = "GATEWAY_ACK_QUORUM")]
+    ack_quorum: Option<usize>,
+    /// QuorumBuffer: nodes each segment is replicated to [default: 3].
+    #[arg(long, env = "GATEWAY_ENSEMBLE_SIZE")]
+    ensemble_size: Option<usize>,
+    /// logstore: address of the replication listener [default: 127.0.0.1:9700].
+    #[arg(long, env = "GATEWAY_LOGSTORE_LISTEN")]
+    logstore_listen: Option<SocketAddr>,
+    /// logstore: unique, stable node name [default: logstore-0].
+    #[arg(long, env = "GATEWAY_LOGSTORE_NODE_ID")]
+    logstore_node_id: Option<String>,
+    /// logstore: host:port writers connect to [default: the listen address].
+    #[arg(long, env = "GATEWAY_LOGSTORE_ADVERTISE")]
+    logstore_advertise: Option<String>,
+    /// logstore: bytes of not-yet-stored blocks held before appends are refused [default: 1073741824].
+    #[arg(long, env = "GATEWAY_LOGSTORE_MAX_HELD_BYTES")]
+    logstore_max_held_bytes: Option<usize>,
     /// Log filter (tracing syntax) [default: info].
     #[arg(long, env = "GATEWAY_LOG", default_value = "info")]
     log: String,
@@ -129,7 +154,17 @@ impl RunArgs {
             flush_max_bytes => c.wal.flush_max_bytes,
             flush_max_age_ms => c.wal.flush_max_age_ms,
             group_initial_rebalance_delay_ms => c.group_initial_rebalance_delay_ms,
+            buffer => c.wal.buffer,
+            ack_quorum => c.wal.quorum.ack_quorum,
+            logstore_listen => c.logstore.listen,
+            logstore_node_id => c.logstore.node_id,
+            logstore_advertise => c.logstore.advertise,
+            logstore_max_held_bytes => c.logstore.max_held_bytes,
         );
+        if let Some(n) = self.ensemble_size {
+            c.wal.quorum.ensemble_size = n;
+            c.wal.quorum.write_quorum = n;
+        }
         if let Some(e) = &self.s3_endpoint {
             c.s3.endpoint = Some(e.clone());
         }
@@ -138,12 +173,40 @@ impl RunArgs {
     }
 }
 
+fn parse_buffer(s: &str) -> Result<wal_core::BufferMode, String> {
+    match s {
+        "memory" => Ok(wal_core::BufferMode::Memory),
+        "quorum" => Ok(wal_core::BufferMode::Quorum),
+        _ => Err(format!("{s:?}: expected memory or quorum")),
+    }
+}
+
+/// Runs a LogStore node until SIGTERM or Ctrl-C.
+async fn run_logstore(cfg: gateway::config::GatewayConfig) -> anyhow::Result<()> {
+    let prom = gateway::metrics::install()?;
+    let ready = Arc::new(AtomicBool::new(false));
+    let _http = gateway::metrics::serve(cfg.metrics_listen, prom, ready.clone(), Default::default()).await?;
+    let (store, meta) = gateway::broker::backends(&cfg).await?;
+    let node = wal_core::logstore::LogStoreNode::start(cfg.logstore.node_config(), cfg.logstore.listen, store, meta).await?;
+    tracing::info!(addr = %node.addr, node = %cfg.logstore.node_id, "LogStore node listening");
+    ready.store(true, Ordering::Release);
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    ready.store(false, Ordering::Release);
+    node.shutdown().await;
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let (print, args) = match cli.cmd {
-        None => (false, cli.run),
-        Some(Cmd::Gateway(a)) => (false, a),
-        Some(Cmd::PrintConfig(a)) => (true, a),
+    let (print, logstore, args) = match cli.cmd {
+        None => (false, false, cli.run),
+        Some(Cmd::Gateway(a)) => (false, false, a),
+        Some(Cmd::Logstore(a)) => (false, true, a),
+        Some(Cmd::PrintConfig(a)) => (true, false, a),
     };
     let cfg = args.config()?;
     if print {
@@ -155,6 +218,9 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    if logstore {
+        return rt.block_on(run_logstore(cfg));
+    }
     rt.block_on(async move {
         let prom = gateway::metrics::install()?;
         let ready = Arc::new(AtomicBool::new(false));

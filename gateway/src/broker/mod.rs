@@ -60,7 +60,8 @@ fn wal_err(e: WalError) -> AdminError {
     (ResponseError::KafkaStorageError, e.to_string())
 }
 
-async fn backends(cfg: &GatewayConfig) -> anyhow::Result<(Arc<dyn ObjectStore>, Arc<dyn MetaStore>)> {
+/// The object store and metadata store the configuration names (shared with `logstore`).
+pub async fn backends(cfg: &GatewayConfig) -> anyhow::Result<(Arc<dyn ObjectStore>, Arc<dyn MetaStore>)> {
     let store: Arc<dyn ObjectStore> = match cfg.storage {
         StorageKind::Local => Arc::new(wal_core::storage::Instrumented(wal_core::storage::local::LocalStore::open(
             cfg.data_dir.join("objects"),

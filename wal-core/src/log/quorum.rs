@@ -61,7 +61,7 @@ impl QuorumSeg {
         let mut h = self.healthy.lock().unwrap_or_else(|p| p.into_inner());
         if h[i] {
             h[i] = false;
-            rep.note_failure(&self.replicas[i].id);
+            rep.note_failure(&self.replicas[i]);
             metrics::counter!(m::REPLICA_FAILURES_TOTAL).increment(1);
             tracing::warn!(node = %self.replicas[i].id, segment = self.key.segment, reason = why, "dropping LogStore replica from segment");
         }
@@ -177,7 +177,17 @@ pub(crate) async fn choose_replicas(wal: &WalInner, rep: &Replication, log_id: u
         nodes.rotate_left(k);
     }
     let window = Duration::from_millis(q.node_backoff_ms);
-    let (mut good, bad): (Vec<NodeInfo>, Vec<NodeInfo>) = nodes.into_iter().partition(|n| !rep.failed_recently(&n.id, window));
+    let (mut good, bad): (Vec<NodeInfo>, Vec<NodeInfo>) = nodes.into_iter().partition(|n| !rep.failed_recently(n, window));
+    if good.len() < q.ack_quorum {
+        // Do not build a segment on nodes that just failed: the appends would fail again.
+        return Err(WalError::AppendFailed(format!(
+            "QuorumBuffer needs {} usable LogStore nodes; {} registered, {} of them failed within {} ms",
+            q.ack_quorum,
+            good.len() + bad.len(),
+            bad.len(),
+            q.node_backoff_ms
+        )));
+    }
     for n in bad {
         if good.len() >= q.ensemble_size {
             break;
@@ -185,13 +195,6 @@ pub(crate) async fn choose_replicas(wal: &WalInner, rep: &Replication, log_id: u
         good.push(n);
     }
     good.truncate(q.ensemble_size);
-    if good.len() < q.ack_quorum {
-        return Err(WalError::AppendFailed(format!(
-            "QuorumBuffer needs at least {} LogStore nodes, {} registered and usable",
-            q.ack_quorum,
-            good.len()
-        )));
-    }
     Ok(good)
 }
 

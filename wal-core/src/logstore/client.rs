@@ -164,7 +164,8 @@ pub struct Replication {
     meta: Arc<dyn MetaStore>,
     clients: DashMap<String, Arc<NodeClient>>,
     stored: Arc<StoredMap>,
-    failures: DashMap<String, Instant>,
+    /// Node id -> (incarnation, when) of its last failure.
+    failures: DashMap<String, (u64, Instant)>,
     next_id: AtomicU64,
 }
 
@@ -199,13 +200,14 @@ impl Replication {
         Ok(v)
     }
 
-    pub fn note_failure(&self, node_id: &str) {
-        self.failures.insert(node_id.to_string(), Instant::now());
+    pub fn note_failure(&self, node: &NodeInfo) {
+        self.failures.insert(node.id.clone(), (node.incarnation, Instant::now()));
     }
 
-    /// Whether the node failed within `window`.
-    pub fn failed_recently(&self, node_id: &str, window: Duration) -> bool {
-        self.failures.get(node_id).map(|t| t.elapsed() < window).unwrap_or(false)
+    /// Whether this incarnation of the node failed within `window` (a restarted node has a new
+    /// incarnation and is usable at once).
+    pub fn failed_recently(&self, node: &NodeInfo, window: Duration) -> bool {
+        self.failures.get(&node.id).map(|f| f.0 == node.incarnation && f.1.elapsed() < window).unwrap_or(false)
     }
 
     /// The watch of a segment's stored prefix (created at `base` when new).
