@@ -6,93 +6,13 @@
 //!
 //! `cargo run --release -p compat-rdkafka --example e2e_bench -- [--mib 256] [--dir DIR]`
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use compat_rdkafka::bench::{pct, produce};
 use compat_rdkafka::{gateway_bin, Gateway};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
-use rdkafka::{ClientContext, Offset, TopicPartitionList};
-
-struct Ctx {
-    lat: Mutex<Vec<Duration>>,
-    errors: Mutex<u64>,
-}
-impl ClientContext for Ctx {}
-impl ProducerContext for Ctx {
-    type DeliveryOpaque = Box<Instant>;
-    fn delivery(&self, r: &DeliveryResult<'_>, sent: Box<Instant>) {
-        match r {
-            Ok(_) => self.lat.lock().unwrap().push(sent.elapsed()),
-            Err(_) => *self.errors.lock().unwrap() += 1,
-        }
-    }
-}
-
-fn pct(v: &mut [Duration], p: f64) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort();
-    v[((v.len() - 1) as f64 * p).round() as usize].as_secs_f64() * 1e3
-}
-
-/// Produces `n` messages of `size` bytes, at most `rate` per second (0: unbounded), after one
-/// warm-up message (connection, metadata, topic creation and producer id are not measured).
-fn produce(bootstrap: &str, topic: &str, size: usize, n: usize, rate: u64, linger_ms: u32) -> (f64, Vec<Duration>) {
-    let ctx = Arc::new(Ctx { lat: Mutex::new(Vec::with_capacity(n)), errors: Mutex::new(0) });
-    let p: ThreadedProducer<ArcCtx> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("acks", "all")
-        .set("enable.idempotence", "true")
-        .set("linger.ms", linger_ms.to_string())
-        .set("batch.size", "1000000")
-        .set("queue.buffering.max.kbytes", "1048576")
-        .set("queue.buffering.max.messages", "1000000")
-        .create_with_context(ArcCtx(ctx.clone()))
-        .unwrap();
-    let payload = vec![0x5au8; size];
-    p.send(BaseRecord::<(), [u8], Box<Instant>>::with_opaque_to(topic, Box::new(Instant::now())).payload(&payload).partition(0))
-        .map_err(|(e, _)| e)
-        .unwrap();
-    p.flush(Duration::from_secs(30)).unwrap();
-    ctx.lat.lock().unwrap().clear();
-    let t = Instant::now();
-    for i in 0..n {
-        if rate > 0 {
-            let due = t + Duration::from_secs_f64(i as f64 / rate as f64);
-            if let Some(d) = due.checked_duration_since(Instant::now()) {
-                std::thread::sleep(d);
-            }
-        }
-        let mut rec = BaseRecord::<(), [u8], Box<Instant>>::with_opaque_to(topic, Box::new(Instant::now())).payload(&payload).partition(0);
-        loop {
-            match p.send(rec) {
-                Ok(()) => break,
-                Err((_, r)) => {
-                    rec = r;
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-            }
-        }
-    }
-    p.flush(Duration::from_secs(120)).unwrap();
-    let secs = t.elapsed().as_secs_f64();
-    assert_eq!(*ctx.errors.lock().unwrap(), 0, "delivery errors");
-    let lat = std::mem::take(&mut *ctx.lat.lock().unwrap());
-    assert_eq!(lat.len(), n);
-    (secs, lat)
-}
-
-struct ArcCtx(Arc<Ctx>);
-impl ClientContext for ArcCtx {}
-impl ProducerContext for ArcCtx {
-    type DeliveryOpaque = Box<Instant>;
-    fn delivery(&self, r: &DeliveryResult<'_>, sent: Box<Instant>) {
-        self.0.delivery(r, sent)
-    }
-}
+use rdkafka::{Offset, TopicPartitionList};
 
 fn main() {
     let mut mib = 256usize;
