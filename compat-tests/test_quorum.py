@@ -92,6 +92,8 @@ class Cluster:
 
     def start_node(self, name):
         port, mport = free_port(), free_port()
+        self.node_metrics = getattr(self, "node_metrics", {})
+        self.node_metrics[name] = f"http://127.0.0.1:{mport}/metrics"
         p = Proc([GATEWAY_BIN, "logstore", *self.common, "--data-dir", os.path.join(self.tmp, name),
                   "--logstore-listen", f"127.0.0.1:{port}", "--logstore-node-id", name,
                   "--metrics-listen", f"127.0.0.1:{mport}"],
@@ -204,6 +206,18 @@ def test_one_logstore_killed_and_restarted_loses_nothing(cluster):
     assert not errors, f"{len(errors)} deliveries failed with one node down: {errors[:3]}"
     assert len(acked) == 6000
     check_exactly_once(consume_all(c, "q1", 6000), acked)
+    # The dashboard's QuorumBuffer panels have data: the gateway's replication metrics, and the
+    # LogStore nodes' own.
+    from test_operations import QUORUM_ROW, _dashboard_metrics
+    gw_metrics = urllib.request.urlopen(f"http://127.0.0.1:{c.mport}/metrics", timeout=10).read().decode()
+    for name in _dashboard_metrics([QUORUM_ROW])[1]:
+        assert name in gw_metrics, f"{name} not exported by the quorum gateway"
+    texts = [urllib.request.urlopen(u, timeout=10).read().decode() for u in c.node_metrics.values()]
+    for name in ("logstore_held_bytes", "logstore_appends_total"):
+        # (the restarted node may not be in any segment's replica set yet)
+        assert sum(name in t for t in texts) >= 2, f"{name} not exported by the LogStore nodes"
+    # the designated uploader of each segment uploads (others only take over late blocks)
+    assert any("logstore_uploads_total" in t for t in texts), "no LogStore node reports uploads"
 
 
 def test_two_logstores_down_refuses_then_resumes(cluster):

@@ -23,6 +23,21 @@ def renderer(tmp_path_factory):
     return out
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """Refuses duplicate mapping keys, as the Kubernetes API server does."""
+
+
+def _unique_mapping(loader, node, deep=False):
+    keys = [loader.construct_object(k, deep=deep) for k, _ in node.value]
+    dup = {k for k in keys if keys.count(k) > 1}
+    if dup:
+        raise yaml.constructor.ConstructorError(None, None, f"duplicate keys {dup}", node.start_mark)
+    return loader.construct_mapping(node, deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
 def render(renderer, values=None, notes=False):
     args = [renderer]
     if values is not None:
@@ -37,7 +52,7 @@ def render(renderer, values=None, notes=False):
         raise RuntimeError(r.stderr)
     if notes:
         return r.stdout
-    return {(d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all(r.stdout) if d}
+    return {(d["kind"], d["metadata"]["name"]): d for d in yaml.load_all(r.stdout, Loader=_UniqueKeyLoader) if d}
 
 
 def test_default_render(renderer):
@@ -97,11 +112,54 @@ def test_credentials_monitor_and_scheduling(renderer):
 def test_unsupported_settings_are_refused(renderer):
     with pytest.raises(RuntimeError, match="cluster mode"):
         render(renderer, {"replicaCount": 3})
-    with pytest.raises(RuntimeError, match="logstore"):
+    with pytest.raises(RuntimeError, match="needs config.wal.buffer: quorum"):
         render(renderer, {"logstore": {"enabled": True}})
+    with pytest.raises(RuntimeError, match="needs logstore.enabled"):
+        render(renderer, {"config": {"wal": {"buffer": "quorum"}}})
+    with pytest.raises(RuntimeError, match="at least 3"):
+        render(renderer, {"config": {"wal": {"buffer": "quorum"}}, "logstore": {"enabled": True, "replicaCount": 2}})
 
 
 def test_notes(renderer):
     notes = render(renderer, notes=True)
     assert "test-wal-gateway.kafka.svc.cluster.local:9092" in notes
     assert "/metrics" in notes
+
+
+def test_quorum_mode_renders_logstore_nodes(renderer):
+    values = {"config": {"wal": {"buffer": "quorum"}}, "logstore": {"enabled": True},
+              "s3Credentials": {"existingSecret": "s3-creds"}}
+    objs = render(renderer, values)
+    sts = objs[("StatefulSet", "test-wal-gateway-logstore")]
+    assert sts["spec"]["replicas"] == 3
+    assert sts["spec"]["serviceName"] == "test-wal-gateway-logstore-headless"
+    c = sts["spec"]["template"]["spec"]["containers"][0]
+    assert c["args"] == ["logstore", "--config", "/etc/gateway/gateway.toml"]
+    env = {e["name"]: e for e in c["env"]}
+    assert env["GATEWAY_LOGSTORE_NODE_ID"]["value"] == "$(POD_NAME)"
+    assert env["GATEWAY_LOGSTORE_LISTEN"]["value"] == "0.0.0.0:9700"
+    assert env["GATEWAY_LOGSTORE_ADVERTISE"]["value"] == \
+        "$(POD_NAME).test-wal-gateway-logstore-headless.$(POD_NAMESPACE).svc.cluster.local:9700"
+    assert env["GATEWAY_LOGSTORE_MAX_HELD_BYTES"]["value"] == "1073741824"
+    assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "s3-creds"
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"replication": 9700, "metrics": 9644}
+    sel = sts["spec"]["selector"]["matchLabels"]
+    assert sel["app.kubernetes.io/component"] == "logstore"
+    assert sts["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"] == "logstore"
+    svc = objs[("Service", "test-wal-gateway-logstore-headless")]
+    assert svc["spec"]["clusterIP"] == "None"
+    assert svc["spec"]["selector"]["app.kubernetes.io/component"] == "logstore"
+    assert objs[("PodDisruptionBudget", "test-wal-gateway-logstore")]["spec"]["maxUnavailable"] == 1
+    # The gateway's selector must not pick up LogStore pods.
+    gw = objs[("StatefulSet", "test-wal-gateway")]
+    gw_sel = gw["spec"]["selector"]["matchLabels"]
+    assert gw_sel.get("app.kubernetes.io/component") != "logstore"
+    # The shared gateway.toml selects quorum mode, and the real binary accepts it.
+    toml_text = objs[("ConfigMap", "test-wal-gateway")]["data"]["gateway.toml"]
+    assert tomllib.loads(toml_text)["wal"]["buffer"] == "quorum"
+    with tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False) as f:
+        f.write(toml_text)
+    r = subprocess.run([GATEWAY, "print-config", "--config", f.name], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert tomllib.loads(r.stdout)["wal"]["buffer"] == "quorum"

@@ -9,9 +9,13 @@ app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end -}}
 
-{{- define "wal-gateway.selector" -}}
+{{- define "wal-gateway.instance" -}}
 app.kubernetes.io/name: {{ .Chart.Name }}
 app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "wal-gateway.selector" -}}
+{{ include "wal-gateway.instance" . }}
 app.kubernetes.io/component: gateway
 {{- end -}}
 
