@@ -76,6 +76,26 @@ pub struct SegmentMeta {
     pub fixed_end: Option<u64>,
 }
 
+impl SegmentMeta {
+    /// A new, empty active segment starting at `base`.
+    pub(crate) fn active(id: u64, epoch: u64, base: u64) -> SegmentMeta {
+        SegmentMeta {
+            id,
+            epoch,
+            base_offset: base,
+            end_offset: base,
+            bytes: 0,
+            blocks: 0,
+            max_timestamp: -1,
+            state: SegmentState::Active,
+            created_ms: now_ms(),
+            replicas: Vec::new(),
+            ack_quorum: 0,
+            fixed_end: None,
+        }
+    }
+}
+
 fn is_zero(v: &usize) -> bool {
     *v == 0
 }

@@ -35,7 +35,7 @@ use tokio::task::JoinHandle;
 use super::quorum::{self, QuorumSeg, ReplicateError};
 use super::recovery::{seal_abandoned, write_index};
 use super::shared::{load_segments, LogShared, SegView};
-use super::{json, keys, now_ms, SegmentMeta, SegmentState, WalInner};
+use super::{json, keys, SegmentMeta, SegmentState, WalInner};
 use crate::entry::{AppendAck, Entry, StoredEntry};
 use crate::error::{Result, SharedFailure, StorageError, WalError};
 use crate::format::{encode_block, BlockInfo};
@@ -203,20 +203,7 @@ pub(crate) async fn open(wal: Arc<WalInner>, name: &str, opts: WriterOptions) ->
         end = Some(done.end_offset);
     }
     let base = end.unwrap_or(0);
-    let seg = SegmentMeta {
-        id: next_id,
-        epoch,
-        base_offset: base,
-        end_offset: base,
-        bytes: 0,
-        blocks: 0,
-        max_timestamp: -1,
-        state: SegmentState::Active,
-        created_ms: now_ms(),
-        replicas: Vec::new(),
-        ack_quorum: 0,
-        fixed_end: None,
-    };
+    let seg = SegmentMeta::active(next_id, epoch, base);
     txn = txn.then(Op::put(keys::segment(name, next_id), json(&seg)));
     if !meta.txn(txn).await?.succeeded {
         return Err(WalError::Fenced { log: name.to_string(), epoch });
@@ -552,20 +539,7 @@ impl WriterInner {
                 }
                 match cur.templates.get(&seg_id) {
                     Some(t) => t.clone(),
-                    None => SegmentMeta {
-                    id: seg_id,
-                    epoch: self.epoch,
-                    base_offset: done[i].info.base_offset,
-                    end_offset: done[i].info.base_offset,
-                    bytes: 0,
-                    blocks: 0,
-                    max_timestamp: -1,
-                    state: SegmentState::Active,
-                    created_ms: now_ms(),
-                    replicas: Vec::new(),
-                    ack_quorum: 0,
-                    fixed_end: None,
-                },
+                    None => SegmentMeta::active(seg_id, self.epoch, done[i].info.base_offset),
                 }
             } else {
                 cur.committed.clone()
@@ -714,18 +688,9 @@ impl WriterInner {
             txn = txn.then(Op::put(keys::segment(&self.name, old.id), json(&old)));
         }
         let meta = SegmentMeta {
-            id: new_id,
-            epoch: self.epoch,
-            base_offset: base,
-            end_offset: base,
-            bytes: 0,
-            blocks: 0,
-            max_timestamp: -1,
-            state: SegmentState::Active,
-            created_ms: now_ms(),
             replicas: nodes.clone(),
             ack_quorum: self.wal.cfg.quorum.ack_quorum,
-            fixed_end: None,
+            ..SegmentMeta::active(new_id, self.epoch, base)
         };
         txn = txn.then(Op::put(keys::segment(&self.name, new_id), json(&meta)));
         self.commit_txn(txn).await?;
