@@ -90,13 +90,14 @@ class Cluster:
         self.nodes = {}
         self.gw = None
 
-    def start_node(self, name):
+    def start_node(self, name, journal=False):
         port, mport = free_port(), free_port()
         self.node_metrics = getattr(self, "node_metrics", {})
         self.node_metrics[name] = f"http://127.0.0.1:{mport}/metrics"
+        extra = ["--logstore-data-dir", os.path.join(self.tmp, name, "journal")] if journal else []
         p = Proc([GATEWAY_BIN, "logstore", *self.common, "--data-dir", os.path.join(self.tmp, name),
                   "--logstore-listen", f"127.0.0.1:{port}", "--logstore-node-id", name,
-                  "--metrics-listen", f"127.0.0.1:{mport}"],
+                  "--metrics-listen", f"127.0.0.1:{mport}", *extra],
                  os.path.join(self.tmp, f"{name}.log"), ENV).start()
         self.procs.append(p)
         assert wait_port(port, 30), f"{name} did not start"
@@ -236,8 +237,9 @@ def test_two_logstores_down_refuses_then_resumes(cluster):
     c.start_node("ls-a")
     produce(p, "q2", [b"resumed-%04d" % i for i in range(200)], acked, errors)
     assert not errors, f"producing did not resume: {errors[:3]}"
-    check_exactly_once(consume_all(c, "q2", len(acked)), acked)
-    refused_read = [v for _, v in consume_all(c, "q2", len(acked)) if v.startswith(b"refused-")]
+    got = consume_all(c, "q2", len(acked))
+    check_exactly_once(got, acked)
+    refused_read = [v for _, v in got if v.startswith(b"refused-")]
     assert not refused_read, "a refused message became readable"
 
 
@@ -256,3 +258,113 @@ def test_everything_reaches_object_storage(cluster):
         c.start_node(name)  # empty: a new incarnation
     c.start_gateway(data="gw-fresh")
     check_exactly_once(consume_all(c, "q3", 3000), acked)
+
+
+
+class S3Cut:
+    """A TCP relay in front of moto_server that can cut object storage off: `cut()` drops every
+    open connection (a request in flight never arrives) and swallows new ones, `heal()` relays
+    again. (SIGSTOP on moto is no cut: the kernel keeps the requests and moto runs them later.)"""
+
+    def __init__(self, target_port):
+        import threading
+        self.target = target_port
+        self.cut_off = False
+        self.conns = []
+        self.lock = threading.Lock()
+        self.srv = socket.socket()
+        self.srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.srv.bind(("127.0.0.1", 0))
+        self.srv.listen(128)
+        self.port = self.srv.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        import threading
+        while True:
+            try:
+                a, _ = self.srv.accept()
+            except OSError:
+                return
+            with self.lock:
+                self.conns.append(a)
+                if self.cut_off:
+                    continue  # held open, never answered
+            try:
+                b = socket.create_connection(("127.0.0.1", self.target), timeout=5)
+            except OSError:
+                a.close()
+                continue
+            with self.lock:
+                self.conns.append(b)
+            for x, y in ((a, b), (b, a)):
+                threading.Thread(target=self._pipe, args=(x, y), daemon=True).start()
+
+    def _pipe(self, x, y):
+        try:
+            while True:
+                d = x.recv(65536)
+                if not d or self.cut_off:
+                    break
+                y.sendall(d)
+        except OSError:
+            pass
+        for s_ in (x, y):
+            try:
+                s_.close()
+            except OSError:
+                pass
+
+    def cut(self):
+        with self.lock:
+            self.cut_off = True
+            for s_ in self.conns:
+                try:
+                    s_.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+            self.conns = []
+
+    def heal(self):
+        with self.lock:
+            self.cut_off = False
+
+    def close(self):
+        self.cut()
+        self.srv.close()
+
+
+def test_journaled_logstores_survive_a_crash_of_everything(cluster):
+    """With `--logstore-data-dir`, acknowledged data that never reached object storage survives
+    SIGKILL of the gateway and of every LogStore (memory-only nodes lose exactly that: see
+    test_everything_reaches_object_storage for what they keep)."""
+    c = cluster
+    # Everything goes through a relay that can cut object storage off; the fixture's gateway and
+    # memory-only nodes make way for ones using it (and journaled nodes).
+    relay = S3Cut(int(c.common[c.common.index("--s3-endpoint") + 1].rsplit(":", 1)[1]))
+    try:
+        c.gw.kill()
+        for name in list(c.nodes):
+            c.nodes[name].kill()
+        i = c.common.index("--s3-endpoint") + 1
+        c.common[i] = f"http://127.0.0.1:{relay.port}"
+        for name in ("ls-a", "ls-b", "ls-c"):
+            c.start_node(name, journal=True)
+        c.start_gateway(data="gw-relay")
+        p = producer(c)
+        acked, errors = {}, []
+        produce(p, "q4", [b"stored-%05d" % i for i in range(500)], acked, errors)
+        # Object storage is cut off: what follows is acknowledged by the replicas' journals only.
+        relay.cut()
+        produce(p, "q4", [b"journal-%05d" % i for i in range(1500)], acked, errors)
+        assert not errors, f"{len(errors)} deliveries failed: {errors[:3]}"
+        c.gw.kill()
+        for name in list(c.nodes):
+            c.nodes[name].kill()
+        relay.heal()
+        for name in ("ls-a", "ls-b", "ls-c"):
+            c.start_node(name, journal=True)
+        c.start_gateway(data="gw-relay")
+        check_exactly_once(consume_all(c, "q4", len(acked)), acked)
+    finally:
+        relay.close()

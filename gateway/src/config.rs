@@ -94,6 +94,9 @@ pub struct LogStoreConfig {
     /// A replica uploads a block itself once it is this old and not known stored.
     pub takeover_ms: u64,
     pub lease_ttl_secs: i64,
+    /// Directory of the node's local journal: every append and fence is fsync'd there before it
+    /// is acknowledged, and a restarted node comes back holding it. Empty: memory only.
+    pub data_dir: String,
 }
 
 impl Default for LogStoreConfig {
@@ -105,6 +108,7 @@ impl Default for LogStoreConfig {
             max_held_bytes: wal_core::logstore::node::DEFAULT_MAX_HELD_BYTES,
             takeover_ms: wal_core::logstore::node::DEFAULT_TAKEOVER_MS,
             lease_ttl_secs: wal_core::logstore::node::DEFAULT_LEASE_TTL_SECS,
+            data_dir: String::new(),
         }
     }
 }
@@ -116,6 +120,7 @@ impl LogStoreConfig {
         c.max_held_bytes = self.max_held_bytes;
         c.takeover_ms = self.takeover_ms;
         c.lease_ttl_secs = self.lease_ttl_secs;
+        c.data_dir = (!self.data_dir.is_empty()).then(|| PathBuf::from(&self.data_dir));
         c
     }
 }

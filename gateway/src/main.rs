@@ -120,6 +120,9 @@ struct RunArgs {
     /// logstore: bytes of not-yet-stored blocks held before appends are refused [default: 1073741824].
     #[arg(long, env = "GATEWAY_LOGSTORE_MAX_HELD_BYTES")]
     logstore_max_held_bytes: Option<usize>,
+    /// logstore: directory of the fsync'd local journal (empty: memory only) [default: empty].
+    #[arg(long, env = "GATEWAY_LOGSTORE_DATA_DIR")]
+    logstore_data_dir: Option<String>,
     /// Log filter (tracing syntax) [default: info].
     #[arg(long, env = "GATEWAY_LOG", default_value = "info")]
     log: String,
@@ -160,6 +163,7 @@ impl RunArgs {
             logstore_node_id => c.logstore.node_id,
             logstore_advertise => c.logstore.advertise,
             logstore_max_held_bytes => c.logstore.max_held_bytes,
+            logstore_data_dir => c.logstore.data_dir,
         );
         if let Some(n) = self.ensemble_size {
             c.wal.quorum.ensemble_size = n;

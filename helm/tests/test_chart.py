@@ -163,3 +163,21 @@ def test_quorum_mode_renders_logstore_nodes(renderer):
     r = subprocess.run([GATEWAY, "print-config", "--config", f.name], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert tomllib.loads(r.stdout)["wal"]["buffer"] == "quorum"
+    # Memory-only by default: no journal volume.
+    assert "GATEWAY_LOGSTORE_DATA_DIR" not in env
+    assert "volumeClaimTemplates" not in sts["spec"]
+
+
+def test_logstore_journal_gets_a_persistent_volume(renderer):
+    values = {"config": {"wal": {"buffer": "quorum"}},
+              "logstore": {"enabled": True, "journal": {"enabled": True, "size": "5Gi", "storageClassName": "fast"}}}
+    sts = render(renderer, values)[("StatefulSet", "test-wal-gateway-logstore")]
+    c = sts["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e for e in c["env"]}
+    assert env["GATEWAY_LOGSTORE_DATA_DIR"]["value"] == "/var/lib/logstore/journal"
+    mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+    assert mounts["journal"] == "/var/lib/logstore"
+    (claim,) = sts["spec"]["volumeClaimTemplates"]
+    assert claim["metadata"]["name"] == "journal"
+    assert claim["spec"]["storageClassName"] == "fast"
+    assert claim["spec"]["resources"]["requests"]["storage"] == "5Gi"

@@ -10,6 +10,7 @@
 //! a lease, so a node that dies disappears after the lease TTL.
 
 pub mod client;
+pub mod journal;
 pub mod node;
 pub mod proto;
 

@@ -10,19 +10,26 @@
 //! block is harmless. A block is dropped once it is known to be in storage.
 //!
 //! A fence raises the segment's minimum epoch: appends from older epochs are refused from then
-//! on. The node registers itself in the MetaStore under `logstore/nodes/{id}` with a lease, and
-//! draws a fresh random incarnation at every start: data of an earlier incarnation is gone.
+//! on. The node registers itself in the MetaStore under `logstore/nodes/{id}` with a lease.
+//!
+//! Without a data directory the node is memory-only and draws a fresh random incarnation at every
+//! start: data of an earlier incarnation is gone. With one (`data_dir`), every append and fence
+//! is also written to a local [`journal`](super::journal) and fsync'd before the node answers;
+//! a restarted node replays it and keeps its incarnation, so it still counts as a replica holding
+//! its blocks (and still refuses the epochs it fenced).
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{broadcast, mpsc, Notify, Semaphore};
+use tokio::sync::{broadcast, mpsc, oneshot, Notify, Semaphore};
 
+use super::journal::{self, Journal, Record};
 use super::proto::{read_frame, ErrorCode, Request, Response, SegKey};
 use super::{registration_key, NodeInfo};
 use crate::error::{Result, StorageError, WalError};
@@ -59,6 +66,10 @@ pub struct NodeConfig {
     pub takeover_ms: u64,
     pub lease_ttl_secs: i64,
     pub upload_concurrency: usize,
+    /// Directory of the local journal; `None` keeps the node memory-only.
+    pub data_dir: Option<PathBuf>,
+    /// The journal is rewritten once it is this large and mostly holds uploaded data.
+    pub journal_compact_bytes: u64,
 }
 
 impl NodeConfig {
@@ -70,6 +81,8 @@ impl NodeConfig {
             takeover_ms: DEFAULT_TAKEOVER_MS,
             lease_ttl_secs: DEFAULT_LEASE_TTL_SECS,
             upload_concurrency: DEFAULT_UPLOAD_CONCURRENCY,
+            data_dir: None,
+            journal_compact_bytes: journal::DEFAULT_COMPACT_BYTES,
         }
     }
     pub fn validate(&self) -> Result<()> {
@@ -77,9 +90,9 @@ impl NodeConfig {
         if !ok_id {
             return Err(WalError::Config(format!("invalid LogStore node id {:?}", self.node_id)));
         }
-        if self.max_held_bytes < 1 << 20 || self.takeover_ms == 0 || self.lease_ttl_secs < 2 || self.upload_concurrency == 0 {
+        if self.max_held_bytes < 1 << 20 || self.takeover_ms == 0 || self.lease_ttl_secs < 2 || self.upload_concurrency == 0 || self.journal_compact_bytes < 1 << 20 {
             return Err(WalError::Config(
-                "logstore: max_held_bytes >= 1MiB, takeover_ms > 0, lease_ttl_secs >= 2, upload_concurrency > 0".into(),
+                "logstore: max_held_bytes >= 1MiB, takeover_ms > 0, lease_ttl_secs >= 2, upload_concurrency > 0, journal_compact_bytes >= 1MiB".into(),
             ));
         }
         Ok(())
@@ -107,6 +120,21 @@ struct Seg {
     touched: Instant,
 }
 
+impl Seg {
+    /// A segment first seen in a fence: its identity is adopted at the first append.
+    fn fenced_only() -> Seg {
+        Seg { epoch: 0, fence: 0, base: 0, end: 0, upto: 0, blocks: BTreeMap::new(), touched: Instant::now() }
+    }
+
+    fn new(epoch: u64, base: u64) -> Seg {
+        Seg { epoch, fence: 0, base, end: base, upto: base, blocks: BTreeMap::new(), touched: Instant::now() }
+    }
+
+    fn is_fenced_only(&self) -> bool {
+        self.blocks.is_empty() && self.end == 0 && self.epoch == 0
+    }
+}
+
 struct NodeState {
     segs: HashMap<SegKey, Seg>,
     held: usize,
@@ -122,6 +150,27 @@ struct Node {
     uploaded: broadcast::Sender<(SegKey, u64)>,
     /// Set when the node stops: every connection closes.
     stop: tokio::sync::watch::Sender<bool>,
+    journal: OnceLock<Journal>,
+}
+
+/// What a request gets: an answer now, an answer once its journal record is on disk, or none.
+enum Reply {
+    Now(Response),
+    Durable(Response, oneshot::Receiver<bool>),
+}
+
+impl journal::Snapshot for Node {
+    fn snapshot(&self) -> (Vec<Record>, u64) {
+        let st = lock(&self.state);
+        let mut out = Vec::new();
+        for (k, s) in &st.segs {
+            out.push(Record::Seg { seg: *k, epoch: s.epoch, base: s.base, fence: s.fence, upto: s.upto });
+            for (b, blk) in &s.blocks {
+                out.push(Record::Append { seg: *k, epoch: s.epoch, seg_base: s.base, base: *b, end: blk.end, block: blk.data.clone() });
+            }
+        }
+        (out, st.held as u64)
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -146,24 +195,49 @@ impl LogStoreNode {
             .await
             .map_err(|e| WalError::Config(format!("logstore cannot listen on {listen}: {e}")))?;
         let addr = listener.local_addr().map_err(|e| WalError::Config(e.to_string()))?;
-        let incarnation = loop {
-            let v: u64 = rand::random();
-            if v != 0 {
-                break v;
-            }
+        let replayed = match &cfg.data_dir {
+            Some(dir) => Some(journal::replay(dir, &cfg.node_id)?),
+            None => None,
         };
+        let mut state = NodeState { segs: HashMap::new(), held: 0 };
+        let incarnation = match replayed.as_ref().and_then(|r| r.incarnation) {
+            Some(v) => v,
+            None => loop {
+                let v: u64 = rand::random();
+                if v != 0 {
+                    break v;
+                }
+            },
+        };
+        if let Some(r) = replayed {
+            let n = r.records.len();
+            for rec in r.records {
+                apply(&mut state, rec);
+            }
+            tracing::info!(records = n, held = state.held, segments = state.segs.len(), dropped_tail = r.dropped_bytes, incarnation, "logstore journal replayed");
+        }
         let info = NodeInfo { id: cfg.node_id.clone(), addr: cfg.advertise.clone().unwrap_or_else(|| addr.to_string()), incarnation };
         let (uploaded, _) = broadcast::channel(4096);
         let node = Arc::new(Node {
             cfg,
             incarnation,
             store,
-            state: Mutex::new(NodeState { segs: HashMap::new(), held: 0 }),
+            state: Mutex::new(state),
             space: Notify::new(),
             work: Notify::new(),
             uploaded,
             stop: tokio::sync::watch::channel(false).0,
+            journal: OnceLock::new(),
         });
+        metrics::gauge!(metric::HELD_BYTES).set(lock(&node.state).held as f64);
+        if let Some(dir) = &node.cfg.data_dir {
+            // Start from a compacted copy of what was replayed (a torn tail is gone with it).
+            let header = Record::Header { node_id: node.cfg.node_id.clone(), incarnation };
+            let (state, _) = journal::Snapshot::snapshot(&*node);
+            let weak: std::sync::Weak<dyn journal::Snapshot> = Arc::downgrade(&(node.clone() as Arc<dyn journal::Snapshot>));
+            let j = Journal::open(dir, header, state, node.cfg.journal_compact_bytes, weak)?;
+            let _ = node.journal.set(j);
+        }
         let lease = Arc::new(Mutex::new(register(&*meta, &info, node.cfg.lease_ttl_secs).await?));
         tracing::info!(node = %info.id, addr = %info.addr, incarnation, "logstore node ready");
         let mut tasks = Vec::new();
@@ -193,6 +267,9 @@ impl LogStoreNode {
             t.abort();
         }
         self.node.stop.send_replace(true);
+        if let Some(j) = self.node.journal.get() {
+            j.close();
+        }
         let lease = *lock(&self.lease);
         let _ = self.meta.revoke_lease(lease).await;
     }
@@ -203,6 +280,9 @@ impl LogStoreNode {
             t.abort();
         }
         self.node.stop.send_replace(true);
+        if let Some(j) = self.node.journal.get() {
+            j.close();
+        }
     }
 
     /// Bytes of blocks held (not yet known stored).
@@ -276,10 +356,25 @@ async fn serve_conn(node: Arc<Node>, sock: TcpStream) {
                 break;
             }
         };
-        if let Some(resp) = node.handle(req).await {
-            if tx.send(resp.encode()).await.is_err() {
-                break;
+        match node.handle(req).await {
+            Some(Reply::Now(resp)) => {
+                if tx.send(resp.encode()).await.is_err() {
+                    break;
+                }
             }
+            Some(Reply::Durable(resp, on_disk)) => {
+                // Answer once the journal has it, without holding up the next request.
+                let (tx, node) = (tx.clone(), node.clone());
+                tokio::spawn(async move {
+                    if on_disk.await.unwrap_or(false) {
+                        let _ = tx.send(resp.encode()).await;
+                    } else {
+                        tracing::error!("logstore journal failed: the node stops serving");
+                        node.stop.send_replace(true);
+                    }
+                });
+            }
+            None => {}
         }
     }
     drop(tx);
@@ -287,40 +382,54 @@ async fn serve_conn(node: Arc<Node>, sock: TcpStream) {
 }
 
 impl Node {
-    async fn handle(&self, req: Request) -> Option<Response> {
+    async fn handle(&self, req: Request) -> Option<Reply> {
         match req {
             Request::Append { id, seg, epoch, seg_base, base, end, upload_now, flushed_upto, block } => {
                 Some(self.append(id, seg, epoch, seg_base, base, end, upload_now, flushed_upto, block).await)
             }
             Request::Fence { id, seg, epoch } => {
                 let mut st = lock(&self.state);
-                let s = st.segs.entry(seg).or_insert_with(|| Seg {
-                    epoch: 0,
-                    fence: 0,
-                    base: 0,
-                    end: 0,
-                    upto: 0,
-                    blocks: BTreeMap::new(),
-                    touched: Instant::now(),
-                });
+                let s = st.segs.entry(seg).or_insert_with(Seg::fenced_only);
                 s.fence = s.fence.max(epoch);
                 let blocks = s.blocks.iter().map(|(b, k)| (*b, k.end)).collect();
-                Some(Response::Fenced { id, incarnation: self.incarnation, uploaded_upto: s.upto, blocks })
+                let resp = Response::Fenced { id, incarnation: self.incarnation, uploaded_upto: s.upto, blocks };
+                Some(self.durable(resp, || Record::Fence { seg, epoch }))
             }
             Request::Read { id, seg, base } => {
                 let st = lock(&self.state);
                 let data = st.segs.get(&seg).and_then(|s| s.blocks.get(&base)).map(|b| b.data.clone());
-                Some(Response::Block { id, data })
+                Some(Reply::Now(Response::Block { id, data }))
             }
             Request::Progress { seg, flushed_upto } => {
                 let mut st = lock(&self.state);
                 let NodeState { segs, held } = &mut *st;
                 if let Some(s) = segs.get_mut(&seg) {
-                    advance(s, flushed_upto, held);
+                    self.advance(seg, s, flushed_upto, held);
                 }
                 drop(st);
                 self.space.notify_waiters();
                 None
+            }
+        }
+    }
+
+    /// The reply once `rec` is in the journal (at once without one). Called with the state lock
+    /// held, so records reach the journal in the order the state changed; a record queued later
+    /// is on disk only after every earlier one.
+    fn durable(&self, resp: Response, rec: impl FnOnce() -> Record) -> Reply {
+        match self.journal.get() {
+            Some(j) => Reply::Durable(resp, j.write(rec())),
+            None => Reply::Now(resp),
+        }
+    }
+
+    /// [`advance`], noting a raised stored mark in the journal.
+    fn advance(&self, key: SegKey, s: &mut Seg, upto: u64, held: &mut usize) {
+        let before = s.upto;
+        advance(s, upto, held);
+        if s.upto > before {
+            if let Some(j) = self.journal.get() {
+                j.note(Record::Stored { seg: key, upto: s.upto });
             }
         }
     }
@@ -337,10 +446,10 @@ impl Node {
         upload_now: bool,
         flushed_upto: u64,
         block: Bytes,
-    ) -> Response {
+    ) -> Reply {
         let err = |code, message: String| {
             metrics::counter!(metric::REFUSED_TOTAL).increment(1);
-            Response::Error { id, code, message }
+            Reply::Now(Response::Error { id, code, message })
         };
         if end <= base || base < seg_base {
             return err(ErrorCode::Invalid, format!("bad block range {base}..{end}"));
@@ -352,24 +461,14 @@ impl Node {
             {
                 let mut st = lock(&self.state);
                 let NodeState { segs, held } = &mut *st;
-                let s = segs.entry(seg).or_insert_with(|| Seg {
-                    epoch,
-                    fence: 0,
-                    base: seg_base,
-                    end: seg_base,
-                    upto: seg_base,
-                    blocks: BTreeMap::new(),
-                    touched: Instant::now(),
-                });
+                let s = segs.entry(seg).or_insert_with(|| Seg::new(epoch, seg_base));
                 if epoch < s.fence {
                     return err(ErrorCode::Fenced, format!("segment fenced at epoch {}", s.fence));
                 }
-                if s.blocks.is_empty() && s.end == 0 && s.epoch == 0 {
+                if s.is_fenced_only() {
                     // Created by a fence before any append: adopt the segment's identity now.
-                    s.epoch = epoch;
-                    s.base = seg_base;
-                    s.end = seg_base;
-                    s.upto = seg_base;
+                    let fence = s.fence;
+                    *s = Seg { fence, ..Seg::new(epoch, seg_base) };
                 }
                 if epoch != s.epoch || seg_base != s.base {
                     return err(ErrorCode::Invalid, format!("segment identity mismatch (epoch {epoch} vs {})", s.epoch));
@@ -379,7 +478,10 @@ impl Node {
                     // A resend of a block we hold (or uploaded): idempotent.
                     let same = s.blocks.get(&base).map(|b| b.end == end).unwrap_or(end <= s.upto);
                     return if same {
-                        Response::Ok { id, uploaded_upto: s.upto }
+                        // Answered once every record queued so far (this block's among them) is
+                        // on disk: the stored mark is a harmless barrier.
+                        let upto = s.upto;
+                        self.durable(Response::Ok { id, uploaded_upto: upto }, || Record::Stored { seg, upto })
                     } else {
                         err(ErrorCode::Gap, format!("block {base}..{end} overlaps held data ending at {}", s.end))
                     };
@@ -390,8 +492,10 @@ impl Node {
                 if *held + len <= self.cfg.max_held_bytes || *held == 0 {
                     *held += len;
                     s.end = end;
+                    let rec = || Record::Append { seg, epoch, seg_base, base, end, block: block.clone() };
+                    let on_disk = self.journal.get().map(|j| j.write(rec()));
                     s.blocks.insert(base, Blk { end, data: block, at: Instant::now(), upload_now, uploading: false, uploaded: false });
-                    advance(s, flushed_upto, held);
+                    self.advance(seg, s, flushed_upto, held);
                     let upto = s.upto;
                     metrics::gauge!(metric::HELD_BYTES).set(*held as f64);
                     metrics::counter!(metric::APPENDS_TOTAL).increment(1);
@@ -400,12 +504,58 @@ impl Node {
                     if upload_now {
                         self.work.notify_one();
                     }
-                    return Response::Ok { id, uploaded_upto: upto };
+                    let resp = Response::Ok { id, uploaded_upto: upto };
+                    return match on_disk {
+                        Some(t) => Reply::Durable(resp, t),
+                        None => Reply::Now(resp),
+                    };
                 }
             }
             if Instant::now() >= deadline || tokio::time::timeout_at(deadline.into(), space).await.is_err() {
                 return err(ErrorCode::Busy, format!("node holds {} bytes not yet uploaded", lock(&self.state).held));
             }
+        }
+    }
+}
+
+/// Applies one replayed journal record to the state (idempotently: see the journal module).
+fn apply(st: &mut NodeState, rec: Record) {
+    let NodeState { segs, held } = st;
+    match rec {
+        Record::Header { .. } => {}
+        Record::Fence { seg, epoch } => {
+            let s = segs.entry(seg).or_insert_with(Seg::fenced_only);
+            s.fence = s.fence.max(epoch);
+        }
+        Record::Seg { seg, epoch, base, fence, upto } => {
+            let s = segs.entry(seg).or_insert_with(|| Seg::new(epoch, base));
+            if s.is_fenced_only() && epoch != 0 {
+                let f = s.fence;
+                *s = Seg { fence: f, ..Seg::new(epoch, base) };
+            }
+            s.fence = s.fence.max(fence);
+            if s.epoch == epoch && s.base == base {
+                advance(s, upto, held);
+            }
+        }
+        Record::Stored { seg, upto } => {
+            if let Some(s) = segs.get_mut(&seg).filter(|s| !s.is_fenced_only()) {
+                advance(s, upto, held);
+            }
+        }
+        Record::Append { seg, epoch, seg_base, base, end, block } => {
+            let s = segs.entry(seg).or_insert_with(|| Seg::new(epoch, seg_base));
+            if s.is_fenced_only() {
+                let f = s.fence;
+                *s = Seg { fence: f, ..Seg::new(epoch, seg_base) };
+            }
+            if s.epoch != epoch || s.base != seg_base || base != s.end || end <= base {
+                // Already held (a snapshot and the records in flight when it was taken overlap).
+                return;
+            }
+            *held += block.len();
+            s.end = end;
+            s.blocks.insert(base, Blk { end, data: block, at: Instant::now(), upload_now: false, uploading: false, uploaded: false });
         }
     }
 }
@@ -470,7 +620,7 @@ async fn uploader(node: Arc<Node>) {
                         }
                     }
                     let before = s.upto;
-                    advance(s, 0, held);
+                    n.advance(seg, s, 0, held);
                     if s.upto > before {
                         note = Some(s.upto);
                     }
