@@ -72,6 +72,10 @@ pub struct GatewayConfig {
     pub retention_check_interval_ms: u64,
     /// Kafka's group.initial.rebalance.delay.ms: a new group waits this long for more members.
     pub group_initial_rebalance_delay_ms: u64,
+    /// Lease of this gateway's cluster registration: a gateway silent this long is taken over.
+    pub cluster_lease_ttl_secs: i64,
+    /// How often the gateway renews, reads membership and moves partitions.
+    pub cluster_poll_ms: u64,
     /// The WAL: `wal.buffer = "memory" | "quorum"`, flush and segment settings, and
     /// `wal.quorum` (ensemble_size, write_quorum, ack_quorum, ...) for QuorumBuffer mode.
     pub wal: WalConfig,
@@ -149,6 +153,8 @@ impl Default for GatewayConfig {
             max_inflight_per_connection: DEFAULT_MAX_INFLIGHT_PER_CONNECTION,
             retention_check_interval_ms: 10_000,
             group_initial_rebalance_delay_ms: 3_000,
+            cluster_lease_ttl_secs: 6,
+            cluster_poll_ms: 500,
             wal: WalConfig::default(),
             logstore: LogStoreConfig::default(),
         }
@@ -171,6 +177,11 @@ impl GatewayConfig {
         anyhow::ensure!(self.max_connections >= 1 && self.max_inflight_per_connection >= 1, "connection limits must be >= 1");
         anyhow::ensure!(!self.cluster_id.is_empty(), "cluster_id must not be empty");
         anyhow::ensure!(self.retention_check_interval_ms > 0, "retention_check_interval_ms must be > 0");
+        anyhow::ensure!((2..=300).contains(&self.cluster_lease_ttl_secs), "cluster_lease_ttl_secs must be in 2..=300");
+        anyhow::ensure!(
+            self.cluster_poll_ms >= 50 && self.cluster_poll_ms * 3 <= self.cluster_lease_ttl_secs as u64 * 1000,
+            "cluster_poll_ms must be >= 50 and at most a third of the lease TTL"
+        );
         if !self.advertised_listener.is_empty() {
             let (h, p) = self
                 .advertised_listener

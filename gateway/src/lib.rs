@@ -7,6 +7,7 @@
 //! - [`server`]: listener, framing, ordered responses, limits.
 //! - [`handler`]: one file per Kafka API.
 //! - [`broker`]: topics, partitions, idempotent-producer state, retention.
+//! - [`cluster`]: membership, partition ownership and group coordinators across gateways.
 //! - [`group`]: the consumer-group coordinator and durable committed offsets.
 //! - [`batch`]: Kafka record-batch header validation and patching.
 //! - [`metrics`]: metric names, Prometheus exporter, health endpoints.
@@ -15,6 +16,7 @@
 pub mod alloc;
 pub mod batch;
 pub mod broker;
+pub mod cluster;
 pub mod config;
 pub mod group;
 pub mod handler;

@@ -1,6 +1,11 @@
-//! The broker state of one gateway: the WAL, the topic registry (persisted in the MetaStore),
-//! every partition this gateway serves, and the producer-id allocator. Handlers call into it;
-//! it knows nothing of the wire protocol beyond Kafka error codes.
+//! The broker state of one gateway: the WAL, the topic registry (persisted in the MetaStore and
+//! followed from it), every partition (with a writer where this gateway owns it), the cluster
+//! view, and the producer-id allocator. Handlers call into it; it knows nothing of the wire
+//! protocol beyond Kafka error codes.
+//!
+//! A background loop ([`Broker::cluster_tick`], every `cluster_poll_ms`) renews the gateway's
+//! registration, picks up topics created or changed by other gateways, recomputes ownership and
+//! acquires or releases partitions accordingly.
 
 pub mod partition;
 pub mod producer;
@@ -9,12 +14,14 @@ pub mod topics;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use kafka_protocol::ResponseError;
 use wal_core::log::WriterOptions;
 use wal_core::meta::{Compare, MetaStore, Op, Txn};
 use wal_core::{ObjectStore, Wal, WalError};
 
+use crate::cluster::{Cluster, Member};
 use crate::config::{GatewayConfig, MetadataKind, StorageKind};
 pub use partition::Partition;
 use topics::{topic_key, TopicMeta, TOPIC_PREFIX};
@@ -50,6 +57,9 @@ pub struct Broker {
     pub wal: Wal,
     pub meta: Arc<dyn MetaStore>,
     pub groups: Arc<crate::group::Coordinator>,
+    pub cluster: Arc<Cluster>,
+    /// Wakes the cluster loop early (a topic was created here).
+    wake: tokio::sync::Notify,
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
     admin: tokio::sync::Mutex<()>,
     pids: tokio::sync::Mutex<(i64, i64)>,
@@ -96,11 +106,16 @@ impl Broker {
         let wal = Wal::new(store, meta.clone(), cfg.wal.clone())?;
         let groups =
             crate::group::Coordinator::open(meta.clone(), std::time::Duration::from_millis(cfg.group_initial_rebalance_delay_ms)).await?;
+        let (host, port) = cfg.advertised();
+        let me = Member { node_id: cfg.node_id, host, port, rack: cfg.rack.clone(), session: 0 };
+        let cluster = Cluster::join(meta.clone(), me, cfg.cluster_lease_ttl_secs).await?;
         let broker = Arc::new(Broker {
             cfg,
             wal,
             meta,
             groups,
+            cluster,
+            wake: tokio::sync::Notify::new(),
             topics: RwLock::new(BTreeMap::new()),
             admin: tokio::sync::Mutex::new(()),
             pids: tokio::sync::Mutex::new((0, 0)),
@@ -124,7 +139,23 @@ impl Broker {
                 }
             })
         };
-        let tasks = vec![retention::spawn(broker.clone()), broker.wal.spawn_cleaner(), broker.groups.spawn_ticker(), snapshots];
+        // Take this gateway's share before serving (a lone gateway owns everything at once).
+        broker.cluster_tick().await;
+        let looping = {
+            let b = Arc::downgrade(&broker);
+            let every = Duration::from_millis(broker.cfg.cluster_poll_ms);
+            tokio::spawn(async move {
+                loop {
+                    let Some(b) = b.upgrade() else { return };
+                    tokio::select! {
+                        _ = tokio::time::sleep(every) => {}
+                        _ = b.wake.notified() => {}
+                    }
+                    b.cluster_tick().await;
+                }
+            })
+        };
+        let tasks = vec![retention::spawn(broker.clone()), broker.wal.spawn_cleaner(), broker.groups.spawn_ticker(), snapshots, looping];
         broker.tasks.lock().unwrap_or_else(|p| p.into_inner()).extend(tasks);
         Ok(broker)
     }
@@ -136,12 +167,123 @@ impl Broker {
 
     async fn open_topic(&self, meta: TopicMeta) -> Result<Arc<Topic>, WalError> {
         let name: Arc<str> = Arc::from(meta.name.as_str());
-        let opts = self.writer_options(&meta);
         let mut partitions = Vec::with_capacity(meta.partitions as usize);
         for i in 0..meta.partitions {
-            partitions.push(Partition::open(&self.wal, name.clone(), i, opts).await?);
+            partitions.push(Partition::open(&self.wal, name.clone(), i).await?);
         }
         Ok(Arc::new(Topic { meta, partitions }))
+    }
+
+    /// One round of the cluster loop: renew, follow the topic registry, recompute ownership,
+    /// acquire what this gateway owns and release what it no longer owns. Errors are logged and
+    /// retried at the next round.
+    pub async fn cluster_tick(&self) {
+        if let Err(e) = self.cluster.renew().await {
+            tracing::warn!(error = %e, "renewing the cluster registration failed");
+        }
+        if let Err(e) = self.sync_topics().await {
+            tracing::warn!(error = %e, "reading the topic registry failed");
+        }
+        let parts: Vec<(String, i32)> =
+            self.topics().iter().flat_map(|t| t.partitions.iter().map(|p| (t.meta.name.clone(), p.index))).collect();
+        match self.cluster.refresh(&parts).await {
+            Ok(true) => {
+                // Coordinators may have moved here: committed offsets are read again.
+                if let Err(e) = self.groups.offsets.reload().await {
+                    tracing::warn!(error = %e, "reloading committed offsets failed");
+                }
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "reading cluster membership failed"),
+        }
+        let mut work = Vec::new();
+        for t in self.topics() {
+            for p in &t.partitions {
+                let owns = self.cluster.owns(&t.meta.name, p.index);
+                if owns && !p.leading() {
+                    let (p, opts) = (p.clone(), self.writer_options(&t.meta));
+                    work.push(futures::future::Either::Left(async move {
+                        let started = std::time::Instant::now();
+                        match p.acquire(&self.wal, opts).await {
+                            Ok(Some(epoch)) => {
+                                tracing::info!(log = %p.log, epoch, ms = started.elapsed().as_millis() as u64, "took partition over");
+                                if let Err(e) = self.cluster.record_leader(&p.log, epoch as i32).await {
+                                    tracing::warn!(log = %p.log, error = %e, "recording the leader");
+                                }
+                            }
+                            Ok(None) => {}
+                            Err(e) => tracing::warn!(log = %p.log, error = %e, "taking partition over failed; retrying"),
+                        }
+                    }));
+                } else if !owns && p.writer().is_some() {
+                    let p = p.clone();
+                    work.push(futures::future::Either::Right(async move {
+                        p.release(&*self.meta).await;
+                        tracing::info!(log = %p.log, "handed partition over");
+                    }));
+                }
+            }
+        }
+        futures::future::join_all(work).await;
+    }
+
+    /// Follows topics created, deleted or changed by other gateways.
+    async fn sync_topics(&self) -> anyhow::Result<()> {
+        let listing = self.meta.list(TOPIC_PREFIX).await?;
+        let _g = self.admin.lock().await;
+        let mut seen = std::collections::HashSet::new();
+        for kv in listing.kvs {
+            let tm: TopicMeta = serde_json::from_slice(&kv.value)?;
+            seen.insert(tm.name.clone());
+            match self.topic(&tm.name) {
+                None => {
+                    let t = self.open_topic(tm).await?;
+                    self.insert(t);
+                }
+                Some(t) if t.meta.id != tm.id => {
+                    // Deleted and created again elsewhere.
+                    self.remove_topic_local(&t).await;
+                    let t = self.open_topic(tm).await?;
+                    self.insert(t);
+                }
+                Some(t) if t.meta != tm => {
+                    let mut partitions = t.partitions.clone();
+                    for i in t.meta.partitions..tm.partitions {
+                        partitions.push(Partition::open(&self.wal, Arc::from(tm.name.as_str()), i).await?);
+                    }
+                    self.insert(Arc::new(Topic { meta: tm, partitions }));
+                }
+                Some(_) => {}
+            }
+        }
+        for t in self.topics() {
+            if !seen.contains(&t.meta.name) {
+                self.remove_topic_local(&t).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets a topic deleted elsewhere (its writers closed; the log is the deleter's business).
+    async fn remove_topic_local(&self, t: &Topic) {
+        self.topics.write().unwrap_or_else(|p| p.into_inner()).remove(&t.meta.name);
+        for p in &t.partitions {
+            p.close().await;
+        }
+    }
+
+    /// Whether this gateway leads the partition now (owns it and holds a live writer).
+    pub fn leads(&self, p: &Partition) -> bool {
+        self.cluster.owns(&p.topic, p.index) && p.leading()
+    }
+
+    /// The leader epoch clients see for a partition: this gateway's writer epoch where it
+    /// leads, else the epoch the owner recorded.
+    pub fn leader_epoch(&self, p: &Partition) -> i32 {
+        if p.leading() {
+            return p.leader_epoch();
+        }
+        self.cluster.view().leaders.get(&p.log).map(|r| r.epoch).unwrap_or(-1)
     }
 
     fn insert(&self, t: Arc<Topic>) {
@@ -205,6 +347,30 @@ impl Broker {
         let t = self.open_topic(meta).await.map_err(wal_err)?;
         self.insert(t.clone());
         tracing::info!(topic = name, partitions, "created topic");
+        drop(_g);
+        // Take this gateway's partitions of it now rather than at the next poll.
+        let parts: Vec<(String, i32)> =
+            self.topics().iter().flat_map(|t| t.partitions.iter().map(|p| (t.meta.name.clone(), p.index))).collect();
+        if self.cluster.refresh(&parts).await.is_ok() {
+            let mut work = Vec::new();
+            for p in &t.partitions {
+                if self.cluster.owns(name, p.index) {
+                    let p = p.clone();
+                    let opts = self.writer_options(&t.meta);
+                    work.push(async move {
+                        match p.acquire(&self.wal, opts).await {
+                            Ok(Some(epoch)) => {
+                                let _ = self.cluster.record_leader(&p.log, epoch as i32).await;
+                            }
+                            Ok(None) => {}
+                            Err(e) => tracing::warn!(log = %p.log, error = %e, "opening the writer of a new partition"),
+                        }
+                    });
+                }
+            }
+            futures::future::join_all(work).await;
+        }
+        self.wake.notify_one();
         Ok(t)
     }
 
@@ -269,12 +435,12 @@ impl Broker {
         let mut meta = t.meta.clone();
         meta.partitions = count;
         self.persist(&meta).await?;
-        let opts = self.writer_options(&meta);
         let mut partitions = t.partitions.clone();
         for i in t.meta.partitions..count {
-            partitions.push(Partition::open(&self.wal, Arc::from(name), i, opts).await.map_err(wal_err)?);
+            partitions.push(Partition::open(&self.wal, Arc::from(name), i).await.map_err(wal_err)?);
         }
         self.insert(Arc::new(Topic { meta, partitions }));
+        self.wake.notify_one();
         Ok(())
     }
 
@@ -365,26 +531,30 @@ impl Broker {
         out
     }
 
-    /// Stops background work and closes every writer (flushing and sealing).
+    /// Stops background work, hands every partition over (snapshotting producer state, closing
+    /// the writer: flushed and sealed) and only then leaves the cluster, so the next owners
+    /// start from sealed logs at once.
     pub async fn shutdown(&self) {
         for t in self.tasks.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
             t.abort();
         }
+        let mut work = Vec::new();
         for t in self.topics() {
             for p in &t.partitions {
-                p.close().await;
-                if let Err(e) = p.snapshot_producers(&*self.meta).await {
-                    tracing::warn!(log = %p.log, error = %e, "snapshotting producer state");
-                }
+                let p = p.clone();
+                work.push(async move { p.release(&*self.meta).await });
             }
         }
+        futures::future::join_all(work).await;
+        self.cluster.leave().await;
     }
 
-    /// Snapshots the producer state of every partition that has idempotent producers.
+    /// Snapshots the producer state of every partition this gateway leads that has idempotent
+    /// producers (only the leader's state is current).
     pub async fn snapshot_producers(&self) {
         for t in self.topics() {
             for p in &t.partitions {
-                if p.producers.lock().await.len() == 0 {
+                if !self.leads(p) || p.producers.lock().await.len() == 0 {
                     continue;
                 }
                 if let Err(e) = p.snapshot_producers(&*self.meta).await {

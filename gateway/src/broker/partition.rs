@@ -1,5 +1,8 @@
-//! One topic partition: its log's writer and reader, and its idempotent-producer state.
-//! A Kafka offset is a wal-core offset; a Kafka record batch is one wal-core entry.
+//! One topic partition: its log's reader, its writer while this gateway owns it, and its
+//! idempotent-producer state. A Kafka offset is a wal-core offset; a Kafka record batch is one
+//! wal-core entry. Taking ownership ([`Partition::acquire`]) opens the writer (fencing any
+//! previous owner) and rebuilds the producer state from the log; giving it up
+//! ([`Partition::release`]) snapshots that state and closes the writer, sealing its segment.
 //!
 //! The producer state is snapshotted to the MetaStore (`gw/pstate/{log}`, with the offset it
 //! covers and the log id) at close and periodically; opening a partition loads the snapshot and
@@ -40,26 +43,71 @@ pub struct Partition {
 }
 
 impl Partition {
-    /// Opens (creating the log if needed) the partition, its writer, and rebuilds producer state.
-    pub async fn open(wal: &Wal, topic: Arc<str>, index: i32, opts: WriterOptions) -> Result<Arc<Partition>, WalError> {
+    /// Opens (creating the log if needed) the partition's reader; no writer until
+    /// [`Partition::acquire`].
+    pub async fn open(wal: &Wal, topic: Arc<str>, index: i32) -> Result<Arc<Partition>, WalError> {
         let log = super::topics::log_name(&topic, index);
         match wal.create_log(&log).await {
             Ok(_) | Err(WalError::LogExists(_)) => {}
             Err(e) => return Err(e),
         }
-        let writer = wal.open_writer_with(&log, opts).await?;
         let reader = wal.open_reader(&log).await?;
-        let p = Partition {
+        Ok(Arc::new(Partition {
             topic,
             index,
             log,
             reader,
-            writer: RwLock::new(Some(writer)),
+            writer: RwLock::new(None),
             producers: Mutex::new(ProducerStates::default()),
             reopen: Mutex::new(()),
-        };
-        p.rebuild_producers(&**wal.meta()).await?;
-        Ok(Arc::new(p))
+        }))
+    }
+
+    /// Whether this gateway holds a writer that has not failed.
+    pub fn leading(&self) -> bool {
+        self.writer().is_some_and(|w| w.failure().is_none())
+    }
+
+    /// Takes the partition over: opens a writer (bumping the log's epoch, so a previous owner
+    /// is fenced), then rebuilds the producer state from the snapshot and the log up to the
+    /// writer's start. Returns the new epoch; does nothing when already leading.
+    pub async fn acquire(&self, wal: &Wal, opts: WriterOptions) -> Result<Option<u64>, WalError> {
+        let _g = self.reopen.lock().await;
+        if self.leading() {
+            return Ok(None);
+        }
+        let w = wal.open_writer_with(&self.log, opts).await?;
+        let epoch = w.epoch();
+        let end = w.written();
+        // The reader shares the log's state with the writer, but refresh in case it lagged.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while self.reader.durable_end() < end && std::time::Instant::now() < deadline {
+            self.reader.refresh().await?;
+            if self.reader.durable_end() < end {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+        *self.producers.lock().await = ProducerStates::default();
+        self.rebuild_producers(&**wal.meta()).await?;
+        *self.writer.write().unwrap_or_else(|p| p.into_inner()) = Some(w);
+        Ok(Some(epoch))
+    }
+
+    /// Hands the partition over: snapshots the producer state and closes the writer (flushing
+    /// and sealing), so the next owner starts at once.
+    pub async fn release(&self, meta: &dyn MetaStore) {
+        let _g = self.reopen.lock().await;
+        if self.writer().is_none() {
+            return;
+        }
+        if self.writer().is_some_and(|w| w.failure().is_none()) {
+            if let Err(e) = self.snapshot_producers(meta).await {
+                tracing::warn!(log = %self.log, error = %e, "snapshotting producer state");
+            }
+        }
+        self.close().await;
+        // The next owner's state is the current one; ours goes stale from here.
+        *self.producers.lock().await = ProducerStates::default();
     }
 
     /// Loads the producer-state snapshot (if it belongs to this log) and replays the stored
@@ -113,6 +161,8 @@ impl Partition {
     }
 
     /// Replaces a writer that stopped in an unknown state (the new one recovers from metadata).
+    /// The caller checks that this gateway still owns the partition: a fenced writer's owner
+    /// must not take the log back.
     pub async fn reopen_writer(&self, wal: &Wal, opts: WriterOptions, failed_epoch: u64) -> Result<(), WalError> {
         let _g = self.reopen.lock().await;
         if self.writer().is_some_and(|w| w.epoch() != failed_epoch && w.failure().is_none()) {
@@ -124,6 +174,14 @@ impl Partition {
         *self.writer.write().unwrap_or_else(|p| p.into_inner()) = Some(w);
         tracing::info!(log = %self.log, "reopened writer");
         Ok(())
+    }
+
+    /// Drops a writer that failed, without reopening (this gateway no longer owns the log).
+    pub fn drop_failed_writer(&self) {
+        let mut g = self.writer.write().unwrap_or_else(|p| p.into_inner());
+        if g.as_ref().is_some_and(|w| w.failure().is_some()) {
+            *g = None;
+        }
     }
 
     /// Stores the producer state as of the durable end, so a restart replays only what follows.

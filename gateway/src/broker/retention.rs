@@ -46,6 +46,9 @@ pub async fn enforce_once(broker: &Broker) -> anyhow::Result<u64> {
             continue;
         }
         for p in &topic.partitions {
+            if !broker.leads(p) {
+                continue; // the partition's owner enforces it
+            }
             let segs = broker.wal.segments(&p.log).await?;
             if let Some(point) = retention_point(&segs, s.retention_ms, s.retention_bytes, now) {
                 if point > p.reader.start_offset() {

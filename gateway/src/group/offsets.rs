@@ -42,6 +42,19 @@ fn key(group: &str, topic: &str, partition: i32) -> String {
 impl OffsetStore {
     /// Loads every committed offset.
     pub async fn load(meta: Arc<dyn MetaStore>) -> Result<OffsetStore, MetaError> {
+        let cache = Self::read_all(&*meta).await?;
+        Ok(OffsetStore { meta, cache: Mutex::new(cache) })
+    }
+
+    /// Reads every committed offset again (groups whose coordinator moved here were committed
+    /// on another gateway).
+    pub async fn reload(&self) -> Result<(), MetaError> {
+        let fresh = Self::read_all(&*self.meta).await?;
+        *self.cache() = fresh;
+        Ok(())
+    }
+
+    async fn read_all(meta: &dyn MetaStore) -> Result<HashMap<String, GroupOffsets>, MetaError> {
         let mut cache: HashMap<String, GroupOffsets> = HashMap::new();
         for kv in meta.list(PREFIX).await?.kvs {
             let rest = &kv.key[PREFIX.len()..];
@@ -54,7 +67,7 @@ impl OffsetStore {
             };
             cache.entry(group).or_default().insert((topic.to_string(), partition), c);
         }
-        Ok(OffsetStore { meta, cache: Mutex::new(cache) })
+        Ok(cache)
     }
 
     fn cache(&self) -> MutexGuard<'_, HashMap<String, GroupOffsets>> {

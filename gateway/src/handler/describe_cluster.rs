@@ -1,4 +1,4 @@
-//! DescribeCluster: this gateway is the whole cluster (until the cluster issue).
+//! DescribeCluster: every live gateway; the one with the lowest node id is named controller.
 
 use std::sync::Arc;
 
@@ -9,13 +9,21 @@ use super::s;
 use crate::broker::Broker;
 
 pub fn handle(b: Arc<Broker>) -> DescribeClusterResponse {
-    let (host, port) = b.cfg.advertised();
+    let view = b.cluster.view();
+    let controller = view.members.keys().next().copied().unwrap_or(b.cfg.node_id);
     DescribeClusterResponse::default()
         .with_cluster_id(s(b.cfg.cluster_id.clone()))
-        .with_controller_id(BrokerId(b.cfg.node_id))
-        .with_brokers(vec![DescribeClusterBroker::default()
-            .with_broker_id(BrokerId(b.cfg.node_id))
-            .with_host(s(host))
-            .with_port(port)
-            .with_rack(b.cfg.rack.clone().map(s))])
+        .with_controller_id(BrokerId(controller))
+        .with_brokers(
+            view.members
+                .values()
+                .map(|m| {
+                    DescribeClusterBroker::default()
+                        .with_broker_id(BrokerId(m.node_id))
+                        .with_host(s(m.host.clone()))
+                        .with_port(m.port)
+                        .with_rack(m.rack.clone().map(s))
+                })
+                .collect(),
+        )
 }

@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use kafka_protocol::ResponseError;
+
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse};
 
@@ -15,6 +17,9 @@ pub fn handle(b: Arc<Broker>, v: i16, req: DescribeGroupsRequest) -> DescribeGro
         .iter()
         .map(|id| {
             let mut r = DescribedGroup::default().with_group_id(id.clone());
+            if !b.cluster.coordinates(id) {
+                return r.with_error_code(ResponseError::NotCoordinator.code());
+            }
             match b.groups.summary(id) {
                 None => r.group_state = s("Dead"),
                 Some(g) => {

@@ -25,20 +25,23 @@ struct Want {
     index: i32,
     offset: i64,
     max_bytes: usize,
-    leader_epoch: i32,
+    /// Why this gateway cannot serve the partition (not its leader, or another leader epoch).
+    refused: Option<ResponseError>,
     unknown: ResponseError,
 }
 
-pub fn leader_epoch_error(p: &Partition, requested: i32) -> Option<ResponseError> {
-    if requested < 0 {
-        return None;
+/// Checks a request's view of the partition's leadership: FENCED_LEADER_EPOCH when it names an
+/// older epoch than the current leader's (here or elsewhere), NOT_LEADER_OR_FOLLOWER when this
+/// gateway does not lead the partition, UNKNOWN_LEADER_EPOCH when it names a newer one.
+pub fn leader_epoch_error(b: &Broker, p: &Partition, requested: i32) -> Option<ResponseError> {
+    let ours = b.leader_epoch(p);
+    if requested >= 0 && requested < ours {
+        return Some(ResponseError::FencedLeaderEpoch);
     }
-    let ours = p.leader_epoch();
-    match requested.cmp(&ours) {
-        std::cmp::Ordering::Less => Some(ResponseError::FencedLeaderEpoch),
-        std::cmp::Ordering::Greater => Some(ResponseError::UnknownLeaderEpoch),
-        std::cmp::Ordering::Equal => None,
+    if !b.leads(p) {
+        return Some(ResponseError::NotLeaderOrFollower);
     }
+    (requested > ours).then_some(ResponseError::UnknownLeaderEpoch)
 }
 
 async fn read_one(w: &Want, budget: &mut usize, first: &mut bool, v: i16) -> PartitionData {
@@ -59,7 +62,7 @@ async fn read_one(w: &Want, budget: &mut usize, first: &mut bool, v: i16) -> Par
     if v >= 5 {
         d.log_start_offset = p.log_start();
     }
-    if let Some(e) = leader_epoch_error(p, w.leader_epoch) {
+    if let Some(e) = w.refused {
         return d.with_error_code(e.code());
     }
     if w.offset < 0 || w.offset < p.log_start() || w.offset > hw {
@@ -106,13 +109,17 @@ pub async fn handle(b: Arc<Broker>, v: i16, req: FetchRequest) -> FetchResponse 
         let wants: Vec<Want> = t
             .partitions
             .iter()
-            .map(|fp| Want {
-                partition: topic.as_ref().and_then(|t| usize::try_from(fp.partition).ok().and_then(|i| t.partitions.get(i).cloned())),
-                index: fp.partition,
-                offset: fp.fetch_offset,
-                max_bytes: fp.partition_max_bytes.max(0) as usize,
-                leader_epoch: if v >= 9 { fp.current_leader_epoch } else { -1 },
-                unknown,
+            .map(|fp| {
+                let partition = topic.as_ref().and_then(|t| usize::try_from(fp.partition).ok().and_then(|i| t.partitions.get(i).cloned()));
+                let requested = if v >= 9 { fp.current_leader_epoch } else { -1 };
+                Want {
+                    refused: partition.as_ref().and_then(|p| leader_epoch_error(&b, p, requested)),
+                    partition,
+                    index: fp.partition,
+                    offset: fp.fetch_offset,
+                    max_bytes: fp.partition_max_bytes.max(0) as usize,
+                    unknown,
+                }
             })
             .collect();
         topics.push((t.topic.clone(), t.topic_id, wants));

@@ -1,5 +1,5 @@
-//! FindCoordinator: this gateway coordinates every group (single keys before v4, batched keys
-//! from v4). Transaction coordinators do not exist here (no transactions).
+//! FindCoordinator: the live gateway the cluster assigns the group to (single keys before v4,
+//! batched keys from v4). Transaction coordinators do not exist here (no transactions).
 
 use std::sync::Arc;
 
@@ -13,38 +13,40 @@ use crate::broker::Broker;
 const KEY_TYPE_GROUP: i8 = 0;
 
 pub fn handle(b: Arc<Broker>, v: i16, req: FindCoordinatorRequest) -> FindCoordinatorResponse {
-    let (host, port) = b.cfg.advertised();
-    let node = BrokerId(b.cfg.node_id);
     let error = (req.key_type != KEY_TYPE_GROUP).then_some(ResponseError::TransactionalIdAuthorizationFailed);
+    let lookup = |key: &str| match error {
+        Some(e) => Err((e, "transactions are not supported")),
+        None => b.cluster.coordinator_of(key).ok_or((ResponseError::CoordinatorNotAvailable, "no live gateway")),
+    };
     if v >= 4 {
         let coordinators = req
             .coordinator_keys
             .into_iter()
-            .map(|k| match error {
-                None => Coordinator::default().with_key(k).with_node_id(node).with_host(s(host.clone())).with_port(port),
-                Some(e) => Coordinator::default()
+            .map(|k| match lookup(&k) {
+                Ok(m) => Coordinator::default().with_key(k).with_node_id(BrokerId(m.node_id)).with_host(s(m.host)).with_port(m.port),
+                Err((e, msg)) => Coordinator::default()
                     .with_key(k)
                     .with_node_id(BrokerId(-1))
                     .with_port(-1)
                     .with_error_code(e.code())
-                    .with_error_message(Some(s("transactions are not supported"))),
+                    .with_error_message(Some(s(msg))),
             })
             .collect();
         return FindCoordinatorResponse::default().with_coordinators(coordinators);
     }
     let mut r = FindCoordinatorResponse::default();
-    match error {
-        None => {
-            r.node_id = node;
-            r.host = s(host);
-            r.port = port;
+    match lookup(&req.key) {
+        Ok(m) => {
+            r.node_id = BrokerId(m.node_id);
+            r.host = s(m.host);
+            r.port = m.port;
         }
-        Some(e) => {
+        Err((e, msg)) => {
             r.error_code = e.code();
             r.node_id = BrokerId(-1);
             r.port = -1;
             if v >= 1 {
-                r.error_message = Some(s("transactions are not supported"));
+                r.error_message = Some(s(msg));
             }
         }
     }

@@ -9,6 +9,9 @@ use kafka_protocol::ResponseError;
 use crate::broker::Broker;
 
 pub fn handle(b: Arc<Broker>, req: HeartbeatRequest) -> HeartbeatResponse {
+    if !b.cluster.coordinates(&req.group_id.0) {
+        return HeartbeatResponse::default().with_error_code(ResponseError::NotCoordinator.code());
+    }
     let instance = req.group_instance_id.as_ref().map(|i| i.to_string());
     let e = b
         .groups

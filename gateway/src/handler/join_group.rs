@@ -19,6 +19,8 @@ pub async fn handle(b: Arc<Broker>, v: i16, client_id: String, client_host: Stri
     let rebalance = if v >= 1 { Duration::from_millis(req.rebalance_timeout_ms.max(0) as u64) } else { session };
     let result = if group_id.is_empty() {
         JoinResult::error(ResponseError::InvalidGroupId, req.member_id.to_string())
+    } else if !b.cluster.coordinates(&group_id) {
+        JoinResult::error(ResponseError::NotCoordinator, req.member_id.to_string())
     } else if session < MIN_SESSION_TIMEOUT || session > MAX_SESSION_TIMEOUT {
         JoinResult::error(ResponseError::InvalidSessionTimeout, req.member_id.to_string())
     } else {

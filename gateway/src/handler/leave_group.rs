@@ -10,6 +10,9 @@ use kafka_protocol::ResponseError;
 use crate::broker::Broker;
 
 pub fn handle(b: Arc<Broker>, v: i16, req: LeaveGroupRequest) -> LeaveGroupResponse {
+    if !b.cluster.coordinates(&req.group_id.0) {
+        return LeaveGroupResponse::default().with_error_code(ResponseError::NotCoordinator.code());
+    }
     let delay = b.groups.initial_delay;
     if v < 3 {
         let e = b

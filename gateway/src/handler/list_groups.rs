@@ -14,6 +14,7 @@ pub fn handle(b: Arc<Broker>, v: i16, req: ListGroupsRequest) -> ListGroupsRespo
         .groups
         .group_ids()
         .into_iter()
+        .filter(|id| b.cluster.coordinates(id))
         .filter_map(|id| b.groups.summary(&id))
         .filter(|g| req.states_filter.is_empty() || req.states_filter.iter().any(|f| f.eq_ignore_ascii_case(g.state.name())))
         .filter(|_| req.types_filter.is_empty() || req.types_filter.iter().any(|t| t.eq_ignore_ascii_case("classic")))

@@ -21,11 +21,12 @@ pub async fn handle(b: Arc<Broker>, v: i16, req: ListOffsetsRequest) -> ListOffs
                 parts.push(r.with_error_code(ResponseError::UnknownTopicOrPartition.code()));
                 continue;
             };
+            let requested = if v >= 4 { lp.current_leader_epoch } else { -1 };
+            if let Some(e) = leader_epoch_error(&b, &p, requested) {
+                parts.push(r.with_error_code(e.code()));
+                continue;
+            }
             if v >= 4 {
-                if let Some(e) = leader_epoch_error(&p, lp.current_leader_epoch) {
-                    parts.push(r.with_error_code(e.code()));
-                    continue;
-                }
                 r.leader_epoch = p.leader_epoch();
             }
             let found = match lp.timestamp {

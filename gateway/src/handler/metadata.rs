@@ -1,5 +1,6 @@
-//! Metadata: this gateway as the only broker, every partition led by it with the writer epoch as
-//! leader epoch; unknown topics are auto-created when configured and allowed by the request.
+//! Metadata: every live gateway of the cluster as a broker; each partition led by its owner, with
+//! the owner's writer epoch as leader epoch (LEADER_NOT_AVAILABLE while nobody owns it); unknown
+//! topics are auto-created when configured and allowed by the request.
 
 use std::sync::Arc;
 
@@ -11,18 +12,20 @@ use super::s;
 use crate::broker::{topics::valid_topic_name, Broker, Topic};
 
 fn topic_response(b: &Broker, v: i16, t: &Topic) -> MetadataResponseTopic {
-    let node = BrokerId(b.cfg.node_id);
     let partitions = t
         .partitions
         .iter()
         .map(|p| {
-            let mut r = MetadataResponsePartition::default()
-                .with_partition_index(p.index)
-                .with_leader_id(node)
-                .with_replica_nodes(vec![node])
-                .with_isr_nodes(vec![node]);
+            let mut r = MetadataResponsePartition::default().with_partition_index(p.index);
+            match b.cluster.owner(&t.meta.name, p.index) {
+                Some(owner) => {
+                    let node = BrokerId(owner);
+                    r = r.with_leader_id(node).with_replica_nodes(vec![node]).with_isr_nodes(vec![node]);
+                }
+                None => r = r.with_leader_id(BrokerId(-1)).with_error_code(ResponseError::LeaderNotAvailable.code()),
+            }
             if v >= 7 {
-                r.leader_epoch = p.leader_epoch();
+                r.leader_epoch = b.leader_epoch(p);
             }
             r
         })
@@ -43,11 +46,19 @@ fn error_topic(v: i16, name: Option<String>, id: uuid::Uuid, e: ResponseError) -
 }
 
 pub async fn handle(b: Arc<Broker>, v: i16, req: MetadataRequest) -> MetadataResponse {
-    let (host, port) = b.cfg.advertised();
-    let mut broker = MetadataResponseBroker::default().with_node_id(BrokerId(b.cfg.node_id)).with_host(s(host)).with_port(port);
-    if v >= 1 {
-        broker.rack = b.cfg.rack.clone().map(s);
-    }
+    let view = b.cluster.view();
+    let brokers: Vec<MetadataResponseBroker> = view
+        .members
+        .values()
+        .map(|m| {
+            let mut r = MetadataResponseBroker::default().with_node_id(BrokerId(m.node_id)).with_host(s(m.host.clone())).with_port(m.port);
+            if v >= 1 {
+                r.rack = m.rack.clone().map(s);
+            }
+            r
+        })
+        .collect();
+    let controller = view.members.keys().next().copied().unwrap_or(b.cfg.node_id);
     let auto_create = b.cfg.auto_create_topics && (v < 4 || req.allow_auto_topic_creation);
     // v0: an empty list means all topics; later versions use null for that.
     let requested = match req.topics {
@@ -79,9 +90,9 @@ pub async fn handle(b: Arc<Broker>, v: i16, req: MetadataRequest) -> MetadataRes
             out
         }
     };
-    let mut resp = MetadataResponse::default().with_brokers(vec![broker]).with_topics(topics);
+    let mut resp = MetadataResponse::default().with_brokers(brokers).with_topics(topics);
     if v >= 1 {
-        resp.controller_id = BrokerId(b.cfg.node_id);
+        resp.controller_id = BrokerId(controller);
     }
     if v >= 2 {
         resp.cluster_id = Some(s(b.cfg.cluster_id.clone()));

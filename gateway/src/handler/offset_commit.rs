@@ -32,7 +32,13 @@ fn check_member(b: &Broker, req: &OffsetCommitRequest) -> Option<ResponseError> 
 }
 
 pub async fn handle(b: Arc<Broker>, req: OffsetCommitRequest) -> OffsetCommitResponse {
-    let group_error = if req.group_id.is_empty() { Some(ResponseError::InvalidGroupId) } else { check_member(&b, &req) };
+    let group_error = if req.group_id.is_empty() {
+        Some(ResponseError::InvalidGroupId)
+    } else if !b.cluster.coordinates(&req.group_id.0) {
+        Some(ResponseError::NotCoordinator)
+    } else {
+        check_member(&b, &req)
+    };
     let mut commits = Vec::new();
     let mut topics = Vec::with_capacity(req.topics.len());
     for t in &req.topics {

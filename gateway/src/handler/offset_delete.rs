@@ -34,6 +34,9 @@ fn subscribed_topics(mut meta: &[u8]) -> Vec<String> {
 
 pub async fn handle(b: Arc<Broker>, req: OffsetDeleteRequest) -> OffsetDeleteResponse {
     let group = req.group_id.0.to_string();
+    if !b.cluster.coordinates(&group) {
+        return OffsetDeleteResponse::default().with_error_code(ResponseError::NotCoordinator.code());
+    }
     let Some(summary) = b.groups.summary(&group) else {
         return OffsetDeleteResponse::default().with_error_code(ResponseError::GroupIdNotFound.code());
     };

@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use kafka_protocol::ResponseError;
+
 use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions, OffsetFetchResponseTopic, OffsetFetchResponseTopics,
 };
@@ -49,6 +51,9 @@ pub fn handle(b: Arc<Broker>, v: i16, req: OffsetFetchRequest) -> OffsetFetchRes
             .groups
             .iter()
             .map(|g| {
+                if !b.cluster.coordinates(&g.group_id.0) {
+                    return OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone()).with_error_code(ResponseError::NotCoordinator.code());
+                }
                 let topics = g.topics.as_ref().map(|ts| ts.iter().map(|t| (t.name.0.to_string(), t.partition_indexes.clone())).collect());
                 let fetched = fetch(&b, &g.group_id.0, topics);
                 OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone()).with_topics(
@@ -72,6 +77,18 @@ pub fn handle(b: Arc<Broker>, v: i16, req: OffsetFetchRequest) -> OffsetFetchRes
             })
             .collect();
         return OffsetFetchResponse::default().with_groups(groups);
+    }
+    if !b.cluster.coordinates(&req.group_id.0) {
+        // (v0-1 have no group-level error code: a per-partition one tells the client.)
+        let topics = req.topics.iter().flatten().map(|t| {
+            OffsetFetchResponseTopic::default().with_name(t.name.clone()).with_partitions(
+                t.partition_indexes
+                    .iter()
+                    .map(|p| OffsetFetchResponsePartition::default().with_partition_index(*p).with_committed_offset(-1).with_error_code(ResponseError::NotCoordinator.code()))
+                    .collect(),
+            )
+        });
+        return OffsetFetchResponse::default().with_error_code(ResponseError::NotCoordinator.code()).with_topics(topics.collect());
     }
     let topics = req.topics.as_ref().map(|ts| ts.iter().map(|t| (t.name.0.to_string(), t.partition_indexes.clone())).collect());
     let fetched = fetch(&b, &req.group_id.0, topics);

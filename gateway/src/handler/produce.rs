@@ -69,7 +69,9 @@ async fn submit_partition(b: &Broker, p: &Arc<Partition>, records: Option<bytes:
             return (Vec::new(), Some(ResponseError::UnsupportedForMessageFormat));
         }
     }
-    let Some(writer) = p.writer() else { return (Vec::new(), Some(ResponseError::NotLeaderOrFollower)) };
+    let Some(writer) = p.writer().filter(|_| b.cluster.owns(&p.topic, p.index)) else {
+        return (Vec::new(), Some(ResponseError::NotLeaderOrFollower));
+    };
     let epoch = writer.epoch() as i32;
     let mut producers = p.producers.lock().await;
     let mut steps = Vec::with_capacity(batches.len());
@@ -140,7 +142,10 @@ async fn wait_steps(b: &Broker, p: &Arc<Partition>, steps: Vec<Step>) -> (Option
                         if info.is_idempotent() {
                             p.producers.lock().await.forget(info.producer_id, info.base_sequence, base);
                         }
-                        if matches!(e, WalError::WriterFailed(_)) {
+                        if !b.cluster.owns(&p.topic, p.index) {
+                            // Fenced by the new owner (or about to hand over): never take it back.
+                            p.drop_failed_writer();
+                        } else if matches!(e, WalError::WriterFailed(_)) {
                             let (b2, p2) = (b.wal.clone(), p.clone());
                             let opts = b.topic(&p.topic).map(|t| b.writer_options(&t.meta)).unwrap_or_default();
                             tokio::spawn(async move {

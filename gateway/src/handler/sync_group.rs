@@ -12,6 +12,9 @@ use crate::broker::Broker;
 use crate::group::state::{Outcome, SyncResult};
 
 pub async fn handle(b: Arc<Broker>, v: i16, req: SyncGroupRequest) -> SyncGroupResponse {
+    if !b.cluster.coordinates(&req.group_id.0) {
+        return SyncGroupResponse::default().with_error_code(ResponseError::NotCoordinator.code());
+    }
     let member = req.member_id.to_string();
     let instance = req.group_instance_id.as_ref().map(|i| i.to_string());
     let assignments = req.assignments.iter().map(|a| (a.member_id.to_string(), a.assignment.clone())).collect();

@@ -1,0 +1,301 @@
+//! A cluster of gateways on the MetaStore: membership, partition ownership, group coordinators.
+//!
+//! Every gateway registers `gw/members/{node_id}` (its advertised host:port and rack) under a
+//! lease and renews it; a gateway that dies or pauses past the lease disappears. Every gateway
+//! polls the member list and computes the same assignment from it: each partition goes to one
+//! live member by rendezvous hashing with a bounded load (no member gets more than
+//! `ceil(partitions / members)`), so ownership is balanced and moves little when members come
+//! and go. A gateway opens the writers of the partitions it owns; opening a writer bumps the
+//! log's epoch, which fences the previous owner even if it is only paused. The owner records
+//! `gw/leaders/{log}` = (node, epoch) so every gateway can name the leader epoch in Metadata.
+//!
+//! Group coordinators are spread the same way (rendezvous hashing of the group id over the
+//! members); committed offsets live in the MetaStore, so a new coordinator reloads them.
+//!
+//! A gateway whose lease may have expired (its last renewal is older than 3/4 of the TTL, e.g.
+//! after a pause) owns nothing until it has registered again.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use wal_core::meta::{MetaStore, Op, Txn};
+use wal_core::MetaError;
+
+pub const MEMBER_PREFIX: &str = "gw/members/";
+pub const LEADER_PREFIX: &str = "gw/leaders/";
+
+/// A live gateway as it registers itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    pub node_id: i32,
+    pub host: String,
+    pub port: i32,
+    pub rack: Option<String>,
+    /// Random per process start: tells two registrations of one node id apart.
+    pub session: u64,
+}
+
+/// Who last took ownership of a log, and at which writer epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaderRecord {
+    pub node_id: i32,
+    pub epoch: i32,
+}
+
+pub fn leader_key(log: &str) -> String {
+    format!("{LEADER_PREFIX}{log}")
+}
+
+fn member_key(node_id: i32) -> String {
+    format!("{MEMBER_PREFIX}{node_id}")
+}
+
+/// A stable 64-bit hash (FNV-1a, then a final mix): the same in every process and version.
+fn hash(parts: &[&[u8]]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for p in parts {
+        for b in p.iter().chain(&[0xff]) {
+            h ^= *b as u64;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h
+}
+
+fn rank(key: &[u8], members: &[i32]) -> Vec<i32> {
+    let mut v: Vec<(u64, i32)> = members.iter().map(|m| (hash(&[key, &m.to_be_bytes()]), *m)).collect();
+    v.sort_unstable_by(|a, b| b.cmp(a));
+    v.into_iter().map(|(_, m)| m).collect()
+}
+
+/// Each partition's owner: the highest-ranked member (rendezvous hashing) that has fewer than
+/// `ceil(partitions / members)` partitions already, partitions taken in a fixed order.
+pub fn assign(partitions: &[(String, i32)], members: &[i32]) -> HashMap<(String, i32), i32> {
+    let mut out = HashMap::with_capacity(partitions.len());
+    if members.is_empty() {
+        return out;
+    }
+    let cap = partitions.len().div_ceil(members.len());
+    let mut load: HashMap<i32, usize> = HashMap::new();
+    let mut sorted: Vec<&(String, i32)> = partitions.iter().collect();
+    sorted.sort();
+    for (topic, idx) in sorted {
+        let key = [topic.as_bytes(), &idx.to_be_bytes()].concat();
+        let owner = rank(&key, members).into_iter().find(|m| load.get(m).copied().unwrap_or(0) < cap).expect("capacity suffices");
+        *load.entry(owner).or_default() += 1;
+        out.insert((topic.clone(), *idx), owner);
+    }
+    out
+}
+
+/// The coordinator of a group: the highest-ranked member for its id.
+pub fn coordinator(group: &str, members: &[i32]) -> Option<i32> {
+    rank(group.as_bytes(), members).first().copied()
+}
+
+/// What this gateway knows of the cluster at one poll.
+#[derive(Debug, Default)]
+pub struct View {
+    /// Live members by node id.
+    pub members: BTreeMap<i32, Member>,
+    pub owners: HashMap<(String, i32), i32>,
+    pub leaders: HashMap<String, LeaderRecord>,
+}
+
+impl View {
+    pub fn member_ids(&self) -> Vec<i32> {
+        self.members.keys().copied().collect()
+    }
+}
+
+pub struct Cluster {
+    pub me: Member,
+    meta: Arc<dyn MetaStore>,
+    ttl: Duration,
+    lease: Mutex<i64>,
+    renewed: Mutex<Instant>,
+    view: RwLock<Arc<View>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Cluster {
+    /// Registers this gateway under a new lease.
+    pub async fn join(meta: Arc<dyn MetaStore>, mut me: Member, ttl_secs: i64) -> Result<Arc<Cluster>, MetaError> {
+        me.session = loop {
+            let v: u64 = rand::random();
+            if v != 0 {
+                break v;
+            }
+        };
+        let lease = register(&*meta, &me, ttl_secs).await?;
+        let view = View { members: BTreeMap::from([(me.node_id, me.clone())]), ..View::default() };
+        Ok(Arc::new(Cluster {
+            me,
+            meta,
+            ttl: Duration::from_secs(ttl_secs as u64),
+            lease: Mutex::new(lease),
+            renewed: Mutex::new(Instant::now()),
+            view: RwLock::new(Arc::new(view)),
+        }))
+    }
+
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// Whether this gateway's registration is surely still live (renewed within 3/4 of the TTL).
+    pub fn serving(&self) -> bool {
+        lock(&self.renewed).elapsed() < self.ttl * 3 / 4
+    }
+
+    /// Renews the lease; registers again (new lease) when it expired.
+    pub async fn renew(&self) -> Result<(), MetaError> {
+        let lease = *lock(&self.lease);
+        match self.meta.keep_alive(lease).await {
+            Ok(()) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, node = self.me.node_id, "cluster lease lost; registering again");
+                let l = register(&*self.meta, &self.me, self.ttl.as_secs() as i64).await?;
+                *lock(&self.lease) = l;
+            }
+        }
+        *lock(&self.renewed) = Instant::now();
+        Ok(())
+    }
+
+    /// Withdraws the registration (graceful shutdown, after handing partitions over).
+    pub async fn leave(&self) {
+        let lease = *lock(&self.lease);
+        *lock(&self.renewed) = Instant::now() - self.ttl;
+        if let Err(e) = self.meta.revoke_lease(lease).await {
+            tracing::warn!(error = %e, "revoking the cluster lease");
+        }
+    }
+
+    pub fn view(&self) -> Arc<View> {
+        self.view.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Reads members and leader records and recomputes the assignment of `partitions`.
+    /// Returns whether the member set changed.
+    pub async fn refresh(&self, partitions: &[(String, i32)]) -> Result<bool, MetaError> {
+        let mut members = BTreeMap::new();
+        for kv in self.meta.list(MEMBER_PREFIX).await?.kvs {
+            match serde_json::from_slice::<Member>(&kv.value) {
+                Ok(m) => {
+                    if m.node_id == self.me.node_id && m.session != self.me.session {
+                        tracing::error!(node = m.node_id, host = %m.host, port = m.port, "another gateway registered this node id");
+                    }
+                    members.insert(m.node_id, m);
+                }
+                Err(e) => tracing::warn!(key = %kv.key, error = %e, "skipping an unreadable member record"),
+            }
+        }
+        let mut leaders = HashMap::new();
+        for kv in self.meta.list(LEADER_PREFIX).await?.kvs {
+            if let Ok(r) = serde_json::from_slice::<LeaderRecord>(&kv.value) {
+                leaders.insert(kv.key[LEADER_PREFIX.len()..].to_string(), r);
+            }
+        }
+        let ids: Vec<i32> = members.keys().copied().collect();
+        let owners = assign(partitions, &ids);
+        let old = self.view();
+        let changed = old.member_ids() != ids;
+        if changed {
+            tracing::info!(members = ?ids, "cluster membership changed");
+        }
+        *self.view.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(View { members, owners, leaders });
+        Ok(changed)
+    }
+
+    /// The owner of a partition in the current view.
+    pub fn owner(&self, topic: &str, index: i32) -> Option<i32> {
+        self.view().owners.get(&(topic.to_string(), index)).copied()
+    }
+
+    /// Whether this gateway should lead the partition now.
+    pub fn owns(&self, topic: &str, index: i32) -> bool {
+        self.serving() && self.owner(topic, index) == Some(self.me.node_id)
+    }
+
+    /// The member coordinating a group.
+    pub fn coordinator_of(&self, group: &str) -> Option<Member> {
+        let v = self.view();
+        coordinator(group, &v.member_ids()).and_then(|id| v.members.get(&id).cloned())
+    }
+
+    pub fn coordinates(&self, group: &str) -> bool {
+        self.serving() && self.coordinator_of(group).is_some_and(|m| m.node_id == self.me.node_id)
+    }
+
+    /// Records that this gateway took the log over at `epoch`.
+    pub async fn record_leader(&self, log: &str, epoch: i32) -> Result<(), MetaError> {
+        let r = LeaderRecord { node_id: self.me.node_id, epoch };
+        self.meta.txn(Txn::new().then(Op::put(leader_key(log), serde_json::to_vec(&r).expect("serializes")))).await?;
+        Ok(())
+    }
+}
+
+async fn register(meta: &dyn MetaStore, me: &Member, ttl_secs: i64) -> Result<i64, MetaError> {
+    let lease = meta.grant_lease(ttl_secs).await?;
+    let value = serde_json::to_vec(me).expect("member serializes");
+    meta.txn(Txn::new().then(Op::Put { key: member_key(me.node_id), value: value.into(), lease })).await?;
+    Ok(lease)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(n: i32) -> Vec<(String, i32)> {
+        (0..n).map(|i| (format!("t{}", i % 3), i)).collect()
+    }
+
+    #[test]
+    fn assignment_is_deterministic_complete_and_balanced() {
+        let p = parts(40);
+        let a = assign(&p, &[1, 2, 3]);
+        assert_eq!(a, assign(&p, &[3, 1, 2]));
+        assert_eq!(a.len(), 40);
+        let mut load: HashMap<i32, usize> = HashMap::new();
+        for o in a.values() {
+            *load.entry(*o).or_default() += 1;
+        }
+        assert!(load.values().all(|n| *n <= 14), "{load:?}");
+        assert_eq!(load.len(), 3);
+        assert!(assign(&p, &[]).is_empty());
+    }
+
+    #[test]
+    fn a_member_leaving_moves_mostly_its_own_partitions() {
+        let p = parts(60);
+        let before = assign(&p, &[1, 2, 3]);
+        let after = assign(&p, &[1, 3]);
+        assert!(after.values().all(|o| *o != 2));
+        let kept = before.iter().filter(|(k, o)| **o != 2 && after[*k] == **o).count();
+        let others = before.values().filter(|o| **o != 2).count();
+        // Bounded load may move a few more, but most partitions of the survivors stay put.
+        assert!(kept * 10 >= others * 7, "kept {kept} of {others}");
+    }
+
+    #[test]
+    fn coordinators_spread_over_members() {
+        let members = [1, 2, 3];
+        let mut seen: HashMap<i32, usize> = HashMap::new();
+        for g in 0..300 {
+            *seen.entry(coordinator(&format!("group-{g}"), &members).unwrap()).or_default() += 1;
+        }
+        assert_eq!(seen.len(), 3);
+        assert!(seen.values().all(|n| *n > 50), "{seen:?}");
+        assert_eq!(coordinator("g", &[]), None);
+        assert_eq!(coordinator("g", &[1, 2]), coordinator("g", &[2, 1]));
+    }
+}
