@@ -98,6 +98,12 @@ struct RunArgs {
     /// How long a new consumer group waits for more members before its first generation [default: 3000].
     #[arg(long, env = "GATEWAY_GROUP_INITIAL_REBALANCE_DELAY_MS")]
     group_initial_rebalance_delay_ms: Option<u64>,
+    /// Lease of this gateway's cluster registration, in seconds [default: 6].
+    #[arg(long, env = "GATEWAY_CLUSTER_LEASE_TTL_SECS")]
+    cluster_lease_ttl_secs: Option<i64>,
+    /// How often the gateway reads cluster membership and moves partitions [default: 500].
+    #[arg(long, env = "GATEWAY_CLUSTER_POLL_MS")]
+    cluster_poll_ms: Option<u64>,
     /// How appends become durable: memory (MemoryBuffer) or quorum (QuorumBuffer, needs etcd and
     /// LogStore nodes) [default: memory].
     #[arg(long, env = "GATEWAY_BUFFER", value_parser = parse_buffer)]
@@ -158,6 +164,8 @@ impl RunArgs {
             flush_max_age_ms => c.wal.flush_max_age_ms,
             group_initial_rebalance_delay_ms => c.group_initial_rebalance_delay_ms,
             buffer => c.wal.buffer,
+            cluster_lease_ttl_secs => c.cluster_lease_ttl_secs,
+            cluster_poll_ms => c.cluster_poll_ms,
             ack_quorum => c.wal.quorum.ack_quorum,
             logstore_listen => c.logstore.listen,
             logstore_node_id => c.logstore.node_id,

@@ -27,6 +27,12 @@ pub const GROUP_LAG: &str = "gateway_group_lag";
 pub const GROUPS: &str = "gateway_groups";
 pub const TOPICS: &str = "gateway_topics";
 pub const PARTITIONS: &str = "gateway_partitions";
+/// Live gateways in this gateway's view of the cluster.
+pub const CLUSTER_MEMBERS: &str = "gateway_cluster_members";
+/// Partitions this gateway leads (owns with a live writer).
+pub const PARTITIONS_LED: &str = "gateway_partitions_led";
+/// Partitions this gateway took over (at start, after a member left or died, or joined).
+pub const PARTITION_TAKEOVERS_TOTAL: &str = "gateway_partition_takeovers_total";
 
 /// Distinct topic label values before further topics are counted as `_other`.
 pub const MAX_TOPIC_LABELS: usize = 1000;
@@ -51,6 +57,9 @@ pub const ALL: &[&str] = &[
     GROUPS,
     TOPICS,
     PARTITIONS,
+    CLUSTER_MEMBERS,
+    PARTITIONS_LED,
+    PARTITION_TAKEOVERS_TOTAL,
 ];
 
 /// The label value for a topic: its name for the first [`MAX_TOPIC_LABELS`] topics seen, then

@@ -110,8 +110,8 @@ def test_credentials_monitor_and_scheduling(renderer):
 
 
 def test_unsupported_settings_are_refused(renderer):
-    with pytest.raises(RuntimeError, match="cluster mode"):
-        render(renderer, {"replicaCount": 3})
+    with pytest.raises(RuntimeError, match="needs config.metadata: etcd"):
+        render(renderer, {"replicaCount": 3, "config": {"metadata": "embedded"}})
     with pytest.raises(RuntimeError, match="needs config.wal.buffer: quorum"):
         render(renderer, {"logstore": {"enabled": True}})
     with pytest.raises(RuntimeError, match="needs logstore.enabled"):
@@ -181,3 +181,14 @@ def test_logstore_journal_gets_a_persistent_volume(renderer):
     assert claim["metadata"]["name"] == "journal"
     assert claim["spec"]["storageClassName"] == "fast"
     assert claim["spec"]["resources"]["requests"]["storage"] == "5Gi"
+
+
+def test_several_gateways_form_a_cluster(renderer):
+    objs = render(renderer, {"replicaCount": 3})
+    sts = objs[("StatefulSet", "test-wal-gateway")]
+    assert sts["spec"]["replicas"] == 3
+    env = {e["name"]: e for e in sts["spec"]["template"]["spec"]["containers"][0]["env"]}
+    # every pod its own node id (its ordinal) and its own advertised address
+    assert env["GATEWAY_NODE_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.labels['apps.kubernetes.io/pod-index']"
+    assert "$(POD_NAME)" in env["GATEWAY_ADVERTISED_LISTENER"]["value"]
+    assert objs[("PodDisruptionBudget", "test-wal-gateway")]["spec"]["maxUnavailable"] == 1

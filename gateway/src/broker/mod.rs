@@ -48,7 +48,10 @@ pub type AdminError = (ResponseError, String);
 
 const PRODUCER_ID_KEY: &str = "gw/producer_id";
 /// How often idempotent-producer state is snapshotted (bounds the replay at start-up).
-const PRODUCER_SNAPSHOT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+/// (A new owner replays the log after the last snapshot before it serves the partition, so this
+/// also bounds the replay part of a failover.)
+/// Only partitions whose log grew since their last snapshot are written.
+const PRODUCER_SNAPSHOT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 /// Producer ids are reserved from the MetaStore in blocks of this many.
 const PRODUCER_ID_BLOCK: i64 = 1000;
 
@@ -139,6 +142,18 @@ impl Broker {
                 }
             })
         };
+        // Renewal runs on its own, so a slow takeover never lets this gateway's lease lapse.
+        let renewing = {
+            let c = broker.cluster.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(c.ttl() / 3).await;
+                    if let Err(e) = c.renew().await {
+                        tracing::warn!(error = %e, "renewing the cluster registration failed");
+                    }
+                }
+            })
+        };
         // Take this gateway's share before serving (a lone gateway owns everything at once).
         broker.cluster_tick().await;
         let looping = {
@@ -155,7 +170,7 @@ impl Broker {
                 }
             })
         };
-        let tasks = vec![retention::spawn(broker.clone()), broker.wal.spawn_cleaner(), broker.groups.spawn_ticker(), snapshots, looping];
+        let tasks = vec![retention::spawn(broker.clone()), broker.wal.spawn_cleaner(), broker.groups.spawn_ticker(), snapshots, looping, renewing];
         broker.tasks.lock().unwrap_or_else(|p| p.into_inner()).extend(tasks);
         Ok(broker)
     }
@@ -174,12 +189,15 @@ impl Broker {
         Ok(Arc::new(Topic { meta, partitions }))
     }
 
-    /// One round of the cluster loop: renew, follow the topic registry, recompute ownership,
+    /// One round of the cluster loop: follow the topic registry, recompute ownership,
     /// acquire what this gateway owns and release what it no longer owns. Errors are logged and
     /// retried at the next round.
     pub async fn cluster_tick(&self) {
-        if let Err(e) = self.cluster.renew().await {
-            tracing::warn!(error = %e, "renewing the cluster registration failed");
+        if !self.cluster.serving() {
+            // (after a pause: register again before owning anything)
+            if let Err(e) = self.cluster.renew().await {
+                tracing::warn!(error = %e, "renewing the cluster registration failed");
+            }
         }
         if let Err(e) = self.sync_topics().await {
             tracing::warn!(error = %e, "reading the topic registry failed");
@@ -200,11 +218,11 @@ impl Broker {
         for t in self.topics() {
             for p in &t.partitions {
                 let owns = self.cluster.owns(&t.meta.name, p.index);
-                if owns && !p.leading() {
+                if owns && !self.leads(p) {
                     let (p, opts) = (p.clone(), self.writer_options(&t.meta));
                     work.push(futures::future::Either::Left(async move {
                         let started = std::time::Instant::now();
-                        match p.acquire(&self.wal, opts).await {
+                        match p.acquire(&self.wal, opts, self.cluster.generation()).await {
                             Ok(Some(epoch)) => {
                                 tracing::info!(log = %p.log, epoch, ms = started.elapsed().as_millis() as u64, "took partition over");
                                 if let Err(e) = self.cluster.record_leader(&p.log, epoch as i32).await {
@@ -219,12 +237,14 @@ impl Broker {
                     let p = p.clone();
                     work.push(futures::future::Either::Right(async move {
                         p.release(&*self.meta).await;
-                        tracing::info!(log = %p.log, "handed partition over");
                     }));
                 }
             }
         }
         futures::future::join_all(work).await;
+        let led: usize = self.topics().iter().map(|t| t.partitions.iter().filter(|p| self.leads(p)).count()).sum();
+        metrics::gauge!(crate::metrics::PARTITIONS_LED).set(led as f64);
+        metrics::gauge!(crate::metrics::CLUSTER_MEMBERS).set(self.cluster.view().members.len() as f64);
     }
 
     /// Follows topics created, deleted or changed by other gateways.
@@ -274,7 +294,7 @@ impl Broker {
 
     /// Whether this gateway leads the partition now (owns it and holds a live writer).
     pub fn leads(&self, p: &Partition) -> bool {
-        self.cluster.owns(&p.topic, p.index) && p.leading()
+        self.cluster.owns(&p.topic, p.index) && p.leading() && p.generation() == self.cluster.generation()
     }
 
     /// The leader epoch clients see for a partition: this gateway's writer epoch where it
@@ -358,7 +378,7 @@ impl Broker {
                     let p = p.clone();
                     let opts = self.writer_options(&t.meta);
                     work.push(async move {
-                        match p.acquire(&self.wal, opts).await {
+                        match p.acquire(&self.wal, opts, self.cluster.generation()).await {
                             Ok(Some(epoch)) => {
                                 let _ = self.cluster.record_leader(&p.log, epoch as i32).await;
                             }

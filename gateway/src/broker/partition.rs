@@ -40,6 +40,10 @@ pub struct Partition {
     /// Held while checking idempotence and submitting, so that sequence order is offset order.
     pub producers: Mutex<ProducerStates>,
     reopen: Mutex<()>,
+    /// The cluster registration generation the writer was acquired under.
+    generation: std::sync::atomic::AtomicU64,
+    /// The offset of the last producer-state snapshot written from here.
+    snapshot_at: std::sync::atomic::AtomicU64,
 }
 
 impl Partition {
@@ -60,6 +64,8 @@ impl Partition {
             writer: RwLock::new(None),
             producers: Mutex::new(ProducerStates::default()),
             reopen: Mutex::new(()),
+            generation: std::sync::atomic::AtomicU64::new(0),
+            snapshot_at: std::sync::atomic::AtomicU64::new(u64::MAX),
         }))
     }
 
@@ -68,14 +74,26 @@ impl Partition {
         self.writer().is_some_and(|w| w.failure().is_none())
     }
 
+    /// The cluster registration generation of the current writer.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     /// Takes the partition over: opens a writer (bumping the log's epoch, so a previous owner
     /// is fenced), then rebuilds the producer state from the snapshot and the log up to the
     /// writer's start. Returns the new epoch; does nothing when already leading.
-    pub async fn acquire(&self, wal: &Wal, opts: WriterOptions) -> Result<Option<u64>, WalError> {
+    pub async fn acquire(&self, wal: &Wal, opts: WriterOptions, generation: u64) -> Result<Option<u64>, WalError> {
         let _g = self.reopen.lock().await;
-        if self.leading() {
+        if self.leading() && self.generation() == generation {
             return Ok(None);
         }
+        // A writer from an older registration may have been fenced while this gateway was away.
+        let stale = self.writer.write().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(w) = stale {
+            let _ = w.close().await;
+        }
+        self.generation.store(generation, std::sync::atomic::Ordering::Release);
+        self.snapshot_at.store(u64::MAX, std::sync::atomic::Ordering::Release);
         let w = wal.open_writer_with(&self.log, opts).await?;
         let epoch = w.epoch();
         let end = w.written();
@@ -90,6 +108,7 @@ impl Partition {
         *self.producers.lock().await = ProducerStates::default();
         self.rebuild_producers(&**wal.meta()).await?;
         *self.writer.write().unwrap_or_else(|p| p.into_inner()) = Some(w);
+        metrics::counter!(crate::metrics::PARTITION_TAKEOVERS_TOTAL).increment(1);
         Ok(Some(epoch))
     }
 
@@ -108,6 +127,7 @@ impl Partition {
         self.close().await;
         // The next owner's state is the current one; ours goes stale from here.
         *self.producers.lock().await = ProducerStates::default();
+        tracing::info!(log = %self.log, "handed partition over");
     }
 
     /// Loads the producer-state snapshot (if it belongs to this log) and replays the stored
@@ -189,6 +209,9 @@ impl Partition {
         let snap = {
             let states = self.producers.lock().await;
             let offset = self.reader.durable_end();
+            if self.snapshot_at.swap(offset, std::sync::atomic::Ordering::AcqRel) == offset {
+                return Ok(()); // nothing appended since the last one
+            }
             let mut states = states.clone();
             states.rollback_from(offset); // pending appends are not covered by the offset
             Snapshot { log_id: self.reader.log_id(), offset, states }

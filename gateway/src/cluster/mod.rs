@@ -120,6 +120,9 @@ pub struct Cluster {
     lease: Mutex<i64>,
     renewed: Mutex<Instant>,
     view: RwLock<Arc<View>>,
+    /// Bumped at every new registration: whatever was acquired under an older one may have
+    /// been taken over meanwhile and is acquired again.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -144,11 +147,17 @@ impl Cluster {
             lease: Mutex::new(lease),
             renewed: Mutex::new(Instant::now()),
             view: RwLock::new(Arc::new(view)),
+            generation: std::sync::atomic::AtomicU64::new(1),
         }))
     }
 
     pub fn ttl(&self) -> Duration {
         self.ttl
+    }
+
+    /// The registration generation (see the field).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Whether this gateway's registration is surely still live (renewed within 3/4 of the TTL).
@@ -165,6 +174,7 @@ impl Cluster {
                 tracing::warn!(error = %e, node = self.me.node_id, "cluster lease lost; registering again");
                 let l = register(&*self.meta, &self.me, self.ttl.as_secs() as i64).await?;
                 *lock(&self.lease) = l;
+                self.generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
             }
         }
         *lock(&self.renewed) = Instant::now();

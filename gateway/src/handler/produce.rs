@@ -69,7 +69,7 @@ async fn submit_partition(b: &Broker, p: &Arc<Partition>, records: Option<bytes:
             return (Vec::new(), Some(ResponseError::UnsupportedForMessageFormat));
         }
     }
-    let Some(writer) = p.writer().filter(|_| b.cluster.owns(&p.topic, p.index)) else {
+    let Some(writer) = p.writer().filter(|_| b.leads(p)) else {
         return (Vec::new(), Some(ResponseError::NotLeaderOrFollower));
     };
     let epoch = writer.epoch() as i32;

@@ -249,12 +249,20 @@ pub(crate) async fn recover(wal: &WalInner, log_id: u64, seg: &SegmentMeta, epoc
             break;
         };
         let id = rep.request_id();
+        let k = keys::block(log_id, seg.id, seg.epoch, pos, end);
         let rx = rep.client(&addr).call(id, &Request::Read { id, seg: key, base: pos });
         let data = match tokio::time::timeout(Duration::from_secs(10), rx).await {
             Ok(Ok(Response::Block { data: Some(d), .. })) => d,
-            _ => return Err(WalError::AppendFailed(format!("reading block {pos} of segment {} from {addr} failed", seg.id))),
+            _ => match wal.store.get(&k).await {
+                // Uploaded (and dropped by the replica) since the listing above.
+                Ok(_) => {
+                    stored.insert(pos, end);
+                    pos = end;
+                    continue;
+                }
+                Err(_) => return Err(WalError::AppendFailed(format!("reading block {pos} of segment {} from {addr} failed", seg.id))),
+            },
         };
-        let k = keys::block(log_id, seg.id, seg.epoch, pos, end);
         let h = decode_block_header(&data).map_err(|source| WalError::Format { key: k.clone(), source })?;
         if h.base_offset != pos || h.end_offset != end {
             return Err(WalError::Format { key: k, source: crate::error::FormatError::Inconsistent("replica block disagrees with its range".into()) });

@@ -43,7 +43,14 @@ impl TailCache {
     fn new(cap: usize) -> Self {
         TailCache { entries: VecDeque::new(), bytes: 0, cap, pin: u64::MAX }
     }
+    /// Appends an entry. The cache holds one contiguous run: an entry that does not continue it
+    /// (a writer of this process took the log over after another process wrote to it) starts a
+    /// new run, or a reader in the gap would be handed the entries after it.
     pub fn push(&mut self, e: StoredEntry) {
+        if self.entries.back().is_some_and(|last| last.end_offset() != e.offset) {
+            self.entries.clear();
+            self.bytes = 0;
+        }
         self.bytes += e.data.len();
         self.entries.push_back(e);
         self.evict();
@@ -247,4 +254,26 @@ pub(crate) async fn get_or_load(wal: &Arc<WalInner>, name: &str) -> Result<Arc<L
         }
     };
     Ok(sh)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(offset: u64, count: u32) -> StoredEntry {
+        StoredEntry { offset, count, max_timestamp: 0, data: bytes::Bytes::from(vec![1u8; 10]) }
+    }
+
+    #[test]
+    fn the_tail_cache_never_skips_a_gap() {
+        let mut t = TailCache::new(1 << 20);
+        t.push(entry(0, 5));
+        t.push(entry(5, 5));
+        assert_eq!(t.read(3, 100).unwrap().len(), 2);
+        // Another process wrote 10..20; this process's new writer continues at 20.
+        t.push(entry(20, 5));
+        assert!(t.read(12, 100).is_none(), "a read in the gap must go to storage");
+        assert!(t.read(3, 100).is_none(), "the old run is gone");
+        assert_eq!(t.read(20, 100).unwrap()[0].offset, 20);
+    }
 }
