@@ -35,6 +35,21 @@ fn unhex(s: &str) -> Option<String> {
     String::from_utf8(bytes?).ok()
 }
 
+/// (group, topic, partition, committed) of one stored offset.
+fn parse(kv: &wal_core::meta::KeyValue) -> Option<(String, String, i32, Committed)> {
+    let rest = kv.key.strip_prefix(PREFIX)?;
+    let mut parts = rest.splitn(2, '/');
+    let (Some(g), Some(tp)) = (parts.next(), parts.next()) else { return None };
+    let (topic, partition) = tp.rsplit_once('/')?;
+    match (unhex(g), partition.parse::<i32>(), serde_json::from_slice::<Committed>(&kv.value)) {
+        (Some(group), Ok(partition), Ok(c)) => Some((group, topic.to_string(), partition, c)),
+        _ => {
+            tracing::warn!(key = %kv.key, "skipping an unreadable committed offset");
+            None
+        }
+    }
+}
+
 fn key(group: &str, topic: &str, partition: i32) -> String {
     format!("{PREFIX}{}/{topic}/{partition}", hex(group))
 }
@@ -57,17 +72,31 @@ impl OffsetStore {
     async fn read_all(meta: &dyn MetaStore) -> Result<HashMap<String, GroupOffsets>, MetaError> {
         let mut cache: HashMap<String, GroupOffsets> = HashMap::new();
         for kv in meta.list(PREFIX).await?.kvs {
-            let rest = &kv.key[PREFIX.len()..];
-            let mut parts = rest.splitn(2, '/');
-            let (Some(g), Some(tp)) = (parts.next(), parts.next()) else { continue };
-            let Some((topic, partition)) = tp.rsplit_once('/') else { continue };
-            let (Some(group), Ok(partition), Ok(c)) = (unhex(g), partition.parse::<i32>(), serde_json::from_slice::<Committed>(&kv.value)) else {
-                tracing::warn!(key = %kv.key, "skipping an unreadable committed offset");
-                continue;
-            };
-            cache.entry(group).or_default().insert((topic.to_string(), partition), c);
+            if let Some((group, topic, partition, c)) = parse(&kv) {
+                cache.entry(group).or_default().insert((topic, partition), c);
+            }
         }
         Ok(cache)
+    }
+
+    /// Reads one group's committed offsets again from the MetaStore (before answering a fetch:
+    /// the group's previous coordinator may have taken commits until it saw the move).
+    pub async fn refresh_group(&self, group: &str) -> Result<(), MetaError> {
+        let mut fresh = GroupOffsets::default();
+        for kv in self.meta.list(&format!("{PREFIX}{}/", hex(group))).await?.kvs {
+            if let Some((g, topic, partition, c)) = parse(&kv) {
+                if g == group {
+                    fresh.insert((topic, partition), c);
+                }
+            }
+        }
+        let mut cache = self.cache();
+        if fresh.is_empty() {
+            cache.remove(group);
+        } else {
+            cache.insert(group.to_string(), fresh);
+        }
+        Ok(())
     }
 
     fn cache(&self) -> MutexGuard<'_, HashMap<String, GroupOffsets>> {
@@ -153,6 +182,27 @@ mod tests {
         for g in ["a", "with/slash", "ünï", ""] {
             assert_eq!(unhex(&hex(g)).as_deref(), Some(g));
         }
+    }
+
+    #[tokio::test]
+    async fn a_new_coordinator_sees_commits_taken_by_the_old_one_after_it_loaded() {
+        let meta: Arc<dyn MetaStore> = Arc::new(wal_core::meta::embedded::EmbeddedMeta::in_memory());
+        let c = |o| Committed { offset: o, leader_epoch: 1, metadata: String::new(), commit_ms: 5 };
+        let old = OffsetStore::load(meta.clone()).await.unwrap();
+        old.commit("g", vec![("t".into(), 0, c(10))]).await.unwrap();
+        let new = OffsetStore::load(meta.clone()).await.unwrap();
+        // The old coordinator takes one more commit before it notices the move.
+        old.commit("g", vec![("t".into(), 0, c(15)), ("t".into(), 1, c(3))]).await.unwrap();
+        old.commit("other", vec![("t".into(), 0, c(99))]).await.unwrap();
+        assert_eq!(new.get("g", "t", 0).map(|c| c.offset), Some(10));
+        new.refresh_group("g").await.unwrap();
+        assert_eq!(new.get("g", "t", 0).map(|c| c.offset), Some(15));
+        assert_eq!(new.get("g", "t", 1).map(|c| c.offset), Some(3));
+        assert_eq!(new.get("other", "t", 0), None, "only the asked group is read");
+        // A group whose offsets were all deleted elsewhere is forgotten.
+        old.delete_group("g").await.unwrap();
+        new.refresh_group("g").await.unwrap();
+        assert!(!new.has_group("g"));
     }
 
     #[tokio::test]

@@ -156,7 +156,7 @@ pub async fn dispatch(b: &Arc<Broker>, header: &RequestHeader, client_host: &str
         RequestKind::Heartbeat(r) => ready(async move { ResponseKind::Heartbeat(heartbeat::handle(b, r)) }),
         RequestKind::LeaveGroup(r) => ready(async move { ResponseKind::LeaveGroup(leave_group::handle(b, v, r)) }),
         RequestKind::OffsetCommit(r) => ready(async move { ResponseKind::OffsetCommit(offset_commit::handle(b, r).await) }),
-        RequestKind::OffsetFetch(r) => ready(async move { ResponseKind::OffsetFetch(offset_fetch::handle(b, v, r)) }),
+        RequestKind::OffsetFetch(r) => ready(async move { ResponseKind::OffsetFetch(offset_fetch::handle(b, v, r).await) }),
         RequestKind::ListGroups(r) => ready(async move { ResponseKind::ListGroups(list_groups::handle(b, v, r)) }),
         RequestKind::DescribeGroups(r) => ready(async move { ResponseKind::DescribeGroups(describe_groups::handle(b, v, r)) }),
         RequestKind::DeleteGroups(r) => ready(async move { ResponseKind::DeleteGroups(delete_groups::handle(b, r).await) }),

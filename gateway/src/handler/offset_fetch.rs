@@ -45,7 +45,16 @@ fn fetch(b: &Broker, group: &str, topics: Option<Vec<(String, Vec<i32>)>>) -> Fe
     }
 }
 
-pub fn handle(b: Arc<Broker>, v: i16, req: OffsetFetchRequest) -> OffsetFetchResponse {
+pub async fn handle(b: Arc<Broker>, v: i16, req: OffsetFetchRequest) -> OffsetFetchResponse {
+    // The group may have moved here moments ago: read its commits from the MetaStore first.
+    let groups: Vec<&str> = if v >= 8 { req.groups.iter().map(|g| &*g.group_id.0).collect() } else { vec![&*req.group_id.0] };
+    for g in groups {
+        if b.cluster.coordinates(g) {
+            if let Err(e) = b.groups.offsets.refresh_group(g).await {
+                tracing::warn!(group = g, error = %e, "reading committed offsets; answering from memory");
+            }
+        }
+    }
     if v >= 8 {
         let groups = req
             .groups
