@@ -236,7 +236,9 @@ pub(crate) async fn recover(wal: &WalInner, log_id: u64, seg: &SegmentMeta, epoc
     if n > 0 && lost == n {
         tracing::warn!(log_id, segment = seg.id, "every replica of the segment restarted empty: keeping what is in object storage");
     }
+    // The contiguous run: stored blocks, then blocks only replicas hold (copied below).
     let mut pos = seg.base_offset;
+    let mut copies: Vec<(u64, u64, String)> = Vec::new();
     loop {
         if pos >= limit {
             break;
@@ -248,31 +250,20 @@ pub(crate) async fn recover(wal: &WalInner, log_id: u64, seg: &SegmentMeta, epoc
         let Some((end, addr)) = held.iter().find_map(|(bl, a)| bl.iter().find(|(b, e)| *b == pos && *e <= limit).map(|(_, e)| (*e, a.clone()))) else {
             break;
         };
-        let id = rep.request_id();
-        let k = keys::block(log_id, seg.id, seg.epoch, pos, end);
-        let rx = rep.client(&addr).call(id, &Request::Read { id, seg: key, base: pos });
-        let data = match tokio::time::timeout(Duration::from_secs(10), rx).await {
-            Ok(Ok(Response::Block { data: Some(d), .. })) => d,
-            _ => match wal.store.get(&k).await {
-                // Uploaded (and dropped by the replica) since the listing above.
-                Ok(_) => {
-                    stored.insert(pos, end);
-                    pos = end;
-                    continue;
-                }
-                Err(_) => return Err(WalError::AppendFailed(format!("reading block {pos} of segment {} from {addr} failed", seg.id))),
-            },
-        };
-        let h = decode_block_header(&data).map_err(|source| WalError::Format { key: k.clone(), source })?;
-        if h.base_offset != pos || h.end_offset != end {
-            return Err(WalError::Format { key: k, source: crate::error::FormatError::Inconsistent("replica block disagrees with its range".into()) });
-        }
-        match wal.store.put_if_absent(&k, data).await {
-            Ok(()) | Err(StorageError::AlreadyExists(_)) => {}
-            Err(e) => return Err(e.into()),
-        }
-        stored.insert(pos, end);
+        copies.push((pos, end, addr));
         pos = end;
+    }
+    // Copy them concurrently (a lagging upload can leave many small blocks behind).
+    let results: Vec<Result<()>> = futures::stream::iter(copies.iter().cloned())
+        .map(|(base, end, addr)| copy_block(wal, &rep, key, seg, base, end, addr))
+        .buffer_unordered(RECOVERY_COPIES)
+        .collect()
+        .await;
+    for r in results {
+        r?;
+    }
+    for (base, end, _) in copies {
+        stored.insert(base, end);
     }
     let blocks: Vec<(u64, u64)> = {
         let mut v = Vec::new();
@@ -295,6 +286,34 @@ pub(crate) async fn recover(wal: &WalInner, log_id: u64, seg: &SegmentMeta, epoc
 }
 
 type Held = Vec<(Vec<(u64, u64)>, String)>;
+
+/// Blocks recovery copies from replicas to object storage at once.
+const RECOVERY_COPIES: usize = 16;
+
+/// Copies one block a replica holds to object storage (or finds it stored since the listing).
+async fn copy_block(wal: &WalInner, rep: &Arc<Replication>, key: SegKey, seg: &SegmentMeta, base: u64, end: u64, addr: String) -> Result<()> {
+    let id = rep.request_id();
+    let k = keys::block(key.log_id, seg.id, seg.epoch, base, end);
+    let rx = rep.client(&addr).call(id, &Request::Read { id, seg: key, base });
+    let data = match tokio::time::timeout(Duration::from_secs(10), rx).await {
+        Ok(Ok(Response::Block { data: Some(d), .. })) => d,
+        _ => {
+            return match wal.store.get(&k).await {
+                // Uploaded (and dropped by the replica) since the listing.
+                Ok(_) => Ok(()),
+                Err(_) => Err(WalError::AppendFailed(format!("reading block {base} of segment {} from {addr} failed", seg.id))),
+            };
+        }
+    };
+    let h = decode_block_header(&data).map_err(|source| WalError::Format { key: k.clone(), source })?;
+    if h.base_offset != base || h.end_offset != end {
+        return Err(WalError::Format { key: k, source: crate::error::FormatError::Inconsistent("replica block disagrees with its range".into()) });
+    }
+    match wal.store.put_if_absent(&k, data).await {
+        Ok(()) | Err(StorageError::AlreadyExists(_)) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
 
 /// Fences the segment's replicas with `epoch`; returns what the answering ones hold (blocks and
 /// address), how many are lost (restarted empty), and how many there are. Fails (retriable)
