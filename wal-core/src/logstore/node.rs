@@ -123,7 +123,7 @@ struct Seg {
 impl Seg {
     /// A segment first seen in a fence: its identity is adopted at the first append.
     fn fenced_only() -> Seg {
-        Seg { epoch: 0, fence: 0, base: 0, end: 0, upto: 0, blocks: BTreeMap::new(), touched: Instant::now() }
+        Seg::new(0, 0)
     }
 
     fn new(epoch: u64, base: u64) -> Seg {
@@ -132,6 +132,17 @@ impl Seg {
 
     fn is_fenced_only(&self) -> bool {
         self.blocks.is_empty() && self.end == 0 && self.epoch == 0
+    }
+
+    /// The segment `key` as (epoch, base) names it: created if unknown, and a segment known
+    /// only from a fence adopts that identity (keeping its fence).
+    fn named(segs: &mut HashMap<SegKey, Seg>, key: SegKey, epoch: u64, base: u64) -> &mut Seg {
+        let s = segs.entry(key).or_insert_with(|| Seg::new(epoch, base));
+        if s.is_fenced_only() {
+            let fence = s.fence;
+            *s = Seg { fence, ..Seg::new(epoch, base) };
+        }
+        s
     }
 }
 
@@ -461,15 +472,11 @@ impl Node {
             {
                 let mut st = lock(&self.state);
                 let NodeState { segs, held } = &mut *st;
-                let s = segs.entry(seg).or_insert_with(|| Seg::new(epoch, seg_base));
-                if epoch < s.fence {
-                    return err(ErrorCode::Fenced, format!("segment fenced at epoch {}", s.fence));
+                // (checked before a fence-only segment adopts the appender's identity)
+                if let Some(fence) = segs.get(&seg).map(|s| s.fence).filter(|f| epoch < *f) {
+                    return err(ErrorCode::Fenced, format!("segment fenced at epoch {fence}"));
                 }
-                if s.is_fenced_only() {
-                    // Created by a fence before any append: adopt the segment's identity now.
-                    let fence = s.fence;
-                    *s = Seg { fence, ..Seg::new(epoch, seg_base) };
-                }
+                let s = Seg::named(segs, seg, epoch, seg_base);
                 if epoch != s.epoch || seg_base != s.base {
                     return err(ErrorCode::Invalid, format!("segment identity mismatch (epoch {epoch} vs {})", s.epoch));
                 }
@@ -528,11 +535,7 @@ fn apply(st: &mut NodeState, rec: Record) {
             s.fence = s.fence.max(epoch);
         }
         Record::Seg { seg, epoch, base, fence, upto } => {
-            let s = segs.entry(seg).or_insert_with(|| Seg::new(epoch, base));
-            if s.is_fenced_only() && epoch != 0 {
-                let f = s.fence;
-                *s = Seg { fence: f, ..Seg::new(epoch, base) };
-            }
+            let s = Seg::named(segs, seg, epoch, base);
             s.fence = s.fence.max(fence);
             if s.epoch == epoch && s.base == base {
                 advance(s, upto, held);
@@ -544,11 +547,7 @@ fn apply(st: &mut NodeState, rec: Record) {
             }
         }
         Record::Append { seg, epoch, seg_base, base, end, block } => {
-            let s = segs.entry(seg).or_insert_with(|| Seg::new(epoch, seg_base));
-            if s.is_fenced_only() {
-                let f = s.fence;
-                *s = Seg { fence: f, ..Seg::new(epoch, seg_base) };
-            }
+            let s = Seg::named(segs, seg, epoch, seg_base);
             if s.epoch != epoch || s.base != seg_base || base != s.end || end <= base {
                 // Already held (a snapshot and the records in flight when it was taken overlap).
                 return;
