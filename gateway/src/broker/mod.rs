@@ -369,28 +369,7 @@ impl Broker {
         tracing::info!(topic = name, partitions, "created topic");
         drop(_g);
         // Take this gateway's partitions of it now rather than at the next poll.
-        let parts: Vec<(String, i32)> =
-            self.topics().iter().flat_map(|t| t.partitions.iter().map(|p| (t.meta.name.clone(), p.index))).collect();
-        if self.cluster.refresh(&parts).await.is_ok() {
-            let mut work = Vec::new();
-            for p in &t.partitions {
-                if self.cluster.owns(name, p.index) {
-                    let p = p.clone();
-                    let opts = self.writer_options(&t.meta);
-                    work.push(async move {
-                        match p.acquire(&self.wal, opts, self.cluster.generation()).await {
-                            Ok(Some(epoch)) => {
-                                let _ = self.cluster.record_leader(&p.log, epoch as i32).await;
-                            }
-                            Ok(None) => {}
-                            Err(e) => tracing::warn!(log = %p.log, error = %e, "opening the writer of a new partition"),
-                        }
-                    });
-                }
-            }
-            futures::future::join_all(work).await;
-        }
-        self.wake.notify_one();
+        self.cluster_tick().await;
         Ok(t)
     }
 

@@ -116,10 +116,8 @@ impl Partition {
     /// and sealing), so the next owner starts at once.
     pub async fn release(&self, meta: &dyn MetaStore) {
         let _g = self.reopen.lock().await;
-        if self.writer().is_none() {
-            return;
-        }
-        if self.writer().is_some_and(|w| w.failure().is_none()) {
+        let Some(healthy) = self.writer().map(|w| w.failure().is_none()) else { return };
+        if healthy {
             if let Err(e) = self.snapshot_producers(meta).await {
                 tracing::warn!(log = %self.log, error = %e, "snapshotting producer state");
             }
