@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use wal_core::meta::{MetaStore, Op, Txn};
+use wal_core::meta::{MetaStore, Op, Registration, Txn};
 use wal_core::MetaError;
 
 pub const MEMBER_PREFIX: &str = "gw/members/";
@@ -50,6 +50,16 @@ pub fn leader_key(log: &str) -> String {
 
 fn member_key(node_id: i32) -> String {
     format!("{MEMBER_PREFIX}{node_id}")
+}
+
+/// A new random nonzero id.
+fn nonzero_random() -> u64 {
+    loop {
+        let v: u64 = rand::random();
+        if v != 0 {
+            return v;
+        }
+    }
 }
 
 /// A stable 64-bit hash (FNV-1a, then a final mix): the same in every process and version.
@@ -117,7 +127,7 @@ pub struct Cluster {
     pub me: Member,
     meta: Arc<dyn MetaStore>,
     ttl: Duration,
-    lease: Mutex<i64>,
+    registration: Registration,
     renewed: Mutex<Instant>,
     view: RwLock<Arc<View>>,
     /// Bumped at every new registration: whatever was acquired under an older one may have
@@ -132,19 +142,15 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Cluster {
     /// Registers this gateway under a new lease.
     pub async fn join(meta: Arc<dyn MetaStore>, mut me: Member, ttl_secs: i64) -> Result<Arc<Cluster>, MetaError> {
-        me.session = loop {
-            let v: u64 = rand::random();
-            if v != 0 {
-                break v;
-            }
-        };
-        let lease = register(&*meta, &me, ttl_secs).await?;
+        me.session = nonzero_random();
+        let value = serde_json::to_vec(&me).expect("member serializes");
+        let registration = Registration::register(meta.clone(), member_key(me.node_id), value.into(), ttl_secs).await?;
         let view = View { members: BTreeMap::from([(me.node_id, me.clone())]), ..View::default() };
         Ok(Arc::new(Cluster {
             me,
             meta,
             ttl: Duration::from_secs(ttl_secs as u64),
-            lease: Mutex::new(lease),
+            registration,
             renewed: Mutex::new(Instant::now()),
             view: RwLock::new(Arc::new(view)),
             generation: std::sync::atomic::AtomicU64::new(1),
@@ -167,15 +173,8 @@ impl Cluster {
 
     /// Renews the lease; registers again (new lease) when it expired.
     pub async fn renew(&self) -> Result<(), MetaError> {
-        let lease = *lock(&self.lease);
-        match self.meta.keep_alive(lease).await {
-            Ok(()) => {}
-            Err(e) => {
-                tracing::warn!(error = %e, node = self.me.node_id, "cluster lease lost; registering again");
-                let l = register(&*self.meta, &self.me, self.ttl.as_secs() as i64).await?;
-                *lock(&self.lease) = l;
-                self.generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-            }
+        if self.registration.renew().await? {
+            self.generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         }
         *lock(&self.renewed) = Instant::now();
         Ok(())
@@ -183,9 +182,8 @@ impl Cluster {
 
     /// Withdraws the registration (graceful shutdown, after handing partitions over).
     pub async fn leave(&self) {
-        let lease = *lock(&self.lease);
         *lock(&self.renewed) = Instant::now() - self.ttl;
-        if let Err(e) = self.meta.revoke_lease(lease).await {
+        if let Err(e) = self.registration.revoke().await {
             tracing::warn!(error = %e, "revoking the cluster lease");
         }
     }
@@ -252,13 +250,6 @@ impl Cluster {
         self.meta.txn(Txn::new().then(Op::put(leader_key(log), serde_json::to_vec(&r).expect("serializes")))).await?;
         Ok(())
     }
-}
-
-async fn register(meta: &dyn MetaStore, me: &Member, ttl_secs: i64) -> Result<i64, MetaError> {
-    let lease = meta.grant_lease(ttl_secs).await?;
-    let value = serde_json::to_vec(me).expect("member serializes");
-    meta.txn(Txn::new().then(Op::Put { key: member_key(me.node_id), value: value.into(), lease })).await?;
-    Ok(lease)
 }
 
 #[cfg(test)]

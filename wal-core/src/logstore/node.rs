@@ -34,7 +34,7 @@ use super::proto::{read_frame, ErrorCode, Request, Response, SegKey};
 use super::{registration_key, NodeInfo};
 use crate::error::{Result, StorageError, WalError};
 use crate::log::block_key;
-use crate::meta::{MetaStore, Op, Txn};
+use crate::meta::{MetaStore, Registration};
 use crate::storage::ObjectStore;
 
 /// Bytes of not-yet-uploaded blocks a node holds by default before it refuses appends.
@@ -193,8 +193,7 @@ pub struct LogStoreNode {
     pub addr: SocketAddr,
     pub incarnation: u64,
     tasks: Vec<tokio::task::JoinHandle<()>>,
-    meta: Arc<dyn MetaStore>,
-    lease: Arc<Mutex<i64>>,
+    registration: Arc<Registration>,
     node: Arc<Node>,
 }
 
@@ -249,7 +248,8 @@ impl LogStoreNode {
             let j = Journal::open(dir, header, state, node.cfg.journal_compact_bytes, weak)?;
             let _ = node.journal.set(j);
         }
-        let lease = Arc::new(Mutex::new(register(&*meta, &info, node.cfg.lease_ttl_secs).await?));
+        let value = serde_json::to_vec(&info).expect("node info serializes");
+        let registration = Arc::new(Registration::register(meta, registration_key(&info.id), value.into(), node.cfg.lease_ttl_secs).await?);
         tracing::info!(node = %info.id, addr = %info.addr, incarnation, "logstore node ready");
         let mut tasks = Vec::new();
         let n = node.clone();
@@ -268,8 +268,8 @@ impl LogStoreNode {
             }
         }));
         tasks.push(tokio::spawn(uploader(node.clone())));
-        tasks.push(tokio::spawn(keep_registered(meta.clone(), info, node.cfg.lease_ttl_secs, lease.clone())));
-        Ok(LogStoreNode { addr, incarnation, tasks, meta, lease, node })
+        tasks.push(tokio::spawn(keep_registered(registration.clone(), node.cfg.lease_ttl_secs)));
+        Ok(LogStoreNode { addr, incarnation, tasks, registration, node })
     }
 
     /// Stops serving and withdraws the registration (held data is dropped).
@@ -281,8 +281,7 @@ impl LogStoreNode {
         if let Some(j) = self.node.journal.get() {
             j.close();
         }
-        let lease = *lock(&self.lease);
-        let _ = self.meta.revoke_lease(lease).await;
+        let _ = self.registration.revoke().await;
     }
 
     /// Stops serving without withdrawing the registration (a crash, for tests).
@@ -302,24 +301,12 @@ impl LogStoreNode {
     }
 }
 
-async fn register(meta: &dyn MetaStore, info: &NodeInfo, ttl: i64) -> Result<i64> {
-    let lease = meta.grant_lease(ttl).await?;
-    let value = serde_json::to_vec(info).expect("node info serializes");
-    meta.txn(Txn::new().then(Op::Put { key: registration_key(&info.id), value: value.into(), lease })).await?;
-    Ok(lease)
-}
-
-async fn keep_registered(meta: Arc<dyn MetaStore>, info: NodeInfo, ttl: i64, lease: Arc<Mutex<i64>>) {
+async fn keep_registered(registration: Arc<Registration>, ttl: i64) {
     let every = Duration::from_millis((ttl as u64 * 1000) / 3);
     loop {
         tokio::time::sleep(every).await;
-        let cur = *lock(&lease);
-        if let Err(e) = meta.keep_alive(cur).await {
-            tracing::warn!(error = %e, "logstore lease keep-alive failed; registering again");
-            match register(&*meta, &info, ttl).await {
-                Ok(l) => *lock(&lease) = l,
-                Err(e) => tracing::warn!(error = %e, "logstore registration failed"),
-            }
+        if let Err(e) = registration.renew().await {
+            tracing::warn!(error = %e, "logstore registration failed");
         }
     }
 }

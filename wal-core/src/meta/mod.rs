@@ -140,6 +140,54 @@ pub async fn put(store: &dyn MetaStore, key: &str, value: impl Into<Bytes>) -> R
     Ok(store.txn(Txn::new().then(Op::put(key, value))).await?.revision)
 }
 
+/// A key kept in the store under a lease while its owner lives (a LogStore node's or a gateway's
+/// registration): [`Registration::renew`] keeps the lease alive, and puts the key again under a
+/// new lease when the old one expired (the owner was paused or partitioned away).
+pub struct Registration {
+    meta: std::sync::Arc<dyn MetaStore>,
+    key: String,
+    value: Bytes,
+    ttl_secs: i64,
+    lease: std::sync::Mutex<i64>,
+}
+
+impl Registration {
+    /// Puts `key` = `value` under a new lease of `ttl_secs`.
+    pub async fn register(meta: std::sync::Arc<dyn MetaStore>, key: String, value: Bytes, ttl_secs: i64) -> Result<Registration, MetaError> {
+        let lease = Self::put_leased(&*meta, &key, &value, ttl_secs).await?;
+        Ok(Registration { meta, key, value, ttl_secs, lease: std::sync::Mutex::new(lease) })
+    }
+
+    async fn put_leased(meta: &dyn MetaStore, key: &str, value: &Bytes, ttl_secs: i64) -> Result<i64, MetaError> {
+        let lease = meta.grant_lease(ttl_secs).await?;
+        meta.txn(Txn::new().then(Op::Put { key: key.to_string(), value: value.clone(), lease })).await?;
+        Ok(lease)
+    }
+
+    fn current(&self) -> i64 {
+        *self.lease.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Keeps the lease alive; returns `true` when it had expired and the key was put again
+    /// under a new one.
+    pub async fn renew(&self) -> Result<bool, MetaError> {
+        match self.meta.keep_alive(self.current()).await {
+            Ok(()) => Ok(false),
+            Err(e) => {
+                tracing::warn!(key = %self.key, error = %e, "lease lost; registering again");
+                let lease = Self::put_leased(&*self.meta, &self.key, &self.value, self.ttl_secs).await?;
+                *self.lease.lock().unwrap_or_else(|p| p.into_inner()) = lease;
+                Ok(true)
+            }
+        }
+    }
+
+    /// Revokes the lease: the key goes at once.
+    pub async fn revoke(&self) -> Result<(), MetaError> {
+        self.meta.revoke_lease(self.current()).await
+    }
+}
+
 /// Wraps any store with latency metrics.
 pub struct Instrumented<S>(pub S);
 
@@ -193,5 +241,23 @@ impl<S: MetaStore> MetaStore for Instrumented<S> {
     }
     fn backend(&self) -> &'static str {
         self.0.backend()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_registration_comes_back_after_its_lease_is_gone() {
+        let meta: std::sync::Arc<dyn MetaStore> = std::sync::Arc::new(embedded::EmbeddedMeta::in_memory());
+        let r = Registration::register(meta.clone(), "reg/a".into(), Bytes::from_static(b"v"), 10).await.unwrap();
+        assert_eq!(meta.get("reg/a").await.unwrap().unwrap().value, Bytes::from_static(b"v"));
+        assert!(!r.renew().await.unwrap(), "a live lease is only kept alive");
+        r.revoke().await.unwrap();
+        assert!(meta.get("reg/a").await.unwrap().is_none(), "revoking removes the key");
+        assert!(r.renew().await.unwrap(), "a lost lease registers again");
+        assert_eq!(meta.get("reg/a").await.unwrap().unwrap().value, Bytes::from_static(b"v"));
+        assert!(!r.renew().await.unwrap());
     }
 }
