@@ -10,7 +10,7 @@ mod common;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -19,35 +19,12 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use wal_core::testing::servers::{self, free_port};
 
-struct Gw(Child);
-
-impl Drop for Gw {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn spawn(node: i32, port: u16, etcd: &str, s3: &str, dir: &std::path::Path) -> Gw {
-    let child = Command::new(env!("CARGO_BIN_EXE_gateway"))
-        .args(["--node-id", &node.to_string(), "--listen", &format!("127.0.0.1:{port}")])
-        .args(["--metrics-listen", &format!("127.0.0.1:{}", free_port()), "--cluster-lease-ttl-secs", "30"])
-        .args(["--data-dir", dir.join(node.to_string()).to_str().unwrap(), "--storage", "s3", "--s3-endpoint", s3])
-        .args(["--s3-bucket", "cluster", "--s3-path-style", "true", "--metadata", "etcd", "--etcd-endpoints", etcd])
-        .args(["--default-partitions", "4", "--log", "info"])
-        .env("NO_COLOR", "1")
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join(format!("gw{node}.log"))).unwrap())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "gateway {node} did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Gw(child)
+    let mut args = cloud_args(etcd, s3, "cluster");
+    args.extend(["--node-id".into(), node.to_string(), "--metrics-listen".into(), format!("127.0.0.1:{}", free_port())]);
+    args.extend(["--cluster-lease-ttl-secs", "30", "--default-partitions", "4", "--log", "info"].map(String::from));
+    args.extend(["--data-dir".into(), dir.join(node.to_string()).to_str().unwrap().into()]);
+    spawn_gateway(port, &args, std::fs::File::create(dir.join(format!("gw{node}.log"))).unwrap().into())
 }
 
 /// (brokers, partition -> (leader, leader epoch)) from Metadata v12.

@@ -5,39 +5,17 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
 
 use common::*;
 use kafka_protocol::messages::*;
 use wal_core::testing::servers::{self, free_port};
 
-/// Kills the gateway when the test ends, passing or failing.
-struct Gw(Child);
-
-impl Drop for Gw {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn spawn(port: u16, mport: u16, etcd: &str, s3: &str, dir: &std::path::Path) -> Gw {
-    let child = Command::new(env!("CARGO_BIN_EXE_gateway"))
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--metrics-listen", &format!("127.0.0.1:{mport}")])
-        .args(["--data-dir", dir.to_str().unwrap(), "--storage", "s3", "--s3-endpoint", s3, "--s3-bucket", "gateway-data"])
-        .args(["--s3-path-style", "true", "--metadata", "etcd", "--etcd-endpoints", etcd, "--log", "warn"])
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "gateway did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Gw(child)
+    let mut args = cloud_args(etcd, s3, "gateway-data");
+    args.extend(["--metrics-listen".into(), format!("127.0.0.1:{mport}"), "--data-dir".into(), dir.to_str().unwrap().into()]);
+    args.extend(["--log".into(), "warn".into()]);
+    spawn_gateway(port, &args, Stdio::inherit())
 }
 
 fn fetch_all(addr: std::net::SocketAddr, topic: &'static str) -> Vec<u8> {

@@ -49,6 +49,14 @@ async fn wait_stored(wal: &Wal, name: &str, end: u64) {
     }
 }
 
+/// Appends entries `seqs` (each `len` bytes), every one acknowledged, and records them.
+async fn append_seqs(w: &wal_core::LogWriter, range: std::ops::Range<u64>, len: usize, seqs: &mut Vec<u64>) {
+    for seq in range {
+        w.append(entry(seq, len)).await.unwrap();
+        seqs.push(seq);
+    }
+}
+
 fn check_dense(all: &[wal_core::StoredEntry], seqs: &[u64]) {
     let got: Vec<u64> = all.iter().map(|e| seq_of(&e.data)).collect();
     assert_eq!(got, seqs, "every acknowledged entry once, in order");
@@ -97,10 +105,7 @@ async fn losing_one_node_loses_nothing_losing_two_refuses_then_resumes() {
     m.wal.create_log("q").await.unwrap();
     let w = m.wal.open_writer("q").await.unwrap();
     let mut seqs = Vec::new();
-    for seq in 0..100u64 {
-        w.append(entry(seq, 100)).await.unwrap();
-        seqs.push(seq);
-    }
+    append_seqs(&w, 0..100, 100, &mut seqs).await;
     nodes.remove(0).kill();
     for seq in 100..200u64 {
         // The first append after the kill may fail (its block was queued on the dead node and the
@@ -159,10 +164,7 @@ async fn a_new_writer_recovers_from_replicas_what_never_reached_storage() {
     m.wal.create_log("q").await.unwrap();
     let w = m.wal.open_writer("q").await.unwrap();
     let mut seqs = Vec::new();
-    for seq in 0..50u64 {
-        w.append(entry(seq, 300)).await.unwrap();
-        seqs.push(seq);
-    }
+    append_seqs(&w, 0..50, 300, &mut seqs).await;
     let end = w.durable();
     w.abort(); // the writer process dies
     m.store.heal();
@@ -187,20 +189,14 @@ async fn a_stale_writer_is_refused_by_the_nodes() {
     m.wal.create_log("q").await.unwrap();
     let old = m.wal.open_writer("q").await.unwrap();
     let mut seqs = Vec::new();
-    for seq in 0..20u64 {
-        old.append(entry(seq, 100)).await.unwrap();
-        seqs.push(seq);
-    }
+    append_seqs(&old, 0..20, 100, &mut seqs).await;
     // A new writer elsewhere: it fences the old one's segment on the replicas.
     let other = reopen(&m, quorum_config());
     let new = other.open_writer("q").await.unwrap();
     let e = old.append(entry(999, 100)).await.unwrap_err();
     assert!(matches!(e, WalError::Fenced { .. }), "stale writer got {e}");
     assert!(matches!(old.append(entry(998, 100)).await, Err(WalError::Fenced { .. })));
-    for seq in 20..30u64 {
-        new.append(entry(seq, 100)).await.unwrap();
-        seqs.push(seq);
-    }
+    append_seqs(&new, 20..30, 100, &mut seqs).await;
     check_dense(&read_all(&other, "q", 0).await, &seqs);
     new.close().await.unwrap();
     for n in nodes {
@@ -215,10 +211,7 @@ async fn replicas_restarted_empty_keep_exactly_what_was_stored() {
     m.wal.create_log("q").await.unwrap();
     let w = m.wal.open_writer("q").await.unwrap();
     let mut seqs = Vec::new();
-    for seq in 0..40u64 {
-        w.append(entry(seq, 100)).await.unwrap();
-        seqs.push(seq);
-    }
+    append_seqs(&w, 0..40, 100, &mut seqs).await;
     let stored_end = w.durable();
     wait_stored(&m.wal, "q", stored_end).await;
     // From here the store refuses writes: what follows is acknowledged by the replicas only.
@@ -288,18 +281,12 @@ async fn journaled_replicas_restart_holding_what_they_acknowledged() {
     m.wal.create_log("q").await.unwrap();
     let w = m.wal.open_writer("q").await.unwrap();
     let mut seqs = Vec::new();
-    for seq in 0..40u64 {
-        w.append(entry(seq, 100)).await.unwrap();
-        seqs.push(seq);
-    }
+    append_seqs(&w, 0..40, 100, &mut seqs).await;
     wait_stored(&m.wal, "q", w.durable()).await;
     // From here nothing reaches storage: the rest is acknowledged by the replicas only.
     m.store.set_ops(FaultOps::Puts);
     m.store.set_fail_probability(1.0);
-    for seq in 40..60u64 {
-        w.append(entry(seq, 100)).await.unwrap();
-        seqs.push(seq);
-    }
+    append_seqs(&w, 40..60, 100, &mut seqs).await;
     let end = w.durable();
     w.abort();
     // Every node crashes and comes back from its journal (with memory-only nodes this loses

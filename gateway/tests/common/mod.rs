@@ -56,3 +56,41 @@ pub fn produce(addr: std::net::SocketAddr, topic: &'static str, records: bytes::
     (p.error_code, p.base_offset)
 }
 
+
+/// A gateway process; killed (SIGKILL) when dropped, passing or failing.
+pub struct Gw(pub std::process::Child);
+
+impl Drop for Gw {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The flags for data in S3 (`s3`, path-style, `bucket`) and metadata in etcd (`etcd`).
+pub fn cloud_args(etcd: &str, s3: &str, bucket: &str) -> Vec<String> {
+    ["--storage", "s3", "--s3-endpoint", s3, "--s3-bucket", bucket, "--s3-path-style", "true", "--metadata", "etcd", "--etcd-endpoints", etcd]
+        .map(String::from)
+        .to_vec()
+}
+
+/// Starts the gateway binary listening on 127.0.0.1:`port` with `args` (S3 test credentials in
+/// its environment) and waits until it accepts connections.
+pub fn spawn_gateway(port: u16, args: &[String], stderr: std::process::Stdio) -> Gw {
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(args)
+        .env("NO_COLOR", "1")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .stdout(std::process::Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "gateway on port {port} did not start");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    Gw(child)
+}
