@@ -209,9 +209,8 @@ pub trait Snapshot: Send + Sync {
     fn snapshot(&self) -> (Vec<Record>, u64);
 }
 
-enum Job {
-    Write(Record, Option<oneshot::Sender<bool>>),
-}
+/// A record to write, and who waits for it to be on disk (nobody for stored marks).
+type Job = (Record, Option<oneshot::Sender<bool>>);
 
 /// The handle the node queues records on.
 #[derive(Clone)]
@@ -247,13 +246,13 @@ impl Journal {
     /// failed and the node must not acknowledge).
     pub fn write(&self, rec: Record) -> oneshot::Receiver<bool> {
         let (t, r) = oneshot::channel();
-        let _ = self.tx.send(Job::Write(rec, Some(t)));
+        let _ = self.tx.send((rec, Some(t)));
         r
     }
 
     /// Queues a record nobody waits for (stored marks: losing one only costs a re-upload).
     pub fn note(&self, rec: Record) {
-        let _ = self.tx.send(Job::Write(rec, None));
+        let _ = self.tx.send((rec, None));
     }
 }
 
@@ -302,7 +301,7 @@ fn writer(
         let mut buf = BytesMut::new();
         let mut waiters = Vec::new();
         let mut job = Some(first);
-        while let Some(Job::Write(rec, t)) = job.take() {
+        while let Some((rec, t)) = job.take() {
             rec.encode(&mut buf);
             waiters.extend(t);
             if buf.len() < 16 << 20 {
