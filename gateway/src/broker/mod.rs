@@ -124,12 +124,8 @@ impl Broker {
             pids: tokio::sync::Mutex::new((0, 0)),
             tasks: std::sync::Mutex::new(Vec::new()),
         });
-        let listing = broker.meta.list(TOPIC_PREFIX).await?;
-        for kv in listing.kvs {
-            let tm: TopicMeta = serde_json::from_slice(&kv.value)?;
-            let t = broker.open_topic(tm).await?;
-            broker.insert(t);
-        }
+        // Every topic, with the code that later follows the registry (errors fail the start).
+        broker.sync_topics().await?;
         let snapshots = {
             let b = Arc::downgrade(&broker);
             tokio::spawn(async move {
