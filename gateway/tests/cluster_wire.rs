@@ -92,7 +92,8 @@ fn two_gateways_split_partitions_refuse_what_they_do_not_lead_and_hand_over_on_s
         }
         (brokers == vec![1, 2] && parts.len() == 4 && load.get(&1) == Some(&2) && load.get(&2) == Some(&2)).then_some(parts)
     });
-    assert_eq!(metadata(addrs[1]).1, parts, "both gateways report the same leaders and epochs");
+    // The other gateway reports the same leaders and epochs once its next poll has read them.
+    wait_for("both gateways to report the same leaders and epochs", || (metadata(addrs[1]).1 == parts).then_some(()));
 
     for (&p, &(leader, epoch)) in &parts {
         let other = 3 - leader;
