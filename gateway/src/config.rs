@@ -183,10 +183,8 @@ impl GatewayConfig {
             "cluster_poll_ms must be >= 50 and at most a third of the lease TTL"
         );
         if !self.advertised_listener.is_empty() {
-            let (h, p) = self
-                .advertised_listener
-                .rsplit_once(':')
-                .ok_or_else(|| anyhow::anyhow!("advertised_listener must be host:port"))?;
+            let (h, p) =
+                self.advertised_listener.rsplit_once(':').ok_or_else(|| anyhow::anyhow!("advertised_listener must be host:port"))?;
             anyhow::ensure!(!h.is_empty() && p.parse::<u16>().is_ok(), "advertised_listener must be host:port");
         }
         if self.storage == StorageKind::S3 {

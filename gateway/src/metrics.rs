@@ -116,7 +116,12 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
 pub type BrokerSlot = Arc<std::sync::OnceLock<Arc<crate::Broker>>>;
 
 /// Serves `/metrics`, `/healthz` (process alive) and `/readyz` (broker open) over plain HTTP/1.
-pub async fn serve(addr: SocketAddr, handle: PrometheusHandle, ready: Arc<AtomicBool>, broker: BrokerSlot) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+pub async fn serve(
+    addr: SocketAddr,
+    handle: PrometheusHandle,
+    ready: Arc<AtomicBool>,
+    broker: BrokerSlot,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     Ok(tokio::spawn(async move {
         let limit = Arc::new(tokio::sync::Semaphore::new(64));

@@ -196,12 +196,7 @@ async fn read_frame(
     let mut permit: Option<OwnedSemaphorePermit> = None;
     while body.len() < size {
         let step = (size - body.len()).min(FRAME_CHUNK.max(body.len()));
-        let more = limits
-            .request_bytes
-            .clone()
-            .acquire_many_owned(step as u32)
-            .await
-            .map_err(|_| protocol("shutdown", "shutting down"))?;
+        let more = limits.request_bytes.clone().acquire_many_owned(step as u32).await.map_err(|_| protocol("shutdown", "shutting down"))?;
         match permit.as_mut() {
             Some(p) => p.merge(more),
             None => permit = Some(more),
@@ -219,9 +214,15 @@ async fn read_frame(
 }
 
 enum Decoded {
-    Request { header: RequestHeader, request: RequestKind, api_key: ApiKey },
+    Request {
+        header: RequestHeader,
+        request: RequestKind,
+        api_key: ApiKey,
+    },
     /// ApiVersions at a version we do not support: answer v0 with UNSUPPORTED_VERSION.
-    ApiVersionsFallback { correlation_id: i32 },
+    ApiVersionsFallback {
+        correlation_id: i32,
+    },
 }
 
 fn decode(mut body: Bytes) -> Result<Decoded, ConnError> {

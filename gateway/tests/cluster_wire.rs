@@ -50,9 +50,12 @@ fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
 }
 
 fn produce_to(addr: SocketAddr, partition: i32) -> (i16, i64) {
-    let req = ProduceRequest::default().with_acks(-1).with_timeout_ms(5000).with_topic_data(vec![produce_request::TopicProduceData::default()
-        .with_name(name("split"))
-        .with_partition_data(vec![produce_request::PartitionProduceData::default().with_index(partition).with_records(Some(batch(2)))])]);
+    let req =
+        ProduceRequest::default().with_acks(-1).with_timeout_ms(5000).with_topic_data(vec![produce_request::TopicProduceData::default()
+            .with_name(name("split"))
+            .with_partition_data(vec![produce_request::PartitionProduceData::default()
+                .with_index(partition)
+                .with_records(Some(batch(2)))])]);
     let ResponseKind::Produce(r) = call(addr, ApiKey::Produce, 9, RequestKind::Produce(req)) else { panic!() };
     let p = &r.responses[0].partition_responses[0];
     (p.error_code, p.base_offset)
@@ -122,7 +125,10 @@ fn two_gateways_split_partitions_refuse_what_they_do_not_lead_and_hand_over_on_s
     };
     let c = coordinator(addrs[0]);
     assert_eq!(coordinator(addrs[1]), c);
-    let hb = HeartbeatRequest::default().with_group_id(GroupId(StrBytes::from_static_str("audit"))).with_generation_id(1).with_member_id(StrBytes::from_static_str("m"));
+    let hb = HeartbeatRequest::default()
+        .with_group_id(GroupId(StrBytes::from_static_str("audit")))
+        .with_generation_id(1)
+        .with_member_id(StrBytes::from_static_str("m"));
     let ResponseKind::Heartbeat(r) = call(addr_of(3 - c), ApiKey::Heartbeat, 4, RequestKind::Heartbeat(hb.clone())) else { panic!() };
     assert_eq!(r.error_code, ResponseError::NotCoordinator.code());
     let ResponseKind::Heartbeat(r) = call(addr_of(c), ApiKey::Heartbeat, 4, RequestKind::Heartbeat(hb)) else { panic!() };

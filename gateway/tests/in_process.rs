@@ -10,21 +10,26 @@ use kafka_protocol::protocol::StrBytes;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consumer_lag_is_committed_offset_against_high_watermark() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = gateway::GatewayConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: dir.path().to_path_buf(),
-        ..Default::default()
-    };
+    let cfg = gateway::GatewayConfig { listen: "127.0.0.1:0".parse().unwrap(), data_dir: dir.path().to_path_buf(), ..Default::default() };
     let running = gateway::start(cfg).await.unwrap();
     let addr = running.addr;
     let lag = tokio::task::spawn_blocking(move || {
-        let produce = ProduceRequest::default().with_acks(-1).with_timeout_ms(5000).with_topic_data(vec![produce_request::TopicProduceData::default()
-            .with_name(name("lagged"))
-            .with_partition_data(vec![produce_request::PartitionProduceData::default().with_records(Some(batch(10)))])]);
+        let produce = ProduceRequest::default().with_acks(-1).with_timeout_ms(5000).with_topic_data(vec![
+            produce_request::TopicProduceData::default()
+                .with_name(name("lagged"))
+                .with_partition_data(vec![produce_request::PartitionProduceData::default().with_records(Some(batch(10)))]),
+        ]);
         // unknown topic first: auto-creation happens on Metadata
-        call(addr, ApiKey::Metadata, 9, RequestKind::Metadata(MetadataRequest::default().with_topics(Some(vec![
-            metadata_request::MetadataRequestTopic::default().with_name(Some(name("lagged"))),
-        ])).with_allow_auto_topic_creation(true)));
+        call(
+            addr,
+            ApiKey::Metadata,
+            9,
+            RequestKind::Metadata(
+                MetadataRequest::default()
+                    .with_topics(Some(vec![metadata_request::MetadataRequestTopic::default().with_name(Some(name("lagged")))]))
+                    .with_allow_auto_topic_creation(true),
+            ),
+        );
         let ResponseKind::Produce(r) = call(addr, ApiKey::Produce, 9, RequestKind::Produce(produce)) else { panic!() };
         assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
         let commit = OffsetCommitRequest::default()

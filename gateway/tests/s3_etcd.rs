@@ -35,9 +35,16 @@ fn produce_and_fetch_through_s3_and_etcd_across_a_crash() {
     let (port, mport) = (free_port(), free_port());
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let gw = spawn(port, mport, &etcd.endpoint(), &moto.endpoint(), dir.path());
-    call(addr, ApiKey::Metadata, 9, RequestKind::Metadata(MetadataRequest::default().with_topics(Some(vec![
-        metadata_request::MetadataRequestTopic::default().with_name(Some(name("cloud"))),
-    ])).with_allow_auto_topic_creation(true)));
+    call(
+        addr,
+        ApiKey::Metadata,
+        9,
+        RequestKind::Metadata(
+            MetadataRequest::default()
+                .with_topics(Some(vec![metadata_request::MetadataRequestTopic::default().with_name(Some(name("cloud")))]))
+                .with_allow_auto_topic_creation(true),
+        ),
+    );
     let mut expected = Vec::new();
     for i in 0..20 {
         let (err, base) = produce(addr, "cloud", idempotent_batch(3, 11, 0, i * 3));
@@ -45,7 +52,7 @@ fn produce_and_fetch_through_s3_and_etcd_across_a_crash() {
         expected.push(base);
     }
     drop(gw); // SIGKILL
-    // the local data dir is not where the data lives: wipe it
+              // the local data dir is not where the data lives: wipe it
     std::fs::remove_dir_all(dir.path()).unwrap();
     std::fs::create_dir_all(dir.path()).unwrap();
     let _gw = spawn(port, mport, &etcd.endpoint(), &moto.endpoint(), dir.path());

@@ -114,7 +114,10 @@ pub type Result<T, E = WalError> = std::result::Result<T, E>;
 /// A cheap, cloneable description of a failure that must be delivered to many waiters.
 #[derive(Debug, Clone)]
 pub(crate) enum SharedFailure {
-    Fenced { log: String, epoch: u64 },
+    Fenced {
+        log: String,
+        epoch: u64,
+    },
     Closed,
     /// The appends were not stored; the writer continues.
     Retriable(String),

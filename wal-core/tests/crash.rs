@@ -95,7 +95,7 @@ fn acknowledged_entries_survive_sigkill() {
         }
         assert!(n >= target, "child produced only {n} acks in round {round}");
         child.kill().unwrap(); // SIGKILL
-        // acks already written to the pipe were acknowledged before the kill
+                               // acks already written to the pipe were acknowledged before the kill
         for line in lines.map_while(Result::ok) {
             if let Some(rest) = line.strip_prefix("ACK ") {
                 let (s, b) = rest.split_once(' ').unwrap();

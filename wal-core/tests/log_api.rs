@@ -353,7 +353,8 @@ async fn timestamps_of_a_large_abandoned_segment_are_found_without_header_reads(
     m.wal.create_log("big").await.unwrap();
     let w = m.wal.open_writer("big").await.unwrap();
     for i in 0..100u64 {
-        w.append(Entry::new(1, 5000 + i as i64, payload(i, 50))).await.unwrap(); // one block each
+        w.append(Entry::new(1, 5000 + i as i64, payload(i, 50))).await.unwrap();
+        // one block each
     }
     w.abort(); // crash: the segment stays active
     let other = reopen(&m, cfg);

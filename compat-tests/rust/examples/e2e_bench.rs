@@ -42,12 +42,31 @@ fn main() {
     println!("gateway end to end: rdkafka (librdkafka {}), acks=all, idempotent, 1 partition", rdkafka::util::get_rdkafka_version().1);
     let n = (mib << 20) / 1024;
     let (secs, mut lat) = produce(&gw.bootstrap, "bench-1k", 1024, n, 0, 10);
-    println!("{:<34} {:>9.1} MB/s {:>10.0} msg/s  p50 {:>8.2} ms  p99 {:>8.2} ms", "produce 1 KiB, full speed, linger 10", (n * 1024) as f64 / secs / 1e6, n as f64 / secs, pct(&mut lat, 0.5), pct(&mut lat, 0.99));
+    println!(
+        "{:<34} {:>9.1} MB/s {:>10.0} msg/s  p50 {:>8.2} ms  p99 {:>8.2} ms",
+        "produce 1 KiB, full speed, linger 10",
+        (n * 1024) as f64 / secs / 1e6,
+        n as f64 / secs,
+        pct(&mut lat, 0.5),
+        pct(&mut lat, 0.99)
+    );
     let (_, mut lat) = produce(&gw.bootstrap, "bench-rate", 1024, 10_000, 2_000, 0);
-    println!("{:<34} {:>9} {:>16}  p50 {:>8.2} ms  p99 {:>8.2} ms", "produce 1 KiB, 2000 msg/s, linger 0", "", "", pct(&mut lat, 0.5), pct(&mut lat, 0.99));
+    println!(
+        "{:<34} {:>9} {:>16}  p50 {:>8.2} ms  p99 {:>8.2} ms",
+        "produce 1 KiB, 2000 msg/s, linger 0",
+        "",
+        "",
+        pct(&mut lat, 0.5),
+        pct(&mut lat, 0.99)
+    );
     let n100 = (mib << 20) / 8 / 100;
     let (secs100, _) = produce(&gw.bootstrap, "bench-100b", 100, n100, 0, 10);
-    println!("{:<34} {:>9.1} MB/s {:>10.0} msg/s", "produce 100 B, full speed, linger 10", (n100 * 100) as f64 / secs100 / 1e6, n100 as f64 / secs100);
+    println!(
+        "{:<34} {:>9.1} MB/s {:>10.0} msg/s",
+        "produce 100 B, full speed, linger 10",
+        (n100 * 100) as f64 / secs100 / 1e6,
+        n100 as f64 / secs100
+    );
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &gw.bootstrap)
         .set("group.id", "bench")
@@ -70,7 +89,8 @@ fn main() {
     let cs = t.elapsed().as_secs_f64();
     println!("{:<34} {:>9.1} MB/s {:>10.0} msg/s  ({got}/{n})", "consumer catch-up 1 KiB", bytes as f64 / cs / 1e6, got as f64 / cs);
     if std::env::var("E2E_METRICS").is_ok() {
-        for l in gw.metrics().lines().filter(|l| !l.starts_with('#') && (l.contains("sum") || l.contains("count") || l.contains("_total"))) {
+        for l in gw.metrics().lines().filter(|l| !l.starts_with('#') && (l.contains("sum") || l.contains("count") || l.contains("_total")))
+        {
             println!("  {l}");
         }
     }

@@ -62,8 +62,16 @@ fn main() {
     wait_port(sport);
     let bin = gateway_bin(true);
     let common: Vec<String> = [
-        "--storage", "s3", "--s3-endpoint", &format!("http://127.0.0.1:{sport}"), "--s3-path-style", "true",
-        "--metadata", "etcd", "--etcd-endpoints", &format!("http://127.0.0.1:{cport}"),
+        "--storage",
+        "s3",
+        "--s3-endpoint",
+        &format!("http://127.0.0.1:{sport}"),
+        "--s3-path-style",
+        "true",
+        "--metadata",
+        "etcd",
+        "--etcd-endpoints",
+        &format!("http://127.0.0.1:{cport}"),
     ]
     .iter()
     .map(|s| s.to_string())
@@ -84,19 +92,17 @@ fn main() {
         ));
         wait_port(port);
     }
-    println!("QuorumBuffer vs MemoryBuffer: rdkafka (librdkafka {}), acks=all, idempotent, 1 partition, 1 KiB", rdkafka::util::get_rdkafka_version().1);
+    println!(
+        "QuorumBuffer vs MemoryBuffer: rdkafka (librdkafka {}), acks=all, idempotent, 1 partition, 1 KiB",
+        rdkafka::util::get_rdkafka_version().1
+    );
     println!("both on etcd + moto_server (S3); quorum: 3 LogStore processes, ack 2 of 3; {n} messages per case");
     for (mode, bucket) in [("memory", "memory"), ("quorum", "quorum")] {
         let mut extra = common.clone();
         extra.extend(["--buffer", mode, "--s3-bucket", bucket].iter().map(|s| s.to_string()));
         let mut gw = Gateway::start_with(bin.clone(), Some(tmp.path().join(format!("gw-{mode}"))), &extra).unwrap();
         let (_, mut lat) = produce(&gw.bootstrap, &format!("{mode}-lat"), 1024, (n / 4).max(100), rate, 0);
-        println!(
-            "{mode:<7} {:>6} msg/s linger 0     p50 {:>7.2} ms  p99 {:>7.2} ms",
-            rate,
-            pct(&mut lat, 0.5),
-            pct(&mut lat, 0.99)
-        );
+        println!("{mode:<7} {:>6} msg/s linger 0     p50 {:>7.2} ms  p99 {:>7.2} ms", rate, pct(&mut lat, 0.5), pct(&mut lat, 0.99));
         let (secs, mut lat) = produce(&gw.bootstrap, &format!("{mode}-tput"), 1024, n, 0, 5);
         println!(
             "{mode:<7} full speed linger 5  {:>7.1} MB/s {:>8.0} msg/s  p50 {:>7.2} ms  p99 {:>7.2} ms",

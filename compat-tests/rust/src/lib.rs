@@ -48,7 +48,16 @@ impl Gateway {
                 (Some(t), d)
             }
         };
-        let mut g = Gateway { child: Command::new("true").spawn()?, bootstrap: String::new(), data_dir: dir, port: free_port(), mport: free_port(), bin, extra: extra.to_vec(), _tmp: tmp };
+        let mut g = Gateway {
+            child: Command::new("true").spawn()?,
+            bootstrap: String::new(),
+            data_dir: dir,
+            port: free_port(),
+            mport: free_port(),
+            bin,
+            extra: extra.to_vec(),
+            _tmp: tmp,
+        };
         g.spawn()?;
         Ok(g)
     }
@@ -170,7 +179,8 @@ pub mod bench {
                     std::thread::sleep(d);
                 }
             }
-            let mut rec = BaseRecord::<(), [u8], Box<Instant>>::with_opaque_to(topic, Box::new(Instant::now())).payload(&payload).partition(0);
+            let mut rec =
+                BaseRecord::<(), [u8], Box<Instant>>::with_opaque_to(topic, Box::new(Instant::now())).payload(&payload).partition(0);
             loop {
                 match p.send(rec) {
                     Ok(()) => break,
@@ -197,5 +207,4 @@ pub mod bench {
             self.0.delivery(r, sent)
         }
     }
-
 }

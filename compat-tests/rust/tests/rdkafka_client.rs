@@ -68,7 +68,8 @@ async fn every_codec_round_trips_byte_for_byte() {
             let key = format!("k{i}");
             let headers = OwnedHeaders::new().insert(Header { key: "h", value: Some(&i.to_be_bytes()) });
             let v = value(i);
-            let fut = p.send_result(FutureRecord::to(&topic).partition(1).key(&key).payload(&v).headers(headers)).map_err(|(e, _)| e).unwrap();
+            let fut =
+                p.send_result(FutureRecord::to(&topic).partition(1).key(&key).payload(&v).headers(headers)).map_err(|(e, _)| e).unwrap();
             futs.push(fut);
         }
         for f in futs {

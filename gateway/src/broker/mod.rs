@@ -76,9 +76,9 @@ fn wal_err(e: WalError) -> AdminError {
 /// The object store and metadata store the configuration names (shared with `logstore`).
 pub async fn backends(cfg: &GatewayConfig) -> anyhow::Result<(Arc<dyn ObjectStore>, Arc<dyn MetaStore>)> {
     let store: Arc<dyn ObjectStore> = match cfg.storage {
-        StorageKind::Local => Arc::new(wal_core::storage::Instrumented(wal_core::storage::local::LocalStore::open(
-            cfg.data_dir.join("objects"),
-        )?)),
+        StorageKind::Local => {
+            Arc::new(wal_core::storage::Instrumented(wal_core::storage::local::LocalStore::open(cfg.data_dir.join("objects"))?))
+        }
         StorageKind::S3 => {
             let s3 = wal_core::storage::s3::S3Store::new(&cfg.s3)?;
             if let Err(e) = s3.ensure_bucket().await {
@@ -92,9 +92,9 @@ pub async fn backends(cfg: &GatewayConfig) -> anyhow::Result<(Arc<dyn ObjectStor
             Arc::new(wal_core::meta::Instrumented(wal_core::meta::embedded::EmbeddedMeta::open(cfg.data_dir.join("meta"), true)?))
         }
         #[cfg(feature = "etcd")]
-        MetadataKind::Etcd => Arc::new(wal_core::meta::Instrumented(
-            wal_core::meta::etcd::EtcdMeta::connect(&cfg.etcd_endpoints, &cfg.etcd_root).await?,
-        )),
+        MetadataKind::Etcd => {
+            Arc::new(wal_core::meta::Instrumented(wal_core::meta::etcd::EtcdMeta::connect(&cfg.etcd_endpoints, &cfg.etcd_root).await?))
+        }
         #[cfg(not(feature = "etcd"))]
         MetadataKind::Etcd => anyhow::bail!("this binary was built without the `etcd` feature"),
     };
@@ -166,7 +166,8 @@ impl Broker {
                 }
             })
         };
-        let tasks = vec![retention::spawn(broker.clone()), broker.wal.spawn_cleaner(), broker.groups.spawn_ticker(), snapshots, looping, renewing];
+        let tasks =
+            vec![retention::spawn(broker.clone()), broker.wal.spawn_cleaner(), broker.groups.spawn_ticker(), snapshots, looping, renewing];
         broker.tasks.lock().unwrap_or_else(|p| p.into_inner()).extend(tasks);
         Ok(broker)
     }
@@ -338,8 +339,7 @@ impl Broker {
         if !(1..=100_000).contains(&partitions) {
             return Err((ResponseError::InvalidPartitions, format!("invalid partition count {partitions}")));
         }
-        topics::validate_configs(configs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .map_err(|m| (ResponseError::InvalidConfig, m))?;
+        topics::validate_configs(configs.iter().map(|(k, v)| (k.as_str(), v.as_str()))).map_err(|m| (ResponseError::InvalidConfig, m))?;
         let _g = self.admin.lock().await;
         if self.topic(name).is_some() {
             return Err((ResponseError::TopicAlreadyExists, format!("topic {name} already exists")));
@@ -388,10 +388,7 @@ impl Broker {
         let Some(t) = self.topic(name) else {
             return Err((ResponseError::UnknownTopicOrPartition, format!("unknown topic {name}")));
         };
-        self.meta
-            .txn(Txn::new().then(Op::Delete(topic_key(name))))
-            .await
-            .map_err(|e| (ResponseError::KafkaStorageError, e.to_string()))?;
+        self.meta.txn(Txn::new().then(Op::Delete(topic_key(name)))).await.map_err(|e| (ResponseError::KafkaStorageError, e.to_string()))?;
         self.topics.write().unwrap_or_else(|p| p.into_inner()).remove(name);
         for p in &t.partitions {
             p.close().await;
@@ -465,8 +462,7 @@ impl Broker {
                 }
             }
         }
-        topics::validate_configs(configs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .map_err(|m| (ResponseError::InvalidConfig, m))?;
+        topics::validate_configs(configs.iter().map(|(k, v)| (k.as_str(), v.as_str()))).map_err(|m| (ResponseError::InvalidConfig, m))?;
         if validate_only {
             return Ok(());
         }
@@ -498,7 +494,11 @@ impl Broker {
                 let limit = next + PRODUCER_ID_BLOCK;
                 let r = self
                     .meta
-                    .txn(Txn::new().when(Compare::ModRevision(PRODUCER_ID_KEY.into(), rev)).then(Op::put(PRODUCER_ID_KEY, limit.to_string())))
+                    .txn(
+                        Txn::new()
+                            .when(Compare::ModRevision(PRODUCER_ID_KEY.into(), rev))
+                            .then(Op::put(PRODUCER_ID_KEY, limit.to_string())),
+                    )
                     .await
                     .map_err(|e| (ResponseError::KafkaStorageError, e.to_string()))?;
                 if r.succeeded {
@@ -520,7 +520,14 @@ impl Broker {
             for (topic, partition, c) in self.groups.offsets.group(&group) {
                 let Some(p) = self.partition(&topic, partition) else { continue };
                 let hw = p.high_watermark();
-                out.push(ConsumerLag { group: group.clone(), topic, partition, committed: c.offset, high_watermark: hw, lag: (hw - c.offset).max(0) });
+                out.push(ConsumerLag {
+                    group: group.clone(),
+                    topic,
+                    partition,
+                    committed: c.offset,
+                    high_watermark: hw,
+                    lag: (hw - c.offset).max(0),
+                });
             }
         }
         out

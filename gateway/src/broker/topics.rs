@@ -47,15 +47,60 @@ fn long_at_least(v: &str, min: i64) -> bool {
 }
 
 pub const CONFIGS: &[ConfigDef] = &[
-    ConfigDef { name: "retention.ms", default: |_| "604800000".into(), valid: |v| long_at_least(v, -1), doc: "Delete segments older than this (-1: keep)." },
-    ConfigDef { name: "retention.bytes", default: |_| "-1".into(), valid: |v| long_at_least(v, -1), doc: "Delete the oldest segments beyond this size per partition (-1: no limit)." },
-    ConfigDef { name: "segment.bytes", default: |w| w.segment_max_bytes.to_string(), valid: |v| long_at_least(v, 14), doc: "Roll a segment after this many bytes." },
-    ConfigDef { name: "segment.ms", default: |w| w.segment_max_age_ms.to_string(), valid: |v| long_at_least(v, 1), doc: "Roll a segment after this age." },
-    ConfigDef { name: "max.message.bytes", default: |_| "1048588".into(), valid: |v| long_at_least(v, 0), doc: "Largest record batch accepted." },
-    ConfigDef { name: "cleanup.policy", default: |_| "delete".into(), valid: |v| v == "delete", doc: "Only delete is supported (no compaction)." },
-    ConfigDef { name: "message.timestamp.type", default: |_| "CreateTime".into(), valid: |v| v == "CreateTime", doc: "Only CreateTime is supported." },
-    ConfigDef { name: "compression.type", default: |_| "producer".into(), valid: |v| v == "producer", doc: "Batches are stored as the producer compressed them." },
-    ConfigDef { name: "min.insync.replicas", default: |_| "1".into(), valid: |v| long_at_least(v, 1), doc: "Accepted for compatibility; durability comes from object storage." },
+    ConfigDef {
+        name: "retention.ms",
+        default: |_| "604800000".into(),
+        valid: |v| long_at_least(v, -1),
+        doc: "Delete segments older than this (-1: keep).",
+    },
+    ConfigDef {
+        name: "retention.bytes",
+        default: |_| "-1".into(),
+        valid: |v| long_at_least(v, -1),
+        doc: "Delete the oldest segments beyond this size per partition (-1: no limit).",
+    },
+    ConfigDef {
+        name: "segment.bytes",
+        default: |w| w.segment_max_bytes.to_string(),
+        valid: |v| long_at_least(v, 14),
+        doc: "Roll a segment after this many bytes.",
+    },
+    ConfigDef {
+        name: "segment.ms",
+        default: |w| w.segment_max_age_ms.to_string(),
+        valid: |v| long_at_least(v, 1),
+        doc: "Roll a segment after this age.",
+    },
+    ConfigDef {
+        name: "max.message.bytes",
+        default: |_| "1048588".into(),
+        valid: |v| long_at_least(v, 0),
+        doc: "Largest record batch accepted.",
+    },
+    ConfigDef {
+        name: "cleanup.policy",
+        default: |_| "delete".into(),
+        valid: |v| v == "delete",
+        doc: "Only delete is supported (no compaction).",
+    },
+    ConfigDef {
+        name: "message.timestamp.type",
+        default: |_| "CreateTime".into(),
+        valid: |v| v == "CreateTime",
+        doc: "Only CreateTime is supported.",
+    },
+    ConfigDef {
+        name: "compression.type",
+        default: |_| "producer".into(),
+        valid: |v| v == "producer",
+        doc: "Batches are stored as the producer compressed them.",
+    },
+    ConfigDef {
+        name: "min.insync.replicas",
+        default: |_| "1".into(),
+        valid: |v| long_at_least(v, 1),
+        doc: "Accepted for compatibility; durability comes from object storage.",
+    },
 ];
 
 pub fn config_def(name: &str) -> Option<&'static ConfigDef> {

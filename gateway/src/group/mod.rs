@@ -102,7 +102,11 @@ impl Coordinator {
             id: g.id.clone(),
             state: g.state,
             protocol_type: g.protocol_type.clone().unwrap_or_default(),
-            protocol: if g.state == GroupState::Stable || g.state == GroupState::CompletingRebalance { g.protocol.clone().unwrap_or_default() } else { String::new() },
+            protocol: if g.state == GroupState::Stable || g.state == GroupState::CompletingRebalance {
+                g.protocol.clone().unwrap_or_default()
+            } else {
+                String::new()
+            },
             members: g
                 .members
                 .values()

@@ -141,11 +141,19 @@ impl Group {
     /// The protocol every member supports with the most first-choice votes.
     fn select_protocol(&self) -> Option<String> {
         let first = self.members.values().next()?;
-        let candidates: Vec<&String> =
-            first.protocols.iter().map(|(p, _)| p).filter(|p| self.members.values().all(|m| m.protocols.iter().any(|(q, _)| q == *p))).collect();
+        let candidates: Vec<&String> = first
+            .protocols
+            .iter()
+            .map(|(p, _)| p)
+            .filter(|p| self.members.values().all(|m| m.protocols.iter().any(|(q, _)| q == *p)))
+            .collect();
         let mut best: Option<(&String, usize)> = None;
         for c in &candidates {
-            let votes = self.members.values().filter(|m| m.protocols.iter().find(|(q, _)| candidates.contains(&q)).map(|(q, _)| q) == Some(*c)).count();
+            let votes = self
+                .members
+                .values()
+                .filter(|m| m.protocols.iter().find(|(q, _)| candidates.contains(&q)).map(|(q, _)| q) == Some(*c))
+                .count();
             if best.is_none_or(|(_, v)| votes > v) {
                 best = Some((c, votes));
             }
@@ -387,7 +395,13 @@ impl Group {
         Ok(())
     }
 
-    pub fn sync(&mut self, member_id: &str, instance_id: Option<&str>, generation: i32, assignments: Vec<(String, Bytes)>) -> Outcome<SyncResult> {
+    pub fn sync(
+        &mut self,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+        assignments: Vec<(String, Bytes)>,
+    ) -> Outcome<SyncResult> {
         let err = |e| Outcome::Now(SyncResult { error: Some(e), assignment: Bytes::new() });
         if let Err(e) = self.check_member(member_id, instance_id, generation) {
             return err(e);

@@ -3,14 +3,23 @@
 
 use std::sync::Arc;
 
-use kafka_protocol::messages::{AlterConfigsRequest, AlterConfigsResponse, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse};
+use kafka_protocol::messages::{
+    AlterConfigsRequest, AlterConfigsResponse, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
+};
 use kafka_protocol::ResponseError;
 
 use super::describe_configs::RESOURCE_TOPIC;
 use super::s;
 use crate::broker::{AdminError, Broker};
 
-async fn apply(b: &Broker, resource_type: i8, name: &str, changes: Vec<(String, Option<String>)>, incremental: bool, validate_only: bool) -> Result<(), AdminError> {
+async fn apply(
+    b: &Broker,
+    resource_type: i8,
+    name: &str,
+    changes: Vec<(String, Option<String>)>,
+    incremental: bool,
+    validate_only: bool,
+) -> Result<(), AdminError> {
     if resource_type != RESOURCE_TOPIC {
         return Err((ResponseError::InvalidRequest, "only topic configs can be altered".into()));
     }
@@ -22,7 +31,8 @@ pub async fn handle(b: Arc<Broker>, req: AlterConfigsRequest) -> AlterConfigsRes
     let mut out = Vec::with_capacity(req.resources.len());
     for res in req.resources {
         let changes = res.configs.iter().map(|c| (c.name.to_string(), c.value.as_ref().map(|v| v.to_string()))).collect();
-        let mut r = AlterConfigsResourceResponse::default().with_resource_type(res.resource_type).with_resource_name(res.resource_name.clone());
+        let mut r =
+            AlterConfigsResourceResponse::default().with_resource_type(res.resource_type).with_resource_name(res.resource_name.clone());
         if let Err((e, msg)) = apply(&b, res.resource_type, &res.resource_name, changes, false, req.validate_only).await {
             r.error_code = e.code();
             r.error_message = Some(s(msg));
@@ -36,7 +46,8 @@ pub async fn handle_incremental(b: Arc<Broker>, req: IncrementalAlterConfigsRequ
     use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
     let mut out = Vec::with_capacity(req.resources.len());
     for res in req.resources {
-        let mut r = AlterConfigsResourceResponse::default().with_resource_type(res.resource_type).with_resource_name(res.resource_name.clone());
+        let mut r =
+            AlterConfigsResourceResponse::default().with_resource_type(res.resource_type).with_resource_name(res.resource_name.clone());
         let mut changes = Vec::with_capacity(res.configs.len());
         let mut bad = None;
         for c in &res.configs {

@@ -11,7 +11,9 @@ use super::{versions, SUPPORTED};
 fn keys() -> Vec<ApiVersion> {
     SUPPORTED
         .iter()
-        .filter_map(|(k, _, _)| versions(*k).map(|(lo, hi)| ApiVersion::default().with_api_key(*k as i16).with_min_version(lo).with_max_version(hi)))
+        .filter_map(|(k, _, _)| {
+            versions(*k).map(|(lo, hi)| ApiVersion::default().with_api_key(*k as i16).with_min_version(lo).with_max_version(hi))
+        })
         .collect()
 }
 

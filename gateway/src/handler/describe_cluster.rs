@@ -11,19 +11,16 @@ use crate::broker::Broker;
 pub fn handle(b: Arc<Broker>) -> DescribeClusterResponse {
     let view = b.cluster.view();
     let controller = view.members.keys().next().copied().unwrap_or(b.cfg.node_id);
-    DescribeClusterResponse::default()
-        .with_cluster_id(s(b.cfg.cluster_id.clone()))
-        .with_controller_id(BrokerId(controller))
-        .with_brokers(
-            view.members
-                .values()
-                .map(|m| {
-                    DescribeClusterBroker::default()
-                        .with_broker_id(BrokerId(m.node_id))
-                        .with_host(s(m.host.clone()))
-                        .with_port(m.port)
-                        .with_rack(m.rack.clone().map(s))
-                })
-                .collect(),
-        )
+    DescribeClusterResponse::default().with_cluster_id(s(b.cfg.cluster_id.clone())).with_controller_id(BrokerId(controller)).with_brokers(
+        view.members
+            .values()
+            .map(|m| {
+                DescribeClusterBroker::default()
+                    .with_broker_id(BrokerId(m.node_id))
+                    .with_host(s(m.host.clone()))
+                    .with_port(m.port)
+                    .with_rack(m.rack.clone().map(s))
+            })
+            .collect(),
+    )
 }

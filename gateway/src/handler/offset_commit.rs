@@ -19,7 +19,10 @@ fn check_member(b: &Broker, req: &OffsetCommitRequest) -> Option<ResponseError> 
     let instance = req.group_instance_id.as_ref().map(|i| i.to_string());
     if generation < 0 && req.member_id.is_empty() {
         // A standalone commit (manual assignment, admin tools): only for a group without members.
-        return b.groups.with_group(&req.group_id.0, false, |g| (!g.members.is_empty()).then_some(ResponseError::UnknownMemberId)).flatten();
+        return b
+            .groups
+            .with_group(&req.group_id.0, false, |g| (!g.members.is_empty()).then_some(ResponseError::UnknownMemberId))
+            .flatten();
     }
     b.groups
         .with_group(&req.group_id.0, false, |g| {

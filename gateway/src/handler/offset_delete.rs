@@ -40,8 +40,11 @@ pub async fn handle(b: Arc<Broker>, req: OffsetDeleteRequest) -> OffsetDeleteRes
     let Some(summary) = b.groups.summary(&group) else {
         return OffsetDeleteResponse::default().with_error_code(ResponseError::GroupIdNotFound.code());
     };
-    let subscribed: Vec<String> =
-        if summary.protocol_type == "consumer" { summary.members.iter().flat_map(|m| subscribed_topics(&m.4)).collect() } else { Vec::new() };
+    let subscribed: Vec<String> = if summary.protocol_type == "consumer" {
+        summary.members.iter().flat_map(|m| subscribed_topics(&m.4)).collect()
+    } else {
+        Vec::new()
+    };
     let mut doomed = Vec::new();
     let topics = req
         .topics
@@ -60,7 +63,9 @@ pub async fn handle(b: Arc<Broker>, req: OffsetDeleteRequest) -> OffsetDeleteRes
                         doomed.push((t.name.0.to_string(), p.partition_index));
                         None
                     };
-                    OffsetDeleteResponsePartition::default().with_partition_index(p.partition_index).with_error_code(e.map(|e| e.code()).unwrap_or(0))
+                    OffsetDeleteResponsePartition::default()
+                        .with_partition_index(p.partition_index)
+                        .with_error_code(e.map(|e| e.code()).unwrap_or(0))
                 })
                 .collect();
             OffsetDeleteResponseTopic::default().with_name(t.name.clone()).with_partitions(partitions)

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use kafka_protocol::ResponseError;
 
 use kafka_protocol::messages::offset_fetch_response::{
-    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions, OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions, OffsetFetchResponseTopic,
+    OffsetFetchResponseTopics,
 };
 use kafka_protocol::messages::{OffsetFetchRequest, OffsetFetchResponse, TopicName};
 
@@ -61,7 +62,9 @@ pub async fn handle(b: Arc<Broker>, v: i16, req: OffsetFetchRequest) -> OffsetFe
             .iter()
             .map(|g| {
                 if !b.cluster.coordinates(&g.group_id.0) {
-                    return OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone()).with_error_code(ResponseError::NotCoordinator.code());
+                    return OffsetFetchResponseGroup::default()
+                        .with_group_id(g.group_id.clone())
+                        .with_error_code(ResponseError::NotCoordinator.code());
                 }
                 let topics = g.topics.as_ref().map(|ts| ts.iter().map(|t| (t.name.0.to_string(), t.partition_indexes.clone())).collect());
                 let fetched = fetch(&b, &g.group_id.0, topics);
@@ -93,7 +96,12 @@ pub async fn handle(b: Arc<Broker>, v: i16, req: OffsetFetchRequest) -> OffsetFe
             OffsetFetchResponseTopic::default().with_name(t.name.clone()).with_partitions(
                 t.partition_indexes
                     .iter()
-                    .map(|p| OffsetFetchResponsePartition::default().with_partition_index(*p).with_committed_offset(-1).with_error_code(ResponseError::NotCoordinator.code()))
+                    .map(|p| {
+                        OffsetFetchResponsePartition::default()
+                            .with_partition_index(*p)
+                            .with_committed_offset(-1)
+                            .with_error_code(ResponseError::NotCoordinator.code())
+                    })
                     .collect(),
             )
         });
@@ -108,7 +116,10 @@ pub async fn handle(b: Arc<Broker>, v: i16, req: OffsetFetchRequest) -> OffsetFe
                 OffsetFetchResponseTopic::default().with_name(TopicName(s(t))).with_partitions(
                     ps.into_iter()
                         .map(|(p, o, e, m)| {
-                            let mut r = OffsetFetchResponsePartition::default().with_partition_index(p).with_committed_offset(o).with_metadata(Some(s(m)));
+                            let mut r = OffsetFetchResponsePartition::default()
+                                .with_partition_index(p)
+                                .with_committed_offset(o)
+                                .with_metadata(Some(s(m)));
                             if v >= 5 {
                                 r.committed_leader_epoch = e;
                             }

@@ -55,7 +55,12 @@ pub fn wal_error(e: &WalError) -> ResponseError {
     }
 }
 
-async fn submit_partition(b: &Broker, p: &Arc<Partition>, records: Option<bytes::Bytes>, max_message_bytes: usize) -> (Vec<Step>, Option<ResponseError>) {
+async fn submit_partition(
+    b: &Broker,
+    p: &Arc<Partition>,
+    records: Option<bytes::Bytes>,
+    max_message_bytes: usize,
+) -> (Vec<Step>, Option<ResponseError>) {
     let Some(records) = records else { return (Vec::new(), Some(ResponseError::CorruptMessage)) };
     let batches = match batch::split(&records) {
         Ok(v) => v,

@@ -48,14 +48,14 @@ pub fn name(s: &'static str) -> TopicName {
 }
 
 pub fn produce(addr: std::net::SocketAddr, topic: &'static str, records: bytes::Bytes) -> (i16, i64) {
-    let req = ProduceRequest::default().with_acks(-1).with_timeout_ms(5000).with_topic_data(vec![produce_request::TopicProduceData::default()
-        .with_name(name(topic))
-        .with_partition_data(vec![produce_request::PartitionProduceData::default().with_records(Some(records))])]);
+    let req =
+        ProduceRequest::default().with_acks(-1).with_timeout_ms(5000).with_topic_data(vec![produce_request::TopicProduceData::default()
+            .with_name(name(topic))
+            .with_partition_data(vec![produce_request::PartitionProduceData::default().with_records(Some(records))])]);
     let ResponseKind::Produce(r) = call(addr, ApiKey::Produce, 9, RequestKind::Produce(req)) else { panic!() };
     let p = &r.responses[0].partition_responses[0];
     (p.error_code, p.base_offset)
 }
-
 
 /// A gateway process; killed (SIGKILL) when dropped, passing or failing.
 pub struct Gw(pub std::process::Child);
@@ -69,9 +69,22 @@ impl Drop for Gw {
 
 /// The flags for data in S3 (`s3`, path-style, `bucket`) and metadata in etcd (`etcd`).
 pub fn cloud_args(etcd: &str, s3: &str, bucket: &str) -> Vec<String> {
-    ["--storage", "s3", "--s3-endpoint", s3, "--s3-bucket", bucket, "--s3-path-style", "true", "--metadata", "etcd", "--etcd-endpoints", etcd]
-        .map(String::from)
-        .to_vec()
+    [
+        "--storage",
+        "s3",
+        "--s3-endpoint",
+        s3,
+        "--s3-bucket",
+        bucket,
+        "--s3-path-style",
+        "true",
+        "--metadata",
+        "etcd",
+        "--etcd-endpoints",
+        etcd,
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
 /// Starts the gateway binary listening on 127.0.0.1:`port` with `args` (S3 test credentials in

@@ -101,10 +101,7 @@ pub fn decode_block_header(buf: &[u8]) -> Result<BlockHeader, FormatError> {
         return Err(FormatError::Inconsistent(format!("end {} < base {}", h.end_offset, h.base_offset)));
     }
     if (h.entry_count as usize).saturating_mul(ENTRY_META_LEN) > h.body_len as usize {
-        return Err(FormatError::Inconsistent(format!(
-            "{} entries cannot fit in a {}-byte body",
-            h.entry_count, h.body_len
-        )));
+        return Err(FormatError::Inconsistent(format!("{} entries cannot fit in a {}-byte body", h.entry_count, h.body_len)));
     }
     Ok(h)
 }
@@ -137,13 +134,12 @@ pub fn decode_block(buf: &Bytes) -> Result<(BlockHeader, Vec<StoredEntry>), Form
         if count == 0 {
             return Err(FormatError::Inconsistent("entry with zero records".into()));
         }
-        let end = pos.checked_add(len).filter(|e| *e <= need).ok_or_else(|| {
-            FormatError::Inconsistent(format!("entry of {len} bytes overruns the body"))
-        })?;
+        let end = pos
+            .checked_add(len)
+            .filter(|e| *e <= need)
+            .ok_or_else(|| FormatError::Inconsistent(format!("entry of {len} bytes overruns the body")))?;
         entries.push(StoredEntry { offset, count, max_timestamp: ts, data: buf.slice(pos..end) });
-        offset = offset
-            .checked_add(count as u64)
-            .ok_or_else(|| FormatError::Inconsistent("offset overflow".into()))?;
+        offset = offset.checked_add(count as u64).ok_or_else(|| FormatError::Inconsistent("offset overflow".into()))?;
         max_ts = max_ts.max(ts);
         pos = end;
     }
@@ -151,10 +147,7 @@ pub fn decode_block(buf: &Bytes) -> Result<(BlockHeader, Vec<StoredEntry>), Form
         return Err(FormatError::Inconsistent(format!("{} unaccounted body bytes", need - pos)));
     }
     if offset != h.end_offset {
-        return Err(FormatError::Inconsistent(format!(
-            "entries end at {offset}, header says {}",
-            h.end_offset
-        )));
+        return Err(FormatError::Inconsistent(format!("entries end at {offset}, header says {}", h.end_offset)));
     }
     if n > 0 && max_ts != h.max_timestamp {
         return Err(FormatError::Inconsistent("max timestamp disagrees with entries".into()));

@@ -93,7 +93,10 @@ pub fn decode_index(buf: &[u8]) -> Result<SegmentIndex, FormatError> {
         let b = BlockInfo { base_offset: c.u64()?, end_offset: c.u64()?, max_timestamp: c.i64()?, size: c.u32()? };
         let _ = c.u32()?;
         if b.base_offset != expect || b.end_offset <= b.base_offset {
-            return Err(FormatError::Inconsistent(format!("block [{}, {}) breaks the offset chain at {expect}", b.base_offset, b.end_offset)));
+            return Err(FormatError::Inconsistent(format!(
+                "block [{}, {}) breaks the offset chain at {expect}",
+                b.base_offset, b.end_offset
+            )));
         }
         expect = b.end_offset;
         blocks.push(b);

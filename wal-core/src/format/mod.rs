@@ -24,10 +24,11 @@ impl<'a> Cursor<'a> {
         Cursor { buf, pos: 0 }
     }
     fn take(&mut self, n: usize) -> Result<&'a [u8], FormatError> {
-        let end = self.pos.checked_add(n).filter(|e| *e <= self.buf.len()).ok_or(FormatError::Truncated {
-            need: self.pos.saturating_add(n),
-            have: self.buf.len(),
-        })?;
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|e| *e <= self.buf.len())
+            .ok_or(FormatError::Truncated { need: self.pos.saturating_add(n), have: self.buf.len() })?;
         let s = &self.buf[self.pos..end];
         self.pos = end;
         Ok(s)

@@ -192,7 +192,8 @@ impl Wal {
     pub fn new(store: Arc<dyn ObjectStore>, meta: Arc<dyn MetaStore>, cfg: WalConfig) -> Result<Wal> {
         cfg.validate()?;
         let buffer_space = Arc::new(tokio::sync::Semaphore::new(cfg.max_total_buffered_bytes));
-        let replication = (cfg.buffer == crate::config::BufferMode::Quorum).then(|| Arc::new(crate::logstore::Replication::new(meta.clone())));
+        let replication =
+            (cfg.buffer == crate::config::BufferMode::Quorum).then(|| Arc::new(crate::logstore::Replication::new(meta.clone())));
         Ok(Wal { inner: Arc::new(WalInner { replication, store, meta, cfg, logs: DashMap::new(), buffer_space }) })
     }
 

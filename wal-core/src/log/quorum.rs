@@ -156,7 +156,9 @@ impl QuorumSeg {
     }
 }
 
-fn describe(r: &std::result::Result<std::result::Result<Response, tokio::sync::oneshot::error::RecvError>, tokio::time::error::Elapsed>) -> String {
+fn describe(
+    r: &std::result::Result<std::result::Result<Response, tokio::sync::oneshot::error::RecvError>, tokio::time::error::Elapsed>,
+) -> String {
     match r {
         Err(_) => "timed out".into(),
         Ok(Err(_)) => "connection lost".into(),
@@ -247,7 +249,9 @@ pub(crate) async fn recover(wal: &WalInner, log_id: u64, seg: &SegmentMeta, epoc
             pos = e;
             continue;
         }
-        let Some((end, addr)) = held.iter().find_map(|(bl, a)| bl.iter().find(|(b, e)| *b == pos && *e <= limit).map(|(_, e)| (*e, a.clone()))) else {
+        let Some((end, addr)) =
+            held.iter().find_map(|(bl, a)| bl.iter().find(|(b, e)| *b == pos && *e <= limit).map(|(_, e)| (*e, a.clone())))
+        else {
             break;
         };
         copies.push((pos, end, addr));
@@ -291,7 +295,15 @@ type Held = Vec<(Vec<(u64, u64)>, String)>;
 const RECOVERY_COPIES: usize = 16;
 
 /// Copies one block a replica holds to object storage (or finds it stored since the listing).
-async fn copy_block(wal: &WalInner, rep: &Arc<Replication>, key: SegKey, seg: &SegmentMeta, base: u64, end: u64, addr: String) -> Result<()> {
+async fn copy_block(
+    wal: &WalInner,
+    rep: &Arc<Replication>,
+    key: SegKey,
+    seg: &SegmentMeta,
+    base: u64,
+    end: u64,
+    addr: String,
+) -> Result<()> {
     let id = rep.request_id();
     let k = keys::block(key.log_id, seg.id, seg.epoch, base, end);
     let rx = rep.client(&addr).call(id, &Request::Read { id, seg: key, base });
@@ -307,7 +319,10 @@ async fn copy_block(wal: &WalInner, rep: &Arc<Replication>, key: SegKey, seg: &S
     };
     let h = decode_block_header(&data).map_err(|source| WalError::Format { key: k.clone(), source })?;
     if h.base_offset != base || h.end_offset != end {
-        return Err(WalError::Format { key: k, source: crate::error::FormatError::Inconsistent("replica block disagrees with its range".into()) });
+        return Err(WalError::Format {
+            key: k,
+            source: crate::error::FormatError::Inconsistent("replica block disagrees with its range".into()),
+        });
     }
     match wal.store.put_if_absent(&k, data).await {
         Ok(()) | Err(StorageError::AlreadyExists(_)) => Ok(()),
@@ -318,7 +333,13 @@ async fn copy_block(wal: &WalInner, rep: &Arc<Replication>, key: SegKey, seg: &S
 /// Fences the segment's replicas with `epoch`; returns what the answering ones hold (blocks and
 /// address), how many are lost (restarted empty), and how many there are. Fails (retriable)
 /// when too few answer to be sure every acknowledged block is among the answers.
-async fn fence_replicas(wal: &WalInner, rep: &Arc<Replication>, key: SegKey, seg: &SegmentMeta, epoch: u64) -> Result<(Held, usize, usize)> {
+async fn fence_replicas(
+    wal: &WalInner,
+    rep: &Arc<Replication>,
+    key: SegKey,
+    seg: &SegmentMeta,
+    epoch: u64,
+) -> Result<(Held, usize, usize)> {
     let registered = rep.discover().await?;
     let asks = seg.replicas.iter().map(|r| {
         let now = registered.iter().find(|n| n.id == r.id).cloned();
@@ -344,8 +365,10 @@ async fn fence_replicas(wal: &WalInner, rep: &Arc<Replication>, key: SegKey, seg
     let n = seg.replicas.len();
     let ack = if seg.ack_quorum == 0 { wal.cfg.quorum.ack_quorum.min(n) } else { seg.ack_quorum };
     let need = n + 1 - ack.min(n);
-    let held: Vec<(Vec<(u64, u64)>, String)> =
-        answers.iter().filter_map(|a| if let Answer::Held { blocks, addr } = a { Some((blocks.clone(), addr.clone())) } else { None }).collect();
+    let held: Vec<(Vec<(u64, u64)>, String)> = answers
+        .iter()
+        .filter_map(|a| if let Answer::Held { blocks, addr } = a { Some((blocks.clone(), addr.clone())) } else { None })
+        .collect();
     let lost = answers.iter().filter(|a| matches!(a, Answer::Lost)).count();
     if held.len() < need && lost < n {
         return Err(WalError::AppendFailed(format!(

@@ -13,7 +13,12 @@ use crate::storage::ObjectStore;
 
 /// Lists a segment's stored blocks and returns the chain that covers `[base, end)` of its
 /// metadata. Timestamps are unknown (`i64::MAX`) unless `with_timestamps` reads each header.
-pub(crate) async fn discover_blocks(store: &dyn ObjectStore, log_id: u64, seg: &SegmentMeta, with_timestamps: bool) -> Result<Vec<BlockInfo>> {
+pub(crate) async fn discover_blocks(
+    store: &dyn ObjectStore,
+    log_id: u64,
+    seg: &SegmentMeta,
+    with_timestamps: bool,
+) -> Result<Vec<BlockInfo>> {
     let listed = store.list(&keys::segment_objects(log_id, seg.id, seg.epoch)).await?;
     let mut found: Vec<(u64, u64, u64, String)> = listed
         .into_iter()
@@ -124,7 +129,10 @@ pub(crate) async fn load_index(store: &dyn ObjectStore, log_id: u64, seg: &Segme
     let data: Bytes = store.get(&key).await?;
     let idx = decode_index(&data).map_err(|source| WalError::Format { key: key.clone(), source })?;
     if idx.base_offset != seg.base_offset || idx.end_offset != seg.end_offset {
-        return Err(WalError::Format { key, source: crate::error::FormatError::Inconsistent("index range disagrees with metadata".into()) });
+        return Err(WalError::Format {
+            key,
+            source: crate::error::FormatError::Inconsistent("index range disagrees with metadata".into()),
+        });
     }
     Ok(idx.blocks)
 }

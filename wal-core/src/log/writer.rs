@@ -586,9 +586,7 @@ impl WriterInner {
                 Ok(r) if r.succeeded => return Ok(()),
                 // After a failed attempt whose outcome is unknown, a failed comparison does not prove
                 // the earlier attempt did not apply: report the outcome as unknown.
-                Ok(_) if attempt > 0 => {
-                    return Err(SharedFailure::WriterFailed("fenced after an attempt with an unknown outcome".into()))
-                }
+                Ok(_) if attempt > 0 => return Err(SharedFailure::WriterFailed("fenced after an attempt with an unknown outcome".into())),
                 Ok(_) => return Err(SharedFailure::Fenced { log: self.name.clone(), epoch: self.epoch }),
                 Err(e) if e.is_retriable() && Instant::now() < deadline => {
                     tracing::warn!(log = %self.name, error = %e, "metadata commit failed; retrying");
@@ -683,7 +681,11 @@ impl WriterInner {
         if old_empty {
             txn = txn.then(Op::Delete(keys::segment(&self.name, old_id)));
         } else {
-            let mut old = if cur.committed.id == old_id { cur.committed.clone() } else { cur.templates.get(&old_id).cloned().unwrap_or_else(|| cur.committed.clone()) };
+            let mut old = if cur.committed.id == old_id {
+                cur.committed.clone()
+            } else {
+                cur.templates.get(&old_id).cloned().unwrap_or_else(|| cur.committed.clone())
+            };
             old.fixed_end = Some(base);
             txn = txn.then(Op::put(keys::segment(&self.name, old.id), json(&old)));
         }
@@ -709,7 +711,8 @@ impl WriterInner {
         } else if let Some(t) = cur.templates.get_mut(&old_id) {
             t.fixed_end = Some(base);
         }
-        let qs = QuorumSeg::new(rep, SegKey { log_id: self.log_id, segment: new_id }, self.epoch, base, nodes, self.wal.cfg.quorum.ack_quorum);
+        let qs =
+            QuorumSeg::new(rep, SegKey { log_id: self.log_id, segment: new_id }, self.epoch, base, nodes, self.wal.cfg.quorum.ack_quorum);
         tracing::info!(log = %self.name, segment = new_id, base, replicas = ?qs.replicas.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), "QuorumBuffer segment opened");
         cur.templates.insert(new_id, meta);
         cur.qsegs.insert(new_id, qs.clone());
@@ -932,7 +935,8 @@ async fn run(w: Arc<WriterInner>, mut cur: SegCursor) {
         }
     }
     // Closing: seal the active segment so the next writer starts cleanly.
-    if lock(&w.state).closing && cur.unflushed.is_empty() && !cur.committed_deleted && cur.committed.end_offset > cur.committed.base_offset {
+    if lock(&w.state).closing && cur.unflushed.is_empty() && !cur.committed_deleted && cur.committed.end_offset > cur.committed.base_offset
+    {
         match write_index(&*w.wal.store, w.log_id, &cur.committed, &cur.committed_blocks).await {
             Ok(sealed) => {
                 let txn = Txn::new()

@@ -91,7 +91,13 @@ impl NodeClient {
     }
 }
 
-async fn run_conn(addr: String, mut rx: mpsc::UnboundedReceiver<Bytes>, pending: Pending, dead: Arc<std::sync::atomic::AtomicBool>, stored: Arc<StoredMap>) {
+async fn run_conn(
+    addr: String,
+    mut rx: mpsc::UnboundedReceiver<Bytes>,
+    pending: Pending,
+    dead: Arc<std::sync::atomic::AtomicBool>,
+    stored: Arc<StoredMap>,
+) {
     let connected = tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(&addr)).await;
     let sock = match connected {
         Ok(Ok(s)) => s,
@@ -171,7 +177,13 @@ pub struct Replication {
 
 impl Replication {
     pub fn new(meta: Arc<dyn MetaStore>) -> Self {
-        Replication { meta, clients: DashMap::new(), stored: Arc::new(DashMap::new()), failures: DashMap::new(), next_id: AtomicU64::new(1) }
+        Replication {
+            meta,
+            clients: DashMap::new(),
+            stored: Arc::new(DashMap::new()),
+            failures: DashMap::new(),
+            next_id: AtomicU64::new(1),
+        }
     }
 
     pub fn request_id(&self) -> u64 {

@@ -39,13 +39,35 @@ pub const DEFAULT_COMPACT_BYTES: u64 = 64 << 20;
 /// One change of a node's state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
-    Header { node_id: String, incarnation: u64 },
-    Append { seg: SegKey, epoch: u64, seg_base: u64, base: u64, end: u64, block: Bytes },
-    Fence { seg: SegKey, epoch: u64 },
+    Header {
+        node_id: String,
+        incarnation: u64,
+    },
+    Append {
+        seg: SegKey,
+        epoch: u64,
+        seg_base: u64,
+        base: u64,
+        end: u64,
+        block: Bytes,
+    },
+    Fence {
+        seg: SegKey,
+        epoch: u64,
+    },
     /// Every block of the segment below `upto` is in object storage.
-    Stored { seg: SegKey, upto: u64 },
+    Stored {
+        seg: SegKey,
+        upto: u64,
+    },
     /// A segment's identity and marks (snapshots).
-    Seg { seg: SegKey, epoch: u64, base: u64, fence: u64, upto: u64 },
+    Seg {
+        seg: SegKey,
+        epoch: u64,
+        base: u64,
+        fence: u64,
+        upto: u64,
+    },
 }
 
 impl Record {
@@ -158,7 +180,9 @@ pub fn replay(dir: &Path, node_id: &str) -> Result<Replayed> {
     let path = dir.join(FILE);
     let f = match File::open(&path) {
         Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Replayed { incarnation: None, records: Vec::new(), dropped_bytes: 0 }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(Replayed { incarnation: None, records: Vec::new(), dropped_bytes: 0 })
+        }
         Err(e) => return Err(io_err(&path, e)),
     };
     let total = f.metadata().map_err(|e| io_err(&path, e))?.len();
@@ -185,10 +209,7 @@ pub fn replay(dir: &Path, node_id: &str) -> Result<Replayed> {
         match rec {
             Record::Header { node_id: id, incarnation: inc } if incarnation.is_none() && records.is_empty() => {
                 if id != node_id {
-                    return Err(WalError::Config(format!(
-                        "logstore journal {} belongs to node {id:?}, not {node_id:?}",
-                        path.display()
-                    )));
+                    return Err(WalError::Config(format!("logstore journal {} belongs to node {id:?}, not {node_id:?}", path.display())));
                 }
                 incarnation = Some(inc);
             }
@@ -222,7 +243,13 @@ pub struct Journal {
 impl Journal {
     /// Writes a fresh journal in `dir` holding `header` and `state` (fsync'd, renamed into place),
     /// then starts the writer thread on it. `snap` is asked for the state at later compactions.
-    pub fn open(dir: &Path, header: Record, state: Vec<Record>, compact_bytes: u64, snap: std::sync::Weak<dyn Snapshot>) -> Result<Journal> {
+    pub fn open(
+        dir: &Path,
+        header: Record,
+        state: Vec<Record>,
+        compact_bytes: u64,
+        snap: std::sync::Weak<dyn Snapshot>,
+    ) -> Result<Journal> {
         std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
         let file = rewrite(dir, &header, &state)?;
         let (tx, rx) = mpsc::channel();
@@ -372,7 +399,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let header = Record::Header { node_id: "n1".into(), incarnation: 42 };
         let snap: std::sync::Arc<dyn Snapshot> = std::sync::Arc::new(Empty);
-        let j = Journal::open(dir.path(), header, records()[..1].to_vec(), DEFAULT_COMPACT_BYTES, std::sync::Arc::downgrade(&snap)).unwrap();
+        let j =
+            Journal::open(dir.path(), header, records()[..1].to_vec(), DEFAULT_COMPACT_BYTES, std::sync::Arc::downgrade(&snap)).unwrap();
         for r in &records()[1..] {
             assert!(j.write(r.clone()).await.unwrap());
         }
@@ -425,7 +453,8 @@ mod tests {
         let snap: std::sync::Arc<dyn Snapshot> = live.clone();
         let j = Journal::open(dir.path(), header, Vec::new(), 64 << 10, std::sync::Arc::downgrade(&snap)).unwrap();
         let big = Bytes::from(vec![7u8; 8 << 10]);
-        let append = |i| Record::Append { seg: SegKey { log_id: 1, segment: i }, epoch: 1, seg_base: 0, base: 0, end: 1, block: big.clone() };
+        let append =
+            |i| Record::Append { seg: SegKey { log_id: 1, segment: i }, epoch: 1, seg_base: 0, base: 0, end: 1, block: big.clone() };
         for i in 0..32u64 {
             // Only the newest block is live (the older ones reached object storage).
             *live.0.lock().unwrap() = vec![append(i)];

@@ -86,11 +86,18 @@ impl NodeConfig {
         }
     }
     pub fn validate(&self) -> Result<()> {
-        let ok_id = !self.node_id.is_empty() && self.node_id.len() <= 128 && self.node_id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        let ok_id = !self.node_id.is_empty()
+            && self.node_id.len() <= 128
+            && self.node_id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
         if !ok_id {
             return Err(WalError::Config(format!("invalid LogStore node id {:?}", self.node_id)));
         }
-        if self.max_held_bytes < 1 << 20 || self.takeover_ms == 0 || self.lease_ttl_secs < 2 || self.upload_concurrency == 0 || self.journal_compact_bytes < 1 << 20 {
+        if self.max_held_bytes < 1 << 20
+            || self.takeover_ms == 0
+            || self.lease_ttl_secs < 2
+            || self.upload_concurrency == 0
+            || self.journal_compact_bytes < 1 << 20
+        {
             return Err(WalError::Config(
                 "logstore: max_held_bytes >= 1MiB, takeover_ms > 0, lease_ttl_secs >= 2, upload_concurrency > 0, journal_compact_bytes >= 1MiB".into(),
             ));
@@ -201,9 +208,7 @@ impl LogStoreNode {
     /// Binds `listen`, registers in `meta` and starts serving.
     pub async fn start(cfg: NodeConfig, listen: SocketAddr, store: Arc<dyn ObjectStore>, meta: Arc<dyn MetaStore>) -> Result<LogStoreNode> {
         cfg.validate()?;
-        let listener = TcpListener::bind(listen)
-            .await
-            .map_err(|e| WalError::Config(format!("logstore cannot listen on {listen}: {e}")))?;
+        let listener = TcpListener::bind(listen).await.map_err(|e| WalError::Config(format!("logstore cannot listen on {listen}: {e}")))?;
         let addr = listener.local_addr().map_err(|e| WalError::Config(e.to_string()))?;
         let replayed = match &cfg.data_dir {
             Some(dir) => Some(journal::replay(dir, &cfg.node_id)?),
@@ -224,7 +229,14 @@ impl LogStoreNode {
             for rec in r.records {
                 apply(&mut state, rec);
             }
-            tracing::info!(records = n, held = state.held, segments = state.segs.len(), dropped_tail = r.dropped_bytes, incarnation, "logstore journal replayed");
+            tracing::info!(
+                records = n,
+                held = state.held,
+                segments = state.segs.len(),
+                dropped_tail = r.dropped_bytes,
+                incarnation,
+                "logstore journal replayed"
+            );
         }
         let info = NodeInfo { id: cfg.node_id.clone(), addr: cfg.advertise.clone().unwrap_or_else(|| addr.to_string()), incarnation };
         let (uploaded, _) = broadcast::channel(4096);

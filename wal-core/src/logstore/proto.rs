@@ -62,12 +62,30 @@ pub enum ErrorCode {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Response {
-    Ok { id: u64, uploaded_upto: u64 },
-    Error { id: u64, code: ErrorCode, message: String },
-    Fenced { id: u64, incarnation: u64, uploaded_upto: u64, blocks: Vec<(u64, u64)> },
-    Block { id: u64, data: Option<Bytes> },
+    Ok {
+        id: u64,
+        uploaded_upto: u64,
+    },
+    Error {
+        id: u64,
+        code: ErrorCode,
+        message: String,
+    },
+    Fenced {
+        id: u64,
+        incarnation: u64,
+        uploaded_upto: u64,
+        blocks: Vec<(u64, u64)>,
+    },
+    Block {
+        id: u64,
+        data: Option<Bytes>,
+    },
     /// Pushed: every block of the segment below `upto` is in object storage.
-    Uploaded { seg: SegKey, upto: u64 },
+    Uploaded {
+        seg: SegKey,
+        upto: u64,
+    },
 }
 
 impl Response {

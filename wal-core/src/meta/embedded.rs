@@ -329,7 +329,8 @@ impl Inner {
                     }
                 }
                 Op::DeletePrefix(p) => {
-                    let keys: Vec<String> = self.map.range(p.clone()..).take_while(|(k, _)| k.starts_with(&p)).map(|(k, _)| k.clone()).collect();
+                    let keys: Vec<String> =
+                        self.map.range(p.clone()..).take_while(|(k, _)| k.starts_with(&p)).map(|(k, _)| k.clone()).collect();
                     for k in keys {
                         self.map.remove(&k);
                         self.emit(tx, deleted(k, rev));

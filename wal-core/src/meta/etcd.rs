@@ -4,8 +4,7 @@
 use async_trait::async_trait;
 use bytes::Bytes;
 use etcd_client::{
-    Client, Compare as EC, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions, PutOptions, Txn as ETxn,
-    TxnOp, WatchOptions,
+    Client, Compare as EC, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions, PutOptions, Txn as ETxn, TxnOp, WatchOptions,
 };
 use tokio::sync::mpsc;
 
@@ -122,7 +121,10 @@ impl MetaStore for EtcdMeta {
                     Ok(Some(resp)) => {
                         if resp.canceled() {
                             let _ = tx
-                                .send(Err(MetaError::Transient { op: "watch", message: format!("watch canceled: {}", resp.cancel_reason()) }))
+                                .send(Err(MetaError::Transient {
+                                    op: "watch",
+                                    message: format!("watch canceled: {}", resp.cancel_reason()),
+                                }))
                                 .await;
                             return;
                         }

@@ -153,7 +153,12 @@ pub struct Registration {
 
 impl Registration {
     /// Puts `key` = `value` under a new lease of `ttl_secs`.
-    pub async fn register(meta: std::sync::Arc<dyn MetaStore>, key: String, value: Bytes, ttl_secs: i64) -> Result<Registration, MetaError> {
+    pub async fn register(
+        meta: std::sync::Arc<dyn MetaStore>,
+        key: String,
+        value: Bytes,
+        ttl_secs: i64,
+    ) -> Result<Registration, MetaError> {
         let lease = Self::put_leased(&*meta, &key, &value, ttl_secs).await?;
         Ok(Registration { meta, key, value, ttl_secs, lease: std::sync::Mutex::new(lease) })
     }

@@ -63,12 +63,8 @@ impl LocalStore {
         Ok(self.root.join(key))
     }
 
-    async fn blocking<T: Send + 'static>(
-        f: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
-    ) -> Result<T, StorageError> {
-        tokio::task::spawn_blocking(f)
-            .await
-            .map_err(|e| StorageError::Transient { op: "spawn", message: e.to_string() })?
+    async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, StorageError> + Send + 'static) -> Result<T, StorageError> {
+        tokio::task::spawn_blocking(f).await.map_err(|e| StorageError::Transient { op: "spawn", message: e.to_string() })?
     }
 }
 

@@ -141,15 +141,7 @@ impl S3Store {
 impl ObjectStore for S3Store {
     async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<(), StorageError> {
         let full = self.full(key)?;
-        let r = self
-            .client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(&full)
-            .if_none_match("*")
-            .body(ByteStream::from(data))
-            .send()
-            .await;
+        let r = self.client.put_object().bucket(&self.bucket).key(&full).if_none_match("*").body(ByteStream::from(data)).send().await;
         match r {
             Ok(_) => Ok(()),
             Err(e) => {
@@ -164,12 +156,9 @@ impl ObjectStore for S3Store {
     async fn get(&self, key: &str) -> Result<Bytes, StorageError> {
         let full = self.full(key)?;
         match self.client.get_object().bucket(&self.bucket).key(&full).send().await {
-            Ok(out) => out
-                .body
-                .collect()
-                .await
-                .map(|d| d.into_bytes())
-                .map_err(|e| StorageError::Transient { op: "get", message: e.to_string() }),
+            Ok(out) => {
+                out.body.collect().await.map(|d| d.into_bytes()).map_err(|e| StorageError::Transient { op: "get", message: e.to_string() })
+            }
             Err(e) if http_status(&e) == Some(404) => Err(StorageError::NotFound(key.to_string())),
             Err(e) => Err(classify("get", e)),
         }
@@ -188,14 +177,8 @@ impl ObjectStore for S3Store {
             })?;
             return Ok(Bytes::new());
         }
-        let r = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(&full)
-            .range(format!("bytes={}-{}", range.start, range.end - 1))
-            .send()
-            .await;
+        let r =
+            self.client.get_object().bucket(&self.bucket).key(&full).range(format!("bytes={}-{}", range.start, range.end - 1)).send().await;
         match r {
             Ok(out) => out
                 .body

@@ -103,9 +103,15 @@ pub async fn meta_store_conformance(meta: Arc<dyn MetaStore>, prefix: &str) {
     let x2 = meta.get(&k("x")).await.unwrap().unwrap();
     assert_eq!(x2.create_revision, kv.create_revision, "an update keeps the create revision");
     // value comparison
-    assert!(meta.txn(Txn::new().when(Compare::Value(k("y"), Bytes::from_static(b"3"))).then(Op::put(k("y"), "4"))).await.unwrap().succeeded);
-    assert!(!meta.txn(Txn::new().when(Compare::Value(k("y"), Bytes::from_static(b"3"))).then(Op::put(k("y"), "5"))).await.unwrap().succeeded);
-    assert!(!meta.txn(Txn::new().when(Compare::Value(k("nope"), Bytes::from_static(b""))).then(Op::put(k("y"), "6"))).await.unwrap().succeeded);
+    assert!(
+        meta.txn(Txn::new().when(Compare::Value(k("y"), Bytes::from_static(b"3"))).then(Op::put(k("y"), "4"))).await.unwrap().succeeded
+    );
+    assert!(
+        !meta.txn(Txn::new().when(Compare::Value(k("y"), Bytes::from_static(b"3"))).then(Op::put(k("y"), "5"))).await.unwrap().succeeded
+    );
+    assert!(
+        !meta.txn(Txn::new().when(Compare::Value(k("nope"), Bytes::from_static(b""))).then(Op::put(k("y"), "6"))).await.unwrap().succeeded
+    );
     // list is sorted and prefix-exact
     meta.txn(Txn::new().then(Op::put(k("d/b"), "b")).then(Op::put(k("d/a"), "a")).then(Op::put(k("dd"), "x"))).await.unwrap();
     let l = meta.list(&k("d/")).await.unwrap();
@@ -119,7 +125,11 @@ pub async fn meta_store_conformance(meta: Arc<dyn MetaStore>, prefix: &str) {
     meta.txn(Txn::new().then(Op::DeletePrefix(k("d/")))).await.unwrap();
     let mut seen = Vec::new();
     while seen.len() < 4 {
-        let ev = tokio::time::timeout(Duration::from_secs(10), w.recv()).await.expect("watch event in time").expect("watch open").expect("watch ok");
+        let ev = tokio::time::timeout(Duration::from_secs(10), w.recv())
+            .await
+            .expect("watch event in time")
+            .expect("watch open")
+            .expect("watch ok");
         seen.push((ev.kind, ev.kv.key.clone()));
     }
     assert_eq!(seen[0], (EventKind::Put, k("d/c")));
