@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of the project on a fresh machine, installing what the tests need first:
-# Debian's etcd-server, protobuf-compiler (etcd-client's build) and kcat, golang with sprig and
-# yaml.v3 (the Helm chart renderer); moto_server (an S3-compatible server) and the Python Kafka
+# Debian's etcd-server, protobuf-compiler (etcd-client's build) and kcat, helm-python-sdk and
+# kubernetes-validate (the Helm chart test); moto_server (an S3-compatible server) and the Python Kafka
 # clients from PyPI; Rust crates from crates.io.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,9 +13,6 @@ need_apt=()
 command -v etcd >/dev/null 2>&1 || need_apt+=(etcd-server)
 command -v protoc >/dev/null 2>&1 || need_apt+=(protobuf-compiler)
 command -v kcat >/dev/null 2>&1 || need_apt+=(kcat)
-command -v go >/dev/null 2>&1 || need_apt+=(golang-go)
-[ -d /usr/share/gocode/src/github.com/Masterminds/sprig ] || need_apt+=(golang-github-masterminds-sprig-dev)
-[ -d /usr/share/gocode/src/gopkg.in/yaml.v3 ] || need_apt+=(golang-gopkg-yaml.v3-dev)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "== installing ${need_apt[*]}"
   $SUDO apt-get update -qq
@@ -26,6 +23,7 @@ $SUDO systemctl stop etcd >/dev/null 2>&1 || true
 
 echo "== installing Python test dependencies"
 python3 -m pip install -q --disable-pip-version-check -r compat-tests/requirements.txt
+python3 -m pip install -q --disable-pip-version-check -r helm/tests/requirements.txt
 
 export WAL_REQUIRE_SERVERS=1
 export CARGO_TERM_COLOR=never
@@ -39,7 +37,7 @@ export GATEWAY_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/gateway"
 echo "== cargo test (all crates, etcd feature on)"
 cargo test --workspace --all-features --no-fail-fast 2>&1
 
-echo "== Helm chart (rendered with Go templates and sprig)"
+echo "== Helm chart (rendered and linted by Helm's engine, validated against Kubernetes 1.37 schemas)"
 python3 -m pytest -q -p no:cacheprovider helm/tests
 
 echo "== real Kafka clients (compat-tests)"

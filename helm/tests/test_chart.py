@@ -1,11 +1,35 @@
-"""The Helm chart, rendered with a real Go template engine and sprig (render/main.go, built here
-with Debian's golang and sprig packages), asserted object by object. The rendered gateway.toml
-is fed to the real gateway binary, which must accept it."""
+"""The Helm chart, rendered by Helm itself and asserted object by object.
+
+Every values variant is rendered by Helm v4's own engine (the helm-python-sdk package: Helm's Go
+SDK behind a C ABI, bundled in its wheel; no helm binary, no Go toolchain) through the install
+action in client-only dry-run mode, which is what `helm template` / `helm install --dry-run=client`
+do: no cluster is contacted and nothing is downloaded. Each variant that renders is then
+  - linted by Helm's linter (`helm lint --strict` with the same values, for the Kubernetes version
+    below): no warning or error may come back;
+  - parsed with duplicate mapping keys refused (as the API server does), and every manifest is
+    validated with kubernetes-validate against the strict schemas (unknown fields refused) of the
+    newest Kubernetes version the package ships.
+Custom resources (the prometheus-operator ServiceMonitor) have no schema in kubernetes-validate;
+they are listed in CUSTOM_KINDS and checked by the assertions of the tests alone. Any other kind
+without a schema fails the test.
+
+Helm's lint runs templates in lint mode, where `fail` only logs: the chart's refusals of
+unsupported settings are therefore checked on the install (render) action, which raises.
+
+The rendered gateway.toml is fed to the real gateway binary (GATEWAY_BIN, default
+target/debug/gateway), which must accept it.
+
+This replaced a home-made Go text/template + sprig renderer (helm/tests/render): Helm's engine
+renders, lints and refuses here fully offline, so nothing of that renderer was kept.
+"""
 import os
+import shutil
 import subprocess
 import tempfile
 import tomllib
 
+import helm_python as helm
+import kubernetes_validate
 import pytest
 import yaml
 
@@ -13,14 +37,27 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 CHART = os.path.join(ROOT, "helm", "wal-gateway")
 GATEWAY = os.environ.get("GATEWAY_BIN", os.path.join(ROOT, "target", "debug", "gateway"))
+RELEASE, NAMESPACE = "test", "kafka"
+
+# The newest Kubernetes whose schemas kubernetes-validate ships (1.37 with kubernetes-validate 1.37).
+KUBE_VERSION = kubernetes_validate.latest_version()
+# Custom resources the chart renders, which kubernetes-validate has no schema for.
+CUSTOM_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor")}
+
+# An empty kubeconfig: the client-only dry run never talks to a cluster, and none on this machine
+# (KUBECONFIG, ~/.kube/config) is picked up either.
+EMPTY_KUBECONFIG = "apiVersion: v1\nkind: Config\nclusters: []\ncontexts: []\nusers: []\n"
+
+
+def test_schemas_are_of_a_current_kubernetes():
+    assert tuple(int(p) for p in KUBE_VERSION.split(".")[:2]) >= (1, 30), KUBE_VERSION
 
 
 @pytest.fixture(scope="module")
-def renderer(tmp_path_factory):
-    out = str(tmp_path_factory.mktemp("render") / "render")
-    env = dict(os.environ, GO111MODULE="off", GOPATH="/usr/share/gocode", GOCACHE=str(tmp_path_factory.mktemp("gocache")))
-    subprocess.run(["go", "build", "-o", out, "."], cwd=os.path.join(HERE, "render"), env=env, check=True)
-    return out
+def helm_config():
+    cfg = helm.Config(namespace=NAMESPACE, storage_driver="memory", kubeconfig_content=EMPTY_KUBECONFIG)
+    yield cfg
+    cfg.close()
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -38,25 +75,61 @@ def _unique_mapping(loader, node, deep=False):
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
 
 
-def render(renderer, values=None, notes=False):
-    args = [renderer]
-    if values is not None:
-        f = tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False)
-        yaml.safe_dump(values, f)
-        f.close()
-        args += ["-f", f.name]
-    if notes:
-        args.append("-notes")
-    r = subprocess.run(args + [CHART], capture_output=True, text=True)
-    if r.returncode != 0:
-        raise RuntimeError(r.stderr)
-    if notes:
-        return r.stdout
-    return {(d["kind"], d["metadata"]["name"]): d for d in yaml.load_all(r.stdout, Loader=_UniqueKeyLoader) if d}
+def lint_problems(chart, values=None):
+    """Helm's linter (strict) on the chart with these values: every warning and error it reports."""
+    report = helm.lint(chart, values, strict=True, namespace=NAMESPACE, kube_version=f"v{KUBE_VERSION}")
+    assert report["total_charts_linted"] == 1, report
+    # severity: 1 info ("icon is recommended"), 2 warning, 3 error
+    return [f"{m['path']}: {m['error']}" for m in report["messages"] if m["severity"] >= 2] + list(report["errors"])
 
 
-def test_default_render(renderer):
-    objs = render(renderer)
+def schema_problems(doc):
+    """kubernetes-validate's verdict on one manifest (strict schemas), or None when it passes."""
+    if (doc.get("apiVersion"), doc.get("kind")) in CUSTOM_KINDS:
+        return None
+    try:
+        kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+    except kubernetes_validate.ValidationError as e:
+        return f"{doc['kind']}/{doc['metadata']['name']}: {'.'.join(map(str, e.path))}: {e.message}"
+    except kubernetes_validate.SchemaNotFoundError as e:
+        return e.message
+    return None
+
+
+def manifests(manifest_text):
+    """The documents of a rendered release: (kind, name) -> object, each name once per kind."""
+    objs = {}
+    for d in yaml.load_all(manifest_text, Loader=_UniqueKeyLoader):
+        if not d:
+            continue
+        key = (d["kind"], d["metadata"]["name"])
+        assert key not in objs, f"{key} rendered twice"
+        objs[key] = d
+    return objs
+
+
+def install(cfg, values=None, chart=CHART):
+    """Helm's install action, client-only dry run: the release, with its manifest and notes.
+    Raises helm.HelmError when the chart refuses the values or a template does not render."""
+    return cfg.install(chart, RELEASE, values, namespace=NAMESPACE, dry_run="client")
+
+
+def render(cfg, values=None, notes=False):
+    """Renders the chart with Helm, lints it and validates every manifest; returns the objects
+    ((kind, name) -> object), or the rendered NOTES.txt."""
+    release = install(cfg, values)
+    assert release["name"] == RELEASE and release["namespace"] == NAMESPACE
+    objs = manifests(release["manifest"])
+    assert not lint_problems(CHART, values), lint_problems(CHART, values)
+    problems = [p for p in map(schema_problems, objs.values()) if p]
+    assert not problems, problems
+    if notes:
+        return release["notes"]
+    return objs
+
+
+def test_default_render(helm_config):
+    objs = render(helm_config)
     kinds = sorted(k for k, _ in objs)
     assert kinds == ["ConfigMap", "PodDisruptionBudget", "Service", "Service", "StatefulSet"]
     sts = objs[("StatefulSet", "test-wal-gateway")]
@@ -75,10 +148,10 @@ def test_default_render(renderer):
     assert objs[("PodDisruptionBudget", "test-wal-gateway")]["spec"]["maxUnavailable"] == 1
 
 
-def test_config_maps_one_to_one_and_the_binary_accepts_it(renderer, tmp_path):
+def test_config_maps_one_to_one_and_the_binary_accepts_it(helm_config, tmp_path):
     values = {"config": {"cluster_id": "prod", "default_partitions": 6, "s3": {"bucket": "b1", "endpoint": "http://minio:9000", "path_style": True},
                          "wal": {"flush_max_age_ms": 50}}}
-    objs = render(renderer, values)
+    objs = render(helm_config, values)
     text = objs[("ConfigMap", "test-wal-gateway")]["data"]["gateway.toml"]
     cfg = tomllib.loads(text)
     assert cfg["cluster_id"] == "prod"
@@ -95,41 +168,42 @@ def test_config_maps_one_to_one_and_the_binary_accepts_it(renderer, tmp_path):
     assert effective["storage"] == "s3" and effective["metadata"] == "etcd"
 
 
-def test_credentials_monitor_and_scheduling(renderer):
-    objs = render(renderer, {"s3Credentials": {"existingSecret": "s3-creds"}, "serviceMonitor": {"enabled": True, "labels": {"release": "prom"}},
-                             "nodeSelector": {"disk": "none"}, "podDisruptionBudget": {"enabled": False}})
+def test_credentials_monitor_and_scheduling(helm_config):
+    objs = render(helm_config, {"s3Credentials": {"existingSecret": "s3-creds"}, "serviceMonitor": {"enabled": True, "labels": {"release": "prom"}},
+                                "nodeSelector": {"disk": "none"}, "podDisruptionBudget": {"enabled": False}})
     c = objs[("StatefulSet", "test-wal-gateway")]["spec"]["template"]["spec"]
     env = {e["name"]: e for e in c["containers"][0]["env"]}
     assert env["AWS_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"] == {"name": "s3-creds", "key": "AWS_ACCESS_KEY_ID"}
     assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["key"] == "AWS_SECRET_ACCESS_KEY"
     assert c["nodeSelector"] == {"disk": "none"}
     sm = objs[("ServiceMonitor", "test-wal-gateway")]
+    assert sm["apiVersion"] == "monitoring.coreos.com/v1"
     assert sm["metadata"]["labels"]["release"] == "prom"
     assert sm["spec"]["endpoints"][0]["path"] == "/metrics"
     assert ("PodDisruptionBudget", "test-wal-gateway") not in objs
 
 
-def test_unsupported_settings_are_refused(renderer):
-    with pytest.raises(RuntimeError, match="needs config.metadata: etcd"):
-        render(renderer, {"replicaCount": 3, "config": {"metadata": "embedded"}})
-    with pytest.raises(RuntimeError, match="needs config.wal.buffer: quorum"):
-        render(renderer, {"logstore": {"enabled": True}})
-    with pytest.raises(RuntimeError, match="needs logstore.enabled"):
-        render(renderer, {"config": {"wal": {"buffer": "quorum"}}})
-    with pytest.raises(RuntimeError, match="at least 3"):
-        render(renderer, {"config": {"wal": {"buffer": "quorum"}}, "logstore": {"enabled": True, "replicaCount": 2}})
+def test_unsupported_settings_are_refused(helm_config):
+    with pytest.raises(helm.HelmError, match="needs config.metadata: etcd"):
+        render(helm_config, {"replicaCount": 3, "config": {"metadata": "embedded"}})
+    with pytest.raises(helm.HelmError, match="needs config.wal.buffer: quorum"):
+        render(helm_config, {"logstore": {"enabled": True}})
+    with pytest.raises(helm.HelmError, match="needs logstore.enabled"):
+        render(helm_config, {"config": {"wal": {"buffer": "quorum"}}})
+    with pytest.raises(helm.HelmError, match="at least 3"):
+        render(helm_config, {"config": {"wal": {"buffer": "quorum"}}, "logstore": {"enabled": True, "replicaCount": 2}})
 
 
-def test_notes(renderer):
-    notes = render(renderer, notes=True)
+def test_notes(helm_config):
+    notes = render(helm_config, notes=True)
     assert "test-wal-gateway.kafka.svc.cluster.local:9092" in notes
     assert "/metrics" in notes
 
 
-def test_quorum_mode_renders_logstore_nodes(renderer):
+def test_quorum_mode_renders_logstore_nodes(helm_config):
     values = {"config": {"wal": {"buffer": "quorum"}}, "logstore": {"enabled": True},
               "s3Credentials": {"existingSecret": "s3-creds"}}
-    objs = render(renderer, values)
+    objs = render(helm_config, values)
     sts = objs[("StatefulSet", "test-wal-gateway-logstore")]
     assert sts["spec"]["replicas"] == 3
     assert sts["spec"]["serviceName"] == "test-wal-gateway-logstore-headless"
@@ -168,10 +242,10 @@ def test_quorum_mode_renders_logstore_nodes(renderer):
     assert "volumeClaimTemplates" not in sts["spec"]
 
 
-def test_logstore_journal_gets_a_persistent_volume(renderer):
+def test_logstore_journal_gets_a_persistent_volume(helm_config):
     values = {"config": {"wal": {"buffer": "quorum"}},
               "logstore": {"enabled": True, "journal": {"enabled": True, "size": "5Gi", "storageClassName": "fast"}}}
-    sts = render(renderer, values)[("StatefulSet", "test-wal-gateway-logstore")]
+    sts = render(helm_config, values)[("StatefulSet", "test-wal-gateway-logstore")]
     c = sts["spec"]["template"]["spec"]["containers"][0]
     env = {e["name"]: e for e in c["env"]}
     assert env["GATEWAY_LOGSTORE_DATA_DIR"]["value"] == "/var/lib/logstore/journal"
@@ -183,8 +257,8 @@ def test_logstore_journal_gets_a_persistent_volume(renderer):
     assert claim["spec"]["resources"]["requests"]["storage"] == "5Gi"
 
 
-def test_several_gateways_form_a_cluster(renderer):
-    objs = render(renderer, {"replicaCount": 3})
+def test_several_gateways_form_a_cluster(helm_config):
+    objs = render(helm_config, {"replicaCount": 3})
     sts = objs[("StatefulSet", "test-wal-gateway")]
     assert sts["spec"]["replicas"] == 3
     env = {e["name"]: e for e in sts["spec"]["template"]["spec"]["containers"][0]["env"]}
@@ -192,3 +266,46 @@ def test_several_gateways_form_a_cluster(renderer):
     assert env["GATEWAY_NODE_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.labels['apps.kubernetes.io/pod-index']"
     assert "$(POD_NAME)" in env["GATEWAY_ADVERTISED_LISTENER"]["value"]
     assert objs[("PodDisruptionBudget", "test-wal-gateway")]["spec"]["maxUnavailable"] == 1
+
+
+# The checks themselves: each must turn a broken chart or bad values into a failure.
+
+
+def _broken_chart(tmp_path, template, old, new):
+    chart = tmp_path / "wal-gateway"
+    shutil.copytree(CHART, chart)
+    path = chart / "templates" / template
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new, 1))
+    return str(chart)
+
+
+def test_schema_validation_refuses_a_wrong_type(helm_config):
+    objs = manifests(install(helm_config, {"replicaCount": "three"})["manifest"])
+    assert "'three' is not of type 'integer'" in schema_problems(objs[("StatefulSet", "test-wal-gateway")])
+
+
+def test_strict_schema_validation_refuses_an_unknown_field(helm_config, tmp_path):
+    chart = _broken_chart(tmp_path, "statefulset.yaml", "podManagementPolicy:", "podManagmentPolicy:")
+    objs = manifests(install(helm_config, chart=chart)["manifest"])
+    assert "podManagmentPolicy" in schema_problems(objs[("StatefulSet", "test-wal-gateway")])
+
+
+def test_lint_and_render_refuse_broken_yaml(helm_config, tmp_path):
+    chart = _broken_chart(tmp_path, "services.yaml", "  clusterIP: None", "    clusterIP: None")
+    problems = lint_problems(chart)
+    assert any("services.yaml" in p for p in problems), problems
+    with pytest.raises(helm.HelmError, match="services.yaml"):
+        install(helm_config, chart=chart)
+
+
+def test_lint_refuses_a_broken_template(tmp_path):
+    chart = _broken_chart(tmp_path, "configmap.yaml", "{{ include \"wal-gateway.fullname\" . }}", "{{ include \"wal-gateway.fullname\" . }")
+    problems = lint_problems(chart)
+    assert any("configmap.yaml" in p for p in problems), problems
+
+
+def test_duplicate_keys_are_refused():
+    with pytest.raises(yaml.constructor.ConstructorError, match="duplicate keys"):
+        manifests("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\n  name: b\n")
