@@ -29,6 +29,7 @@ pub mod meta;
 pub mod metrics;
 pub mod storage;
 pub mod testing;
+pub mod util;
 
 pub use config::{BufferMode, QuorumConfig, WalConfig};
 pub use entry::{AppendAck, Entry, StoredEntry};

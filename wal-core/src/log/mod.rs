@@ -20,7 +20,7 @@ mod shared;
 mod writer;
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use dashmap::DashMap;
@@ -31,8 +31,9 @@ pub use writer::{AppendTicket, LogWriter, WriterOptions};
 
 use crate::config::WalConfig;
 use crate::error::{MetaError, Result, WalError};
-use crate::meta::{Compare, MetaStore, Op, Txn};
+use crate::meta::{advance_counter, Compare, MetaStore, Op, Txn};
 use crate::storage::ObjectStore;
+pub(crate) use crate::util::now_ms;
 use shared::LogShared;
 
 /// A log's durable description.
@@ -110,10 +111,6 @@ pub struct LogInfo {
     pub end_offset: u64,
     pub segments: usize,
     pub bytes: u64,
-}
-
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 pub(crate) mod keys {
@@ -210,31 +207,19 @@ impl Wal {
     /// Creates a log; [`WalError::LogExists`] when the name is taken.
     pub async fn create_log(&self, name: &str) -> Result<LogMeta> {
         validate_log_name(name)?;
-        let meta = &self.inner.meta;
-        loop {
-            let counter = meta.get(keys::LOG_ID).await?;
-            let (rev, last) = match &counter {
-                Some(kv) => (kv.mod_revision, std::str::from_utf8(&kv.value).ok().and_then(|s| s.parse::<u64>().ok()).unwrap_or(0)),
-                None => (0, 0),
-            };
-            let id = last + 1;
-            let lm = LogMeta { id, name: name.to_string(), created_ms: now_ms(), start_offset: 0 };
-            let r = meta
-                .txn(
-                    Txn::new()
-                        .when(Compare::ModRevision(keys::LOG_ID.into(), rev))
-                        .when(Compare::ModRevision(keys::log(name), 0))
-                        .then(Op::put(keys::LOG_ID, id.to_string()))
-                        .then(Op::put(keys::log(name), json(&lm))),
-                )
-                .await?;
-            if r.succeeded {
-                return Ok(lm);
-            }
+        let meta = &*self.inner.meta;
+        let mut created = None;
+        advance_counter(meta, keys::LOG_ID, 1, async |id| {
             if meta.get(&keys::log(name)).await?.is_some() {
                 return Err(WalError::LogExists(name.to_string()));
             }
-        }
+            let lm = LogMeta { id, name: name.to_string(), created_ms: now_ms(), start_offset: 0 };
+            let txn = Txn::new().when(Compare::ModRevision(keys::log(name), 0)).then(Op::put(keys::log(name), json(&lm)));
+            created = Some(lm);
+            Ok(txn)
+        })
+        .await?;
+        Ok(created.expect("set by the successful round"))
     }
 
     pub async fn list_logs(&self) -> Result<Vec<LogMeta>> {

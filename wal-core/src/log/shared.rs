@@ -13,6 +13,7 @@ use crate::entry::StoredEntry;
 use crate::error::Result;
 use crate::format::BlockInfo;
 use crate::meta::MetaStore;
+use crate::util::lock;
 
 /// A segment as this process knows it.
 #[derive(Debug, Clone)]
@@ -128,10 +129,6 @@ pub(crate) struct LogShared {
     pub block_cache: Mutex<BlockCache>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 impl LogShared {
     pub fn durable_end(&self) -> u64 {
         *self.durable.borrow()
@@ -198,6 +195,33 @@ impl LogShared {
         }
         drop(segs);
         self.set_durable(end);
+    }
+
+    /// Publishes committed blocks to readers: segment view, then the durable end.
+    pub fn commit_blocks(&self, seg: &SegmentMeta, blocks: &[BlockInfo]) {
+        {
+            let mut segs = self.segs();
+            let v = segs.entry(seg.base_offset).or_insert_with(|| SegView { meta: seg.clone(), blocks: Vec::new() });
+            if v.meta.id != seg.id {
+                *v = SegView { meta: seg.clone(), blocks: Vec::new() };
+            }
+            let complete = v.complete();
+            v.meta = seg.clone();
+            if complete {
+                v.blocks.extend_from_slice(blocks);
+            }
+        }
+        self.set_durable(seg.end_offset);
+    }
+
+    /// Replaces a known segment's record with its sealed one.
+    pub fn merge_segments_one(&self, sealed: SegmentMeta) {
+        let mut segs = self.segs();
+        if let Some(v) = segs.get_mut(&sealed.base_offset) {
+            if v.meta.id == sealed.id {
+                v.meta = sealed;
+            }
+        }
     }
 
     /// Re-reads the segments (and start offset) from metadata.

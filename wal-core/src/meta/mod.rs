@@ -140,6 +140,43 @@ pub async fn put(store: &dyn MetaStore, key: &str, value: impl Into<Bytes>) -> R
     Ok(store.txn(Txn::new().then(Op::put(key, value))).await?.revision)
 }
 
+/// A counter advanced by [`advance_counter`]: its new value and the revision that wrote it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Advanced {
+    /// The value before this advance (0 when the key was absent).
+    pub previous: u64,
+    /// The value written.
+    pub value: u64,
+    /// The store revision of the write (what later commits compare against).
+    pub revision: i64,
+}
+
+/// Advances the decimal counter at `key` by `step` with a compare-and-swap on its revision, and
+/// retries a lost race. `guard` sees the value about to be written and returns the rest of the
+/// same transaction (more comparisons and operations); when one of its comparisons fails, the
+/// round is simply tried again, so `guard` must itself notice a condition that makes retrying
+/// pointless (it reads the store anew every round) and return an error. Log ids, writer epochs
+/// and producer ids are counters of this kind.
+pub async fn advance_counter<E: From<MetaError>>(
+    meta: &dyn MetaStore,
+    key: &str,
+    step: u64,
+    mut guard: impl AsyncFnMut(u64) -> Result<Txn, E>,
+) -> Result<Advanced, E> {
+    loop {
+        let (rev, previous) = match meta.get(key).await? {
+            Some(kv) => (kv.mod_revision, std::str::from_utf8(&kv.value).ok().and_then(|s| s.parse::<u64>().ok()).unwrap_or(0)),
+            None => (0, 0),
+        };
+        let value = previous + step;
+        let txn = guard(value).await?.when(Compare::ModRevision(key.to_string(), rev)).then(Op::put(key, value.to_string()));
+        let r = meta.txn(txn).await?;
+        if r.succeeded {
+            return Ok(Advanced { previous, value, revision: r.revision });
+        }
+    }
+}
+
 /// A key kept in the store under a lease while its owner lives (a LogStore node's or a gateway's
 /// registration): [`Registration::renew`] keeps the lease alive, and puts the key again under a
 /// new lease when the old one expired (the owner was paused or partitioned away).

@@ -1,0 +1,123 @@
+//! Committing: recording finished blocks in the log's metadata, then publishing them.
+//!
+//! One transaction per segment touched covers every finished block of it (normally one
+//! transaction for all of them), compared against this writer's epoch revision, so a fenced
+//! writer can never extend the log. The first block of a new segment seals the previous one
+//! (index object, then its sealed record) in the same transaction. After the commit the blocks
+//! are published to readers: segment view and tail cache, then the durable end.
+
+use std::time::{Duration, Instant};
+
+use super::{InFlight, SegCursor, WriterInner};
+use crate::error::SharedFailure;
+use crate::log::recovery::write_index;
+use crate::log::{json, keys, SegmentMeta};
+use crate::meta::{Compare, Op, Txn};
+use crate::metrics as m;
+
+impl WriterInner {
+    /// A transaction compared against this writer's epoch.
+    pub(super) fn fenced_txn(&self) -> Txn {
+        Txn::new().when(Compare::ModRevision(keys::epoch(&self.name), self.epoch_rev))
+    }
+
+    /// Commits finished blocks (in order) to metadata; returns the error to fail with, if any.
+    /// `publish`: push their entries to the tail cache (QuorumBuffer did at acknowledgement).
+    pub(super) async fn commit(&self, cur: &mut SegCursor, done: &[InFlight], publish: bool) -> Result<(), SharedFailure> {
+        let started = Instant::now();
+        let mut i = 0;
+        while i < done.len() {
+            let seg_id = done[i].seg_id;
+            let mut txn = self.fenced_txn();
+            let mut next = if seg_id != cur.committed.id {
+                // The first block of a new segment: seal the current one in the same transaction.
+                if !cur.committed_deleted {
+                    let sealed = write_index(&*self.wal.store, self.log_id, &cur.committed, &cur.committed_blocks)
+                        .await
+                        .map_err(|e| SharedFailure::Retriable(format!("sealing segment failed: {e}")))?;
+                    txn = txn.then(Op::put(keys::segment(&self.name, sealed.id), json(&sealed)));
+                    self.shared.merge_segments_one(sealed);
+                }
+                match cur.templates.get(&seg_id) {
+                    Some(t) => t.clone(),
+                    None => SegmentMeta::active(seg_id, self.epoch, done[i].info.base_offset),
+                }
+            } else {
+                cur.committed.clone()
+            };
+            let mut blocks = Vec::new();
+            let first = i;
+            while i < done.len() && done[i].seg_id == seg_id {
+                let b = done[i].info;
+                next.end_offset = b.end_offset;
+                next.bytes += b.size as u64;
+                next.blocks += 1;
+                next.max_timestamp = next.max_timestamp.max(b.max_timestamp);
+                blocks.push(b);
+                i += 1;
+            }
+            txn = txn.then(Op::put(keys::segment(&self.name, seg_id), json(&next)));
+            self.commit_txn(txn).await?;
+            if seg_id != cur.committed.id {
+                cur.committed_blocks.clear();
+                cur.committed_deleted = false;
+                cur.templates.remove(&seg_id);
+            }
+            cur.committed = next;
+            cur.committed_blocks.extend_from_slice(&blocks);
+            if publish {
+                let mut tail = self.shared.tail();
+                for p in done[first..i].iter().flat_map(|b| b.entries.iter()) {
+                    tail.push(p.entry.clone());
+                }
+            }
+            self.shared.commit_blocks(&cur.committed, &blocks);
+        }
+        metrics::histogram!(m::COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    /// Runs one metadata transaction, retrying transient failures (it is idempotent) until
+    /// `commit_timeout_ms`.
+    pub(super) async fn commit_txn(&self, txn: Txn) -> Result<(), SharedFailure> {
+        let deadline = Instant::now() + Duration::from_millis(self.wal.cfg.commit_timeout_ms);
+        let mut attempt = 0;
+        loop {
+            match self.wal.meta.txn(txn.clone()).await {
+                Ok(r) if r.succeeded => return Ok(()),
+                // After a failed attempt whose outcome is unknown, a failed comparison does not prove
+                // the earlier attempt did not apply: report the outcome as unknown.
+                Ok(_) if attempt > 0 => {
+                    return Err(SharedFailure::WriterFailed("fenced after an attempt with an unknown outcome".into()))
+                }
+                Ok(_) => return Err(SharedFailure::Fenced { log: self.name.clone(), epoch: self.epoch }),
+                Err(e) if e.is_retriable() && Instant::now() < deadline => {
+                    tracing::warn!(log = %self.name, error = %e, "metadata commit failed; retrying");
+                    tokio::time::sleep(self.backoff(attempt)).await;
+                    attempt += 1;
+                }
+                Err(e) => {
+                    // The outcome is unknown: only a reopen (which reads the truth) may continue.
+                    return Err(SharedFailure::WriterFailed(format!("metadata commit failed: {e}")));
+                }
+            }
+        }
+    }
+
+    /// At close, with everything committed: seals the active segment so the next writer starts
+    /// cleanly (best effort: a next writer seals it otherwise).
+    pub(super) async fn seal_at_close(&self, cur: &SegCursor) {
+        if cur.committed_deleted || cur.committed.end_offset == cur.committed.base_offset {
+            return;
+        }
+        match write_index(&*self.wal.store, self.log_id, &cur.committed, &cur.committed_blocks).await {
+            Ok(sealed) => {
+                let txn = self.fenced_txn().then(Op::put(keys::segment(&self.name, sealed.id), json(&sealed)));
+                if self.commit_txn(txn).await.is_ok() {
+                    self.shared.merge_segments_one(sealed);
+                }
+            }
+            Err(e) => tracing::warn!(log = %self.name, error = %e, "could not seal segment at close"),
+        }
+    }
+}
