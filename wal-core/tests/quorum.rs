@@ -307,20 +307,22 @@ async fn journaled_replicas_restart_holding_what_they_acknowledged() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn journaled_nodes_remember_their_fences_across_a_restart() {
-    use wal_core::logstore::proto::{ErrorCode, Request, Response, SegKey};
+    use wal_core::logstore::proto::{Append, ErrorCode, Request, Response, SegKey};
     use wal_core::logstore::Replication;
     let m = mem_wal(quorum_config());
     let seg = SegKey { log_id: 9, segment: 4 };
-    let append = |id, epoch| Request::Append {
-        id,
-        seg,
-        epoch,
-        seg_base: 100,
-        base: 100,
-        end: 101,
-        upload_now: false,
-        flushed_upto: 0,
-        block: bytes::Bytes::from_static(b"block"),
+    let append = |id, epoch| {
+        Request::Append(Append {
+            id,
+            seg,
+            epoch,
+            seg_base: 100,
+            base: 100,
+            end: 101,
+            upload_now: false,
+            stored_end: 0,
+            block: bytes::Bytes::from_static(b"block"),
+        })
     };
     for journal in [true, false] {
         let dir = tempfile::tempdir().unwrap();

@@ -24,7 +24,7 @@ use super::recovery::seal_abandoned;
 use super::{keys, SegmentMeta, WalInner};
 use crate::error::{Result, StorageError, WalError};
 use crate::format::decode_block_header;
-use crate::logstore::proto::{ErrorCode, Request, Response, SegKey};
+use crate::logstore::proto::{Append, ErrorCode, Request, Response, SegKey};
 use crate::logstore::{NodeInfo, Replication};
 use crate::metrics as m;
 
@@ -68,11 +68,11 @@ impl QuorumSeg {
     }
 
     /// Tells the replicas what is stored, so they can drop it.
-    pub fn progress(&self, rep: &Replication, upto: u64) {
+    pub fn progress(&self, rep: &Replication, stored_end: u64) {
         let h = self.healthy.lock().unwrap_or_else(|p| p.into_inner()).clone();
         for (i, r) in self.replicas.iter().enumerate() {
             if h[i] {
-                rep.client(&r.addr).send(&Request::Progress { seg: self.key, flushed_upto: upto });
+                rep.client(&r.addr).send(&Request::Progress { seg: self.key, stored_end: stored_end });
             }
         }
     }
@@ -88,7 +88,7 @@ impl QuorumSeg {
         block: Bytes,
     ) -> impl std::future::Future<Output = std::result::Result<(), ReplicateError>> + Send + 'static {
         let healthy = self.healthy.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let flushed = *self.stored.borrow();
+        let stored_end = *self.stored.borrow();
         let uploader = healthy.iter().position(|h| *h);
         let mut calls = FuturesUnordered::new();
         for (i, r) in self.replicas.iter().enumerate() {
@@ -96,7 +96,7 @@ impl QuorumSeg {
                 continue;
             }
             let id = rep.request_id();
-            let req = Request::Append {
+            let req = Request::Append(Append {
                 id,
                 seg: self.key,
                 epoch: self.epoch,
@@ -104,9 +104,9 @@ impl QuorumSeg {
                 base,
                 end,
                 upload_now: Some(i) == uploader,
-                flushed_upto: flushed,
+                stored_end,
                 block: block.clone(),
-            };
+            });
             let rx = rep.client(&r.addr).call(id, &req);
             calls.push(async move { (i, tokio::time::timeout(timeout, rx).await) });
         }
@@ -118,8 +118,8 @@ impl QuorumSeg {
             let mut failed = Vec::new();
             while let Some((i, r)) = calls.next().await {
                 match r {
-                    Ok(Ok(Response::Ok { uploaded_upto, .. })) => {
-                        rep.note_stored(me.key, uploaded_upto);
+                    Ok(Ok(Response::Ok { stored_end, .. })) => {
+                        rep.note_stored(me.key, stored_end);
                         acks += 1;
                         if acks == me.ack_quorum {
                             metrics::histogram!(m::REPLICATION_SECONDS).record(started.elapsed().as_secs_f64());
@@ -128,7 +128,7 @@ impl QuorumSeg {
                             tokio::spawn(async move {
                                 while let Some((i, r)) = calls.next().await {
                                     match r {
-                                        Ok(Ok(Response::Ok { uploaded_upto, .. })) => rep2.note_stored(me2.key, uploaded_upto),
+                                        Ok(Ok(Response::Ok { stored_end, .. })) => rep2.note_stored(me2.key, stored_end),
                                         Ok(Ok(Response::Error { code: ErrorCode::Fenced, .. })) => {}
                                         other => me2.drop_replica(&rep2, i, &describe(&other)),
                                     }

@@ -3,8 +3,8 @@
 //! One multiplexed TCP connection per node address and process. [`NodeClient::call`] queues its
 //! frame synchronously, so frames reach a node in the order they were queued (a segment's blocks
 //! must arrive in order); answers are matched by request id. A broken connection fails every
-//! request queued on it, and the next call connects anew. Nodes push `Uploaded` notifications;
-//! they and the `uploaded_upto` of every answer feed one watch per segment ([`Replication::stored`]).
+//! request queued on it, and the next call connects anew. Nodes push `Stored` notifications;
+//! they and the `stored_end` of every answer feed one watch per segment ([`Replication::stored`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -43,11 +43,11 @@ pub struct NodeClient {
 
 type StoredMap = DashMap<SegKey, watch::Sender<u64>>;
 
-fn note_stored(map: &StoredMap, seg: SegKey, upto: u64) {
+fn note_stored(map: &StoredMap, seg: SegKey, stored_end: u64) {
     if let Some(w) = map.get(&seg) {
         w.send_if_modified(|v| {
-            if upto > *v {
-                *v = upto;
+            if stored_end > *v {
+                *v = stored_end;
                 true
             } else {
                 false
@@ -129,8 +129,8 @@ async fn run_conn(
                     break;
                 }
             };
-            if let Response::Uploaded { seg, upto } = resp {
-                note_stored(&stored, seg, upto);
+            if let Response::Stored { seg, stored_end } = resp {
+                note_stored(&stored, seg, stored_end);
                 continue;
             }
             let waiter = lock(&p2).remove(&resp.id());
@@ -227,8 +227,8 @@ impl Replication {
         self.stored.entry(seg).or_insert_with(|| watch::channel(base).0).subscribe()
     }
 
-    pub fn note_stored(&self, seg: SegKey, upto: u64) {
-        note_stored(&self.stored, seg, upto);
+    pub fn note_stored(&self, seg: SegKey, stored_end: u64) {
+        note_stored(&self.stored, seg, stored_end);
     }
 
     pub fn forget(&self, seg: SegKey) {

@@ -55,10 +55,10 @@ pub enum Record {
         seg: SegKey,
         epoch: u64,
     },
-    /// Every block of the segment below `upto` is in object storage.
+    /// Every block of the segment below `stored_end` is in object storage.
     Stored {
         seg: SegKey,
-        upto: u64,
+        stored_end: u64,
     },
     /// A segment's identity and marks (snapshots).
     Seg {
@@ -66,7 +66,7 @@ pub enum Record {
         epoch: u64,
         base: u64,
         fence: u64,
-        upto: u64,
+        stored_end: u64,
     },
 }
 
@@ -98,15 +98,15 @@ impl Record {
                 key(&mut b, seg);
                 b.put_u64(*epoch);
             }
-            Record::Stored { seg, upto } => {
+            Record::Stored { seg, stored_end } => {
                 b.put_u8(3);
                 key(&mut b, seg);
-                b.put_u64(*upto);
+                b.put_u64(*stored_end);
             }
-            Record::Seg { seg, epoch, base, fence, upto } => {
+            Record::Seg { seg, epoch, base, fence, stored_end } => {
                 b.put_u8(4);
                 key(&mut b, seg);
-                for v in [*epoch, *base, *fence, *upto] {
+                for v in [*epoch, *base, *fence, *stored_end] {
                     b.put_u64(v);
                 }
             }
@@ -149,12 +149,12 @@ impl Record {
                 Record::Fence { seg: SegKey { log_id, segment }, epoch }
             }
             3 => {
-                let [log_id, segment, upto] = u64s::<3>(&mut b)?;
-                Record::Stored { seg: SegKey { log_id, segment }, upto }
+                let [log_id, segment, stored_end] = u64s::<3>(&mut b)?;
+                Record::Stored { seg: SegKey { log_id, segment }, stored_end }
             }
             4 => {
-                let [log_id, segment, epoch, base, fence, upto] = u64s::<6>(&mut b)?;
-                Record::Seg { seg: SegKey { log_id, segment }, epoch, base, fence, upto }
+                let [log_id, segment, epoch, base, fence, stored_end] = u64s::<6>(&mut b)?;
+                Record::Seg { seg: SegKey { log_id, segment }, epoch, base, fence, stored_end }
             }
             _ => return None,
         };
@@ -387,10 +387,10 @@ mod tests {
 
     fn records() -> Vec<Record> {
         vec![
-            Record::Seg { seg: seg(), epoch: 2, base: 10, fence: 1, upto: 10 },
+            Record::Seg { seg: seg(), epoch: 2, base: 10, fence: 1, stored_end: 10 },
             Record::Append { seg: seg(), epoch: 2, seg_base: 10, base: 10, end: 15, block: Bytes::from_static(b"hello") },
             Record::Fence { seg: seg(), epoch: 3 },
-            Record::Stored { seg: seg(), upto: 15 },
+            Record::Stored { seg: seg(), stored_end: 15 },
         ]
     }
 

@@ -3,7 +3,7 @@
 //! In QuorumBuffer mode a writer sends every block to the nodes of its segment's set (3 by
 //! default) and acknowledges once `ack_quorum` (2) of them hold it; the nodes upload the blocks
 //! to object storage in the background, and the writer commits segment metadata as blocks become
-//! stored. See [`node`] for the node service, [`client`] for connections and discovery, and
+//! stored. See [`replica`] for the replica rules (a pure state machine), [`node`] for the node service (TCP server, uploader, journal hook-up), [`client`] for connections and discovery, and
 //! `log::quorum` for the writer and recovery logic.
 //!
 //! Discovery: every node registers `logstore/nodes/{id}` = [`NodeInfo`] in the MetaStore under
@@ -13,6 +13,7 @@ pub mod client;
 pub mod journal;
 pub mod node;
 pub mod proto;
+pub mod replica;
 
 use serde::{Deserialize, Serialize};
 

@@ -18,10 +18,9 @@
 //! a restarted node replays it and keeps its incarnation, so it still counts as a replica holding
 //! its blocks (and still refuses the epochs it fenced).
 
-use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -30,12 +29,14 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{broadcast, mpsc, oneshot, Notify, Semaphore};
 
 use super::journal::{self, Journal, Record};
-use super::proto::{read_frame, ErrorCode, Request, Response, SegKey};
+use super::proto::{read_frame, Append, ErrorCode, Request, Response, SegKey};
+use super::replica::{Appended, Effects, Replica, Upload};
 use super::{registration_key, NodeInfo};
 use crate::error::{Result, StorageError, WalError};
 use crate::log::block_key;
 use crate::meta::{MetaStore, Registration};
 use crate::storage::ObjectStore;
+use crate::util::{lock, random_nonzero_id};
 
 /// Bytes of not-yet-uploaded blocks a node holds by default before it refuses appends.
 pub const DEFAULT_MAX_HELD_BYTES: usize = 1 << 30;
@@ -45,6 +46,8 @@ pub const DEFAULT_TAKEOVER_MS: u64 = 2_000;
 pub const DEFAULT_LEASE_TTL_SECS: i64 = 10;
 /// Uploads a node runs at once.
 pub const DEFAULT_UPLOAD_CONCURRENCY: usize = 16;
+/// A failed upload is tried again this soon.
+const UPLOAD_RETRY: Duration = Duration::from_millis(500);
 
 /// Metric names of the node.
 pub mod metric {
@@ -106,66 +109,15 @@ impl NodeConfig {
     }
 }
 
-struct Blk {
-    end: u64,
-    data: Bytes,
-    at: Instant,
-    upload_now: bool,
-    uploading: bool,
-    uploaded: bool,
-}
-
-struct Seg {
-    epoch: u64,
-    fence: u64,
-    base: u64,
-    /// End of the contiguous run held (or uploaded).
-    end: u64,
-    /// Every block below this is in object storage.
-    upto: u64,
-    blocks: BTreeMap<u64, Blk>,
-    touched: Instant,
-}
-
-impl Seg {
-    /// A segment first seen in a fence: its identity is adopted at the first append.
-    fn fenced_only() -> Seg {
-        Seg::new(0, 0)
-    }
-
-    fn new(epoch: u64, base: u64) -> Seg {
-        Seg { epoch, fence: 0, base, end: base, upto: base, blocks: BTreeMap::new(), touched: Instant::now() }
-    }
-
-    fn is_fenced_only(&self) -> bool {
-        self.blocks.is_empty() && self.end == 0 && self.epoch == 0
-    }
-
-    /// The segment `key` as (epoch, base) names it: created if unknown, and a segment known
-    /// only from a fence adopts that identity (keeping its fence).
-    fn named(segs: &mut HashMap<SegKey, Seg>, key: SegKey, epoch: u64, base: u64) -> &mut Seg {
-        let s = segs.entry(key).or_insert_with(|| Seg::new(epoch, base));
-        if s.is_fenced_only() {
-            let fence = s.fence;
-            *s = Seg { fence, ..Seg::new(epoch, base) };
-        }
-        s
-    }
-}
-
-struct NodeState {
-    segs: HashMap<SegKey, Seg>,
-    held: usize,
-}
-
 struct Node {
     cfg: NodeConfig,
     incarnation: u64,
     store: Arc<dyn ObjectStore>,
-    state: Mutex<NodeState>,
+    state: Mutex<Replica>,
     space: Notify,
     work: Notify,
-    uploaded: broadcast::Sender<(SegKey, u64)>,
+    /// Stored ends that rose, pushed to every connection.
+    stored: broadcast::Sender<(SegKey, u64)>,
     /// Set when the node stops: every connection closes.
     stop: tokio::sync::watch::Sender<bool>,
     journal: OnceLock<Journal>,
@@ -180,19 +132,8 @@ enum Reply {
 impl journal::Snapshot for Node {
     fn snapshot(&self) -> (Vec<Record>, u64) {
         let st = lock(&self.state);
-        let mut out = Vec::new();
-        for (k, s) in &st.segs {
-            out.push(Record::Seg { seg: *k, epoch: s.epoch, base: s.base, fence: s.fence, upto: s.upto });
-            for (b, blk) in &s.blocks {
-                out.push(Record::Append { seg: *k, epoch: s.epoch, seg_base: s.base, base: *b, end: blk.end, block: blk.data.clone() });
-            }
-        }
-        (out, st.held as u64)
+        (st.snapshot(), st.held() as u64)
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// A running node. Dropping it does not stop it; call [`LogStoreNode::shutdown`].
@@ -214,32 +155,25 @@ impl LogStoreNode {
             Some(dir) => Some(journal::replay(dir, &cfg.node_id)?),
             None => None,
         };
-        let mut state = NodeState { segs: HashMap::new(), held: 0 };
-        let incarnation = match replayed.as_ref().and_then(|r| r.incarnation) {
-            Some(v) => v,
-            None => loop {
-                let v: u64 = rand::random();
-                if v != 0 {
-                    break v;
-                }
-            },
-        };
+        let mut state = Replica::default();
+        let incarnation = replayed.as_ref().and_then(|r| r.incarnation).unwrap_or_else(random_nonzero_id);
         if let Some(r) = replayed {
             let n = r.records.len();
+            let now = Instant::now();
             for rec in r.records {
-                apply(&mut state, rec);
+                state.apply(rec, now);
             }
             tracing::info!(
                 records = n,
-                held = state.held,
-                segments = state.segs.len(),
+                held = state.held(),
+                segments = state.segments(),
                 dropped_tail = r.dropped_bytes,
                 incarnation,
                 "logstore journal replayed"
             );
         }
         let info = NodeInfo { id: cfg.node_id.clone(), addr: cfg.advertise.clone().unwrap_or_else(|| addr.to_string()), incarnation };
-        let (uploaded, _) = broadcast::channel(4096);
+        let (stored, _) = broadcast::channel(4096);
         let node = Arc::new(Node {
             cfg,
             incarnation,
@@ -247,11 +181,11 @@ impl LogStoreNode {
             state: Mutex::new(state),
             space: Notify::new(),
             work: Notify::new(),
-            uploaded,
+            stored,
             stop: tokio::sync::watch::channel(false).0,
             journal: OnceLock::new(),
         });
-        metrics::gauge!(metric::HELD_BYTES).set(lock(&node.state).held as f64);
+        metrics::gauge!(metric::HELD_BYTES).set(lock(&node.state).held() as f64);
         if let Some(dir) = &node.cfg.data_dir {
             // Start from a compacted copy of what was replayed (a torn tail is gone with it).
             let header = Record::Header { node_id: node.cfg.node_id.clone(), incarnation };
@@ -309,7 +243,7 @@ impl LogStoreNode {
 
     /// Bytes of blocks held (not yet known stored).
     pub fn held_bytes(&self) -> usize {
-        lock(&self.node.state).held
+        lock(&self.node.state).held()
     }
 }
 
@@ -334,7 +268,7 @@ async fn serve(node: Arc<Node>, sock: TcpStream) {
 async fn serve_conn(node: Arc<Node>, sock: TcpStream) {
     let (mut rd, mut wr) = sock.into_split();
     let (tx, mut rx) = mpsc::channel::<Bytes>(1024);
-    let mut notes = node.uploaded.subscribe();
+    let mut notes = node.stored.subscribe();
     let writer = tokio::spawn(async move {
         loop {
             tokio::select! {
@@ -343,7 +277,7 @@ async fn serve_conn(node: Arc<Node>, sock: TcpStream) {
                     None => break,
                 },
                 n = notes.recv() => match n {
-                    Ok((seg, upto)) => if wr.write_all(&Response::Uploaded { seg, upto }.encode()).await.is_err() { break },
+                    Ok((seg, stored_end)) => if wr.write_all(&Response::Stored { seg, stored_end }.encode()).await.is_err() { break },
                     Err(broadcast::error::RecvError::Lagged(_)) => {}
                     Err(_) => break,
                 },
@@ -394,28 +328,18 @@ async fn serve_conn(node: Arc<Node>, sock: TcpStream) {
 impl Node {
     async fn handle(&self, req: Request) -> Option<Reply> {
         match req {
-            Request::Append { id, seg, epoch, seg_base, base, end, upload_now, flushed_upto, block } => {
-                Some(self.append(id, seg, epoch, seg_base, base, end, upload_now, flushed_upto, block).await)
-            }
+            Request::Append(a) => Some(self.append(a).await),
             Request::Fence { id, seg, epoch } => {
                 let mut st = lock(&self.state);
-                let s = st.segs.entry(seg).or_insert_with(Seg::fenced_only);
-                s.fence = s.fence.max(epoch);
-                let blocks = s.blocks.iter().map(|(b, k)| (*b, k.end)).collect();
-                let resp = Response::Fenced { id, incarnation: self.incarnation, uploaded_upto: s.upto, blocks };
-                Some(self.durable(resp, || Record::Fence { seg, epoch }))
+                let (answer, fx) = st.fence(seg, epoch, Instant::now());
+                let resp = Response::Fenced { id, incarnation: self.incarnation, stored_end: answer.stored_end, blocks: answer.blocks };
+                Some(self.reply(resp, fx))
             }
-            Request::Read { id, seg, base } => {
-                let st = lock(&self.state);
-                let data = st.segs.get(&seg).and_then(|s| s.blocks.get(&base)).map(|b| b.data.clone());
-                Some(Reply::Now(Response::Block { id, data }))
-            }
-            Request::Progress { seg, flushed_upto } => {
+            Request::Read { id, seg, base } => Some(Reply::Now(Response::Block { id, data: lock(&self.state).read(seg, base) })),
+            Request::Progress { seg, stored_end } => {
                 let mut st = lock(&self.state);
-                let NodeState { segs, held } = &mut *st;
-                if let Some(s) = segs.get_mut(&seg) {
-                    self.advance(seg, s, flushed_upto, held);
-                }
+                let fx = st.stored(seg, stored_end);
+                self.journal(fx);
                 drop(st);
                 self.space.notify_waiters();
                 None
@@ -423,211 +347,83 @@ impl Node {
         }
     }
 
-    /// The reply once `rec` is in the journal (at once without one). Called with the state lock
-    /// held, so records reach the journal in the order the state changed; a record queued later
-    /// is on disk only after every earlier one.
-    fn durable(&self, resp: Response, rec: impl FnOnce() -> Record) -> Reply {
-        match self.journal.get() {
-            Some(j) => Reply::Durable(resp, j.write(rec())),
+    /// Queues a state change's records in the journal (none without one); returns the ticket of
+    /// the record the answer waits for. Called with the state lock held, so records reach the
+    /// journal in the order the state changed; a record queued later is on disk only after
+    /// every earlier one.
+    fn journal(&self, fx: Effects) -> Option<oneshot::Receiver<bool>> {
+        let j = self.journal.get()?;
+        let ticket = fx.wait.map(|r| j.write(r));
+        for n in fx.notes {
+            j.note(n);
+        }
+        ticket
+    }
+
+    /// `resp`, sent once the change's journal records are on disk (at once without a journal).
+    fn reply(&self, resp: Response, fx: Effects) -> Reply {
+        match self.journal(fx) {
+            Some(on_disk) => Reply::Durable(resp, on_disk),
             None => Reply::Now(resp),
         }
     }
 
-    /// [`advance`], noting a raised stored mark in the journal.
-    fn advance(&self, key: SegKey, s: &mut Seg, upto: u64, held: &mut usize) {
-        let before = s.upto;
-        advance(s, upto, held);
-        if s.upto > before {
-            if let Some(j) = self.journal.get() {
-                j.note(Record::Stored { seg: key, upto: s.upto });
-            }
-        }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn append(
-        &self,
-        id: u64,
-        seg: SegKey,
-        epoch: u64,
-        seg_base: u64,
-        base: u64,
-        end: u64,
-        upload_now: bool,
-        flushed_upto: u64,
-        block: Bytes,
-    ) -> Reply {
-        let err = |code, message: String| {
-            metrics::counter!(metric::REFUSED_TOTAL).increment(1);
-            Reply::Now(Response::Error { id, code, message })
-        };
-        if end <= base || base < seg_base {
-            return err(ErrorCode::Invalid, format!("bad block range {base}..{end}"));
-        }
-        let len = block.len();
+    async fn append(&self, a: Append) -> Reply {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
             let space = self.space.notified();
             {
                 let mut st = lock(&self.state);
-                let NodeState { segs, held } = &mut *st;
-                // (checked before a fence-only segment adopts the appender's identity)
-                if let Some(fence) = segs.get(&seg).map(|s| s.fence).filter(|f| epoch < *f) {
-                    return err(ErrorCode::Fenced, format!("segment fenced at epoch {fence}"));
-                }
-                let s = Seg::named(segs, seg, epoch, seg_base);
-                if epoch != s.epoch || seg_base != s.base {
-                    return err(ErrorCode::Invalid, format!("segment identity mismatch (epoch {epoch} vs {})", s.epoch));
-                }
-                s.touched = Instant::now();
-                if base < s.end {
-                    // A resend of a block we hold (or uploaded): idempotent.
-                    let same = s.blocks.get(&base).map(|b| b.end == end).unwrap_or(end <= s.upto);
-                    return if same {
-                        // Answered once every record queued so far (this block's among them) is
-                        // on disk: the stored mark is a harmless barrier.
-                        let upto = s.upto;
-                        self.durable(Response::Ok { id, uploaded_upto: upto }, || Record::Stored { seg, upto })
-                    } else {
-                        err(ErrorCode::Gap, format!("block {base}..{end} overlaps held data ending at {}", s.end))
-                    };
-                }
-                if base != s.end {
-                    return err(ErrorCode::Gap, format!("block starts at {base}, held data ends at {}", s.end));
-                }
-                if *held + len <= self.cfg.max_held_bytes || *held == 0 {
-                    *held += len;
-                    s.end = end;
-                    let rec = || Record::Append { seg, epoch, seg_base, base, end, block: block.clone() };
-                    let on_disk = self.journal.get().map(|j| j.write(rec()));
-                    s.blocks.insert(base, Blk { end, data: block, at: Instant::now(), upload_now, uploading: false, uploaded: false });
-                    self.advance(seg, s, flushed_upto, held);
-                    let upto = s.upto;
-                    metrics::gauge!(metric::HELD_BYTES).set(*held as f64);
-                    metrics::counter!(metric::APPENDS_TOTAL).increment(1);
-                    metrics::counter!(metric::APPEND_BYTES_TOTAL).increment(len as u64);
-                    drop(st);
-                    if upload_now {
-                        self.work.notify_one();
+                let (outcome, fx) = st.append(&a, self.cfg.max_held_bytes, Instant::now());
+                match outcome {
+                    Appended::Ok { stored_end } => {
+                        let held = st.held();
+                        let reply = self.reply(Response::Ok { id: a.id, stored_end }, fx);
+                        drop(st);
+                        metrics::gauge!(metric::HELD_BYTES).set(held as f64);
+                        metrics::counter!(metric::APPENDS_TOTAL).increment(1);
+                        metrics::counter!(metric::APPEND_BYTES_TOTAL).increment(a.block.len() as u64);
+                        if a.upload_now {
+                            self.work.notify_one();
+                        }
+                        return reply;
                     }
-                    let resp = Response::Ok { id, uploaded_upto: upto };
-                    return match on_disk {
-                        Some(t) => Reply::Durable(resp, t),
-                        None => Reply::Now(resp),
-                    };
+                    Appended::Refused { code, message } => {
+                        metrics::counter!(metric::REFUSED_TOTAL).increment(1);
+                        return Reply::Now(Response::Error { id: a.id, code, message });
+                    }
+                    Appended::Full => {}
                 }
             }
             if Instant::now() >= deadline || tokio::time::timeout_at(deadline.into(), space).await.is_err() {
-                return err(ErrorCode::Busy, format!("node holds {} bytes not yet uploaded", lock(&self.state).held));
+                metrics::counter!(metric::REFUSED_TOTAL).increment(1);
+                let message = format!("node holds {} bytes not yet uploaded", lock(&self.state).held());
+                return Reply::Now(Response::Error { id: a.id, code: ErrorCode::Busy, message });
             }
         }
     }
 }
 
-/// Applies one replayed journal record to the state (idempotently: see the journal module).
-fn apply(st: &mut NodeState, rec: Record) {
-    let NodeState { segs, held } = st;
-    match rec {
-        Record::Header { .. } => {}
-        Record::Fence { seg, epoch } => {
-            let s = segs.entry(seg).or_insert_with(Seg::fenced_only);
-            s.fence = s.fence.max(epoch);
-        }
-        Record::Seg { seg, epoch, base, fence, upto } => {
-            let s = Seg::named(segs, seg, epoch, base);
-            s.fence = s.fence.max(fence);
-            if s.epoch == epoch && s.base == base {
-                advance(s, upto, held);
-            }
-        }
-        Record::Stored { seg, upto } => {
-            if let Some(s) = segs.get_mut(&seg).filter(|s| !s.is_fenced_only()) {
-                advance(s, upto, held);
-            }
-        }
-        Record::Append { seg, epoch, seg_base, base, end, block } => {
-            let s = Seg::named(segs, seg, epoch, seg_base);
-            if s.epoch != epoch || s.base != seg_base || base != s.end || end <= base {
-                // Already held (a snapshot and the records in flight when it was taken overlap).
-                return;
-            }
-            *held += block.len();
-            s.end = end;
-            s.blocks.insert(base, Blk { end, data: block, at: Instant::now(), upload_now: false, uploading: false, uploaded: false });
-        }
-    }
-}
-
-/// Raises the segment's stored prefix to `upto` (and over blocks uploaded in a row), dropping
-/// what is known to be in object storage.
-fn advance(s: &mut Seg, upto: u64, held: &mut usize) {
-    if upto > s.upto {
-        s.upto = upto.min(s.end.max(upto));
-    }
-    loop {
-        let next = s.blocks.get(&s.upto).filter(|b| b.uploaded).map(|b| b.end);
-        match next {
-            Some(e) => s.upto = e,
-            None => break,
-        }
-    }
-    let keep = s.blocks.split_off(&s.upto);
-    for (_, b) in std::mem::replace(&mut s.blocks, keep) {
-        *held -= b.data.len();
-    }
-    // A block that straddles `upto` cannot exist: blocks are whole units.
-    if s.upto > s.end {
-        s.end = s.upto;
-    }
-}
-
+/// Uploads what the replica says is due, `upload_concurrency` at a time.
 async fn uploader(node: Arc<Node>) {
     let slots = Arc::new(Semaphore::new(node.cfg.upload_concurrency));
     let takeover = Duration::from_millis(node.cfg.takeover_ms);
     loop {
-        let mut due = Vec::new();
-        {
-            let mut st = lock(&node.state);
-            let now = Instant::now();
-            st.segs.retain(|_, s| !(s.blocks.is_empty() && now.duration_since(s.touched) > Duration::from_secs(600)));
-            for (k, s) in st.segs.iter_mut() {
-                for (base, b) in s.blocks.iter_mut() {
-                    if !b.uploading && !b.uploaded && (b.upload_now || now.duration_since(b.at) >= takeover) {
-                        b.uploading = true;
-                        due.push((*k, s.epoch, *base, b.end, b.data.clone()));
-                    }
-                }
-            }
-        }
-        for (seg, epoch, base, end, data) in due {
+        let due = lock(&node.state).due(Instant::now(), takeover);
+        for job in due {
             let permit = slots.clone().acquire_owned().await.expect("never closed");
             let n = node.clone();
             tokio::spawn(async move {
-                let ok = upload(&n, seg, epoch, base, end, data).await;
+                let ok = upload(&n, &job).await;
                 drop(permit);
                 let mut st = lock(&n.state);
-                let NodeState { segs, held } = &mut *st;
-                let mut note = None;
-                if let Some(s) = segs.get_mut(&seg) {
-                    if let Some(b) = s.blocks.get_mut(&base) {
-                        b.uploading = false;
-                        b.uploaded = ok;
-                        if !ok {
-                            b.at = Instant::now() - takeover + Duration::from_millis(500); // retry soon
-                            b.upload_now = false;
-                        }
-                    }
-                    let before = s.upto;
-                    n.advance(seg, s, 0, held);
-                    if s.upto > before {
-                        note = Some(s.upto);
-                    }
-                }
-                metrics::gauge!(metric::HELD_BYTES).set(*held as f64);
+                let (rose, fx) = st.upload_done(job.seg, job.base, ok, Instant::now(), takeover, UPLOAD_RETRY);
+                n.journal(fx);
+                metrics::gauge!(metric::HELD_BYTES).set(st.held() as f64);
                 drop(st);
                 n.space.notify_waiters();
-                if let Some(upto) = note {
-                    let _ = n.uploaded.send((seg, upto));
+                if let Some(stored_end) = rose {
+                    let _ = n.stored.send((job.seg, stored_end));
                 }
             });
         }
@@ -638,10 +434,10 @@ async fn uploader(node: Arc<Node>) {
     }
 }
 
-async fn upload(node: &Node, seg: SegKey, epoch: u64, base: u64, end: u64, data: Bytes) -> bool {
-    let key = block_key(seg.log_id, seg.segment, epoch, base, end);
+async fn upload(node: &Node, job: &Upload) -> bool {
+    let key = block_key(job.seg.log_id, job.seg.segment, job.epoch, job.base, job.end);
     let started = Instant::now();
-    match node.store.put_if_absent(&key, data).await {
+    match node.store.put_if_absent(&key, job.data.clone()).await {
         // Every replica holds the same bytes for a key: an existing object is this block.
         Ok(()) | Err(StorageError::AlreadyExists(_)) => {
             metrics::counter!(metric::UPLOADS_TOTAL).increment(1);

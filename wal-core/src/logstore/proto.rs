@@ -2,7 +2,7 @@
 //!
 //! A frame is a 4-byte big-endian length, then a 1-byte kind, then the kind's fields (big-endian
 //! integers; byte strings as a 4-byte length and the bytes). Requests carry a request id that the
-//! node echoes; `Uploaded` notifications (id 0) are pushed by the node when its uploaded prefix of
+//! node echoes; `Stored` notifications (id 0) are pushed by the node when its uploaded prefix of
 //! a segment grows. Every length read from the wire is checked against the frame before use, so
 //! a hostile or corrupt frame yields [`ProtoError`], never a panic or a large allocation.
 
@@ -24,29 +24,35 @@ pub struct SegKey {
     pub segment: u64,
 }
 
+/// One encoded block of a segment for a replica to hold. Blocks of a segment arrive in order:
+/// the first at `seg_base`, each next one at the previous one's end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Append {
+    pub id: u64,
+    pub seg: SegKey,
+    /// The writer's epoch; the segment's identity is (`seg`, `epoch`, `seg_base`).
+    pub epoch: u64,
+    pub seg_base: u64,
+    /// The block's offsets `[base, end)`.
+    pub base: u64,
+    pub end: u64,
+    /// This node should upload the block at once (it is the segment's designated uploader).
+    pub upload_now: bool,
+    /// Every block of the segment below this is in object storage (learned by the writer).
+    pub stored_end: u64,
+    pub block: Bytes,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
-    /// Store one encoded block of a segment. Blocks of a segment arrive in order: the first at
-    /// `seg_base`, each next one at the previous one's end.
-    Append {
-        id: u64,
-        seg: SegKey,
-        epoch: u64,
-        seg_base: u64,
-        base: u64,
-        end: u64,
-        /// This node should upload the block at once (it is the segment's designated uploader).
-        upload_now: bool,
-        /// Every block of the segment below this is in object storage (learned by the writer).
-        flushed_upto: u64,
-        block: Bytes,
-    },
+    /// Store one encoded block of a segment.
+    Append(Append),
     /// Refuse appends to the segment from epochs below `epoch`; answers what the node holds.
     Fence { id: u64, seg: SegKey, epoch: u64 },
     /// The stored bytes of the block starting at `base`, if the node holds it.
     Read { id: u64, seg: SegKey, base: u64 },
-    /// Every block of the segment below `flushed_upto` is in object storage (no answer).
-    Progress { seg: SegKey, flushed_upto: u64 },
+    /// Every block of the segment below `stored_end` is in object storage (no answer).
+    Progress { seg: SegKey, stored_end: u64 },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,7 +70,7 @@ pub enum ErrorCode {
 pub enum Response {
     Ok {
         id: u64,
-        uploaded_upto: u64,
+        stored_end: u64,
     },
     Error {
         id: u64,
@@ -74,17 +80,17 @@ pub enum Response {
     Fenced {
         id: u64,
         incarnation: u64,
-        uploaded_upto: u64,
+        stored_end: u64,
         blocks: Vec<(u64, u64)>,
     },
     Block {
         id: u64,
         data: Option<Bytes>,
     },
-    /// Pushed: every block of the segment below `upto` is in object storage.
-    Uploaded {
+    /// Pushed: every block of the segment below `stored_end` is in object storage.
+    Stored {
         seg: SegKey,
-        upto: u64,
+        stored_end: u64,
     },
 }
 
@@ -93,7 +99,7 @@ impl Response {
     pub fn id(&self) -> u64 {
         match self {
             Response::Ok { id, .. } | Response::Error { id, .. } | Response::Fenced { id, .. } | Response::Block { id, .. } => *id,
-            Response::Uploaded { .. } => 0,
+            Response::Stored { .. } => 0,
         }
     }
 }
@@ -122,7 +128,7 @@ fn frame(kind: u8, body: impl FnOnce(&mut BytesMut), hint: usize) -> Bytes {
 impl Request {
     pub fn encode(&self) -> Bytes {
         match self {
-            Request::Append { id, seg, epoch, seg_base, base, end, upload_now, flushed_upto, block } => frame(
+            Request::Append(Append { id, seg, epoch, seg_base, base, end, upload_now, stored_end, block }) => frame(
                 1,
                 |b| {
                     b.put_u64(*id);
@@ -132,7 +138,7 @@ impl Request {
                     b.put_u64(*base);
                     b.put_u64(*end);
                     b.put_u8(*upload_now as u8);
-                    b.put_u64(*flushed_upto);
+                    b.put_u64(*stored_end);
                     put_bytes(b, block);
                 },
                 80 + block.len(),
@@ -155,11 +161,11 @@ impl Request {
                 },
                 32,
             ),
-            Request::Progress { seg, flushed_upto } => frame(
+            Request::Progress { seg, stored_end } => frame(
                 4,
                 |b| {
                     put_seg(b, *seg);
-                    b.put_u64(*flushed_upto);
+                    b.put_u64(*stored_end);
                 },
                 24,
             ),
@@ -171,7 +177,7 @@ impl Request {
         let mut r = Reader(body);
         let kind = r.u8()?;
         let req = match kind {
-            1 => Request::Append {
+            1 => Request::Append(Append {
                 id: r.u64()?,
                 seg: r.seg()?,
                 epoch: r.u64()?,
@@ -179,12 +185,12 @@ impl Request {
                 base: r.u64()?,
                 end: r.u64()?,
                 upload_now: r.u8()? != 0,
-                flushed_upto: r.u64()?,
+                stored_end: r.u64()?,
                 block: r.bytes()?,
-            },
+            }),
             2 => Request::Fence { id: r.u64()?, seg: r.seg()?, epoch: r.u64()? },
             3 => Request::Read { id: r.u64()?, seg: r.seg()?, base: r.u64()? },
-            4 => Request::Progress { seg: r.seg()?, flushed_upto: r.u64()? },
+            4 => Request::Progress { seg: r.seg()?, stored_end: r.u64()? },
             k => return Err(ProtoError(format!("unknown request kind {k}"))),
         };
         r.finish()?;
@@ -195,11 +201,11 @@ impl Request {
 impl Response {
     pub fn encode(&self) -> Bytes {
         match self {
-            Response::Ok { id, uploaded_upto } => frame(
+            Response::Ok { id, stored_end } => frame(
                 1,
                 |b| {
                     b.put_u64(*id);
-                    b.put_u64(*uploaded_upto);
+                    b.put_u64(*stored_end);
                 },
                 16,
             ),
@@ -212,12 +218,12 @@ impl Response {
                 },
                 16 + message.len(),
             ),
-            Response::Fenced { id, incarnation, uploaded_upto, blocks } => frame(
+            Response::Fenced { id, incarnation, stored_end, blocks } => frame(
                 3,
                 |b| {
                     b.put_u64(*id);
                     b.put_u64(*incarnation);
-                    b.put_u64(*uploaded_upto);
+                    b.put_u64(*stored_end);
                     b.put_u32(blocks.len() as u32);
                     for (s, e) in blocks {
                         b.put_u64(*s);
@@ -240,11 +246,11 @@ impl Response {
                 },
                 16 + data.as_ref().map_or(0, |d| d.len()),
             ),
-            Response::Uploaded { seg, upto } => frame(
+            Response::Stored { seg, stored_end } => frame(
                 5,
                 |b| {
                     put_seg(b, *seg);
-                    b.put_u64(*upto);
+                    b.put_u64(*stored_end);
                 },
                 24,
             ),
@@ -255,7 +261,7 @@ impl Response {
         let mut r = Reader(body);
         let kind = r.u8()?;
         let resp = match kind {
-            1 => Response::Ok { id: r.u64()?, uploaded_upto: r.u64()? },
+            1 => Response::Ok { id: r.u64()?, stored_end: r.u64()? },
             2 => {
                 let id = r.u64()?;
                 let code = match r.u8()? {
@@ -270,7 +276,7 @@ impl Response {
             3 => {
                 let id = r.u64()?;
                 let incarnation = r.u64()?;
-                let uploaded_upto = r.u64()?;
+                let stored_end = r.u64()?;
                 let n = r.u32()? as usize;
                 if n > r.0.remaining() / 16 {
                     return Err(ProtoError(format!("block count {n} exceeds the frame")));
@@ -279,14 +285,14 @@ impl Response {
                 for _ in 0..n {
                     blocks.push((r.u64()?, r.u64()?));
                 }
-                Response::Fenced { id, incarnation, uploaded_upto, blocks }
+                Response::Fenced { id, incarnation, stored_end, blocks }
             }
             4 => {
                 let id = r.u64()?;
                 let data = if r.u8()? != 0 { Some(r.bytes()?) } else { None };
                 Response::Block { id, data }
             }
-            5 => Response::Uploaded { seg: r.seg()?, upto: r.u64()? },
+            5 => Response::Stored { seg: r.seg()?, stored_end: r.u64()? },
             k => return Err(ProtoError(format!("unknown response kind {k}"))),
         };
         r.finish()?;
@@ -368,7 +374,7 @@ mod tests {
     fn requests_round_trip() {
         let seg = SegKey { log_id: 7, segment: 3 };
         let reqs = vec![
-            Request::Append {
+            Request::Append(Append {
                 id: 1,
                 seg,
                 epoch: 2,
@@ -376,12 +382,12 @@ mod tests {
                 base: 10,
                 end: 20,
                 upload_now: true,
-                flushed_upto: 10,
+                stored_end: 10,
                 block: Bytes::from_static(b"block bytes"),
-            },
+            }),
             Request::Fence { id: 2, seg, epoch: 9 },
             Request::Read { id: 3, seg, base: 10 },
-            Request::Progress { seg, flushed_upto: 20 },
+            Request::Progress { seg, stored_end: 20 },
         ];
         for r in reqs {
             assert_eq!(Request::decode(body(r.encode())).unwrap(), r);
@@ -392,12 +398,12 @@ mod tests {
     fn responses_round_trip() {
         let seg = SegKey { log_id: 1, segment: 0 };
         let resps = vec![
-            Response::Ok { id: 1, uploaded_upto: 5 },
+            Response::Ok { id: 1, stored_end: 5 },
             Response::Error { id: 2, code: ErrorCode::Gap, message: "gap".into() },
-            Response::Fenced { id: 3, incarnation: 77, uploaded_upto: 0, blocks: vec![(0, 5), (5, 9)] },
+            Response::Fenced { id: 3, incarnation: 77, stored_end: 0, blocks: vec![(0, 5), (5, 9)] },
             Response::Block { id: 4, data: Some(Bytes::from_static(b"x")) },
             Response::Block { id: 5, data: None },
-            Response::Uploaded { seg, upto: 9 },
+            Response::Stored { seg, stored_end: 9 },
         ];
         for r in resps {
             assert_eq!(Response::decode(body(r.encode())).unwrap(), r);
@@ -413,10 +419,10 @@ mod tests {
 
         #[test]
         fn truncated_frames_are_errors(cut in 1usize..60) {
-            let f = Request::Append {
+            let f = Request::Append(Append {
                 id: 1, seg: SegKey { log_id: 1, segment: 1 }, epoch: 1, seg_base: 0, base: 0, end: 1,
-                upload_now: false, flushed_upto: 0, block: Bytes::from_static(b"0123456789"),
-            }.encode();
+                upload_now: false, stored_end: 0, block: Bytes::from_static(b"0123456789"),
+            }).encode();
             let b = body(f);
             let cut = cut.min(b.len() - 1);
             prop_assert!(Request::decode(b.slice(..cut)).is_err());

@@ -87,9 +87,7 @@ impl WriterInner {
                 Ok(r) if r.succeeded => return Ok(()),
                 // After a failed attempt whose outcome is unknown, a failed comparison does not prove
                 // the earlier attempt did not apply: report the outcome as unknown.
-                Ok(_) if attempt > 0 => {
-                    return Err(SharedFailure::WriterFailed("fenced after an attempt with an unknown outcome".into()))
-                }
+                Ok(_) if attempt > 0 => return Err(SharedFailure::WriterFailed("fenced after an attempt with an unknown outcome".into())),
                 Ok(_) => return Err(SharedFailure::Fenced { log: self.name.clone(), epoch: self.epoch }),
                 Err(e) if e.is_retriable() && Instant::now() < deadline => {
                     tracing::warn!(log = %self.name, error = %e, "metadata commit failed; retrying");

@@ -67,12 +67,7 @@ impl Strategy {
 
     /// The blocks' persist steps succeeded (in order): make them durable and acknowledge.
     /// On a failed commit, hands the blocks back with the failure.
-    async fn persisted(
-        &mut self,
-        w: &WriterInner,
-        cur: &mut SegCursor,
-        done: Vec<InFlight>,
-    ) -> Result<(), (SharedFailure, Vec<InFlight>)> {
+    async fn persisted(&mut self, w: &WriterInner, cur: &mut SegCursor, done: Vec<InFlight>) -> Result<(), (SharedFailure, Vec<InFlight>)> {
         match self {
             Strategy::Memory => match w.commit(cur, &done, true).await {
                 Ok(()) => {
@@ -106,7 +101,10 @@ impl Strategy {
 
 /// The oldest block's persist step finished: takes it and every later finished one, in order.
 /// Returns the blocks that succeeded and the first failure (its block back at the front).
-fn finished(pipeline: &mut VecDeque<InFlight>, first: Result<Result<(), PersistError>, tokio::task::JoinError>) -> (Vec<InFlight>, Result<(), PersistError>) {
+fn finished(
+    pipeline: &mut VecDeque<InFlight>,
+    first: Result<Result<(), PersistError>, tokio::task::JoinError>,
+) -> (Vec<InFlight>, Result<(), PersistError>) {
     let lost = |m: String| PersistError::Failed(StorageError::Transient { op: "put", message: m });
     let head = pipeline.pop_front().expect("the caller awaited it");
     let mut outcome = match first {

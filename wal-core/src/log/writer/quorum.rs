@@ -118,8 +118,11 @@ impl WriterInner {
             old.fixed_end = Some(base);
             txn = txn.then(Op::put(keys::segment(&self.name, old.id), json(&old)));
         }
-        let meta =
-            SegmentMeta { replicas: nodes.clone(), ack_quorum: self.wal.cfg.quorum.ack_quorum, ..SegmentMeta::active(new_id, self.epoch, base) };
+        let meta = SegmentMeta {
+            replicas: nodes.clone(),
+            ack_quorum: self.wal.cfg.quorum.ack_quorum,
+            ..SegmentMeta::active(new_id, self.epoch, base)
+        };
         txn = txn.then(Op::put(keys::segment(&self.name, new_id), json(&meta)));
         self.commit_txn(txn).await?;
         if old_empty {
@@ -137,7 +140,8 @@ impl WriterInner {
         } else if let Some(t) = cur.templates.get_mut(&old_id) {
             t.fixed_end = Some(base);
         }
-        let qs = QuorumSeg::new(rep, SegKey { log_id: self.log_id, segment: new_id }, self.epoch, base, nodes, self.wal.cfg.quorum.ack_quorum);
+        let qs =
+            QuorumSeg::new(rep, SegKey { log_id: self.log_id, segment: new_id }, self.epoch, base, nodes, self.wal.cfg.quorum.ack_quorum);
         tracing::info!(log = %self.name, segment = new_id, base, replicas = ?qs.replicas.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), "QuorumBuffer segment opened");
         cur.templates.insert(new_id, meta);
         q.segs.insert(new_id, qs.clone());
