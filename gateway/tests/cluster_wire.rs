@@ -2,7 +2,7 @@
 //! wire: partitions split between them; Metadata names every gateway and each partition's owner
 //! and leader epoch; Produce to the non-owner gets NOT_LEADER_OR_FOLLOWER; Fetch with a stale
 //! leader epoch gets FENCED_LEADER_EPOCH; group requests to the non-coordinator get
-//! NOT_COORDINATOR; a gateway stopped with SIGTERM hands its partitions over before it leaves
+//! NOT_COORDINATOR; DeleteRecords to the non-owner gets NOT_LEADER_OR_FOLLOWER; a gateway stopped with SIGTERM hands its partitions over before it leaves
 //! (well before its lease, 30 s here, would expire).
 #![cfg(feature = "etcd")]
 
@@ -73,6 +73,16 @@ fn fetch_error(addr: SocketAddr, partition: i32, leader_epoch: i32) -> i16 {
     r.responses[0].partitions[0].error_code
 }
 
+fn delete_records_error(addr: SocketAddr, partition: i32) -> i16 {
+    let req = DeleteRecordsRequest::default()
+        .with_timeout_ms(5000)
+        .with_topics(vec![delete_records_request::DeleteRecordsTopic::default().with_name(name("split")).with_partitions(vec![
+            delete_records_request::DeleteRecordsPartition::default().with_partition_index(partition).with_offset(0),
+        ])]);
+    let ResponseKind::DeleteRecords(r) = call(addr, ApiKey::DeleteRecords, 2, RequestKind::DeleteRecords(req)) else { panic!() };
+    r.topics[0].partitions[0].error_code
+}
+
 #[test]
 fn two_gateways_split_partitions_refuse_what_they_do_not_lead_and_hand_over_on_sigterm() {
     let (Some(etcd), Some(moto)) = (servers::start_etcd(), servers::start_moto()) else { return };
@@ -113,6 +123,9 @@ fn two_gateways_split_partitions_refuse_what_they_do_not_lead_and_hand_over_on_s
         }
         assert_eq!(fetch_error(addr_of(leader), p, 0), ResponseError::FencedLeaderEpoch.code());
         assert_eq!(fetch_error(addr_of(other), p, 0), ResponseError::FencedLeaderEpoch.code());
+        // DeleteRecords: only the owner truncates.
+        assert_eq!(delete_records_error(addr_of(other), p), ResponseError::NotLeaderOrFollower.code());
+        assert_eq!(delete_records_error(addr_of(leader), p), 0);
         assert_eq!(fetch_error(addr_of(leader), p, epoch + 1), ResponseError::UnknownLeaderEpoch.code());
     }
 

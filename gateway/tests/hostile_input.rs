@@ -118,11 +118,9 @@ fn samples() -> Vec<(ApiKey, RequestKind)> {
         ),
         (
             ApiKey::ListOffsets,
-            RequestKind::ListOffsets(
-                ListOffsetsRequest::default().with_topics(vec![list_offsets_request::ListOffsetsTopic::default()
+            RequestKind::ListOffsets(ListOffsetsRequest::default().with_topics(vec![list_offsets_request::ListOffsetsTopic::default()
                     .with_name(topic_name())
-                    .with_partitions(vec![list_offsets_request::ListOffsetsPartition::default()])]),
-            ),
+                    .with_partitions(vec![list_offsets_request::ListOffsetsPartition::default()])])),
         ),
         (
             ApiKey::Metadata,
@@ -134,15 +132,15 @@ fn samples() -> Vec<(ApiKey, RequestKind)> {
         (ApiKey::ApiVersions, RequestKind::ApiVersions(ApiVersionsRequest::default())),
         (
             ApiKey::CreateTopics,
-            RequestKind::CreateTopics(
-                CreateTopicsRequest::default().with_validate_only(true).with_topics(vec![create_topics_request::CreatableTopic::default()
+            RequestKind::CreateTopics(CreateTopicsRequest::default().with_validate_only(true).with_topics(
+                vec![create_topics_request::CreatableTopic::default()
                     .with_name(topic_name())
                     .with_num_partitions(1)
                     .with_replication_factor(1)
                     .with_configs(vec![create_topics_request::CreatableTopicConfig::default()
                         .with_name(StrBytes::from_static_str("retention.ms"))
-                        .with_value(Some(StrBytes::from_static_str("1")))])]),
-            ),
+                        .with_value(Some(StrBytes::from_static_str("1")))])],
+            )),
         ),
         (
             ApiKey::DeleteTopics,
@@ -150,54 +148,48 @@ fn samples() -> Vec<(ApiKey, RequestKind)> {
         ),
         (
             ApiKey::DeleteRecords,
-            RequestKind::DeleteRecords(
-                DeleteRecordsRequest::default().with_topics(vec![delete_records_request::DeleteRecordsTopic::default()
+            RequestKind::DeleteRecords(DeleteRecordsRequest::default().with_topics(
+                vec![delete_records_request::DeleteRecordsTopic::default()
                     .with_name(topic_name())
-                    .with_partitions(vec![delete_records_request::DeleteRecordsPartition::default()])]),
-            ),
+                    .with_partitions(vec![delete_records_request::DeleteRecordsPartition::default()])],
+            )),
         ),
         (ApiKey::InitProducerId, RequestKind::InitProducerId(InitProducerIdRequest::default())),
         (
             ApiKey::DescribeConfigs,
-            RequestKind::DescribeConfigs(
-                DescribeConfigsRequest::default().with_resources(vec![describe_configs_request::DescribeConfigsResource::default()
+            RequestKind::DescribeConfigs(DescribeConfigsRequest::default().with_resources(
+                vec![describe_configs_request::DescribeConfigsResource::default()
                     .with_resource_type(2)
                     .with_resource_name(StrBytes::from_static_str("t"))
-                    .with_configuration_keys(Some(vec![StrBytes::from_static_str("x")]))]),
-            ),
+                    .with_configuration_keys(Some(vec![StrBytes::from_static_str("x")]))],
+            )),
         ),
         (
             ApiKey::AlterConfigs,
-            RequestKind::AlterConfigs(
-                AlterConfigsRequest::default().with_validate_only(true).with_resources(vec![
+            RequestKind::AlterConfigs(AlterConfigsRequest::default().with_validate_only(true).with_resources(vec![
                     alter_configs_request::AlterConfigsResource::default()
                         .with_resource_type(2)
                         .with_resource_name(StrBytes::from_static_str("t"))
                         .with_configs(vec![alter_configs_request::AlterableConfig::default()]),
-                ]),
-            ),
+                ])),
         ),
         (
             ApiKey::CreatePartitions,
-            RequestKind::CreatePartitions(
-                CreatePartitionsRequest::default().with_validate_only(true).with_topics(vec![
+            RequestKind::CreatePartitions(CreatePartitionsRequest::default().with_validate_only(true).with_topics(vec![
                     create_partitions_request::CreatePartitionsTopic::default()
                         .with_name(topic_name())
                         .with_count(2)
                         .with_assignments(Some(vec![create_partitions_request::CreatePartitionsAssignment::default()])),
-                ]),
-            ),
+                ])),
         ),
         (
             ApiKey::IncrementalAlterConfigs,
-            RequestKind::IncrementalAlterConfigs(
-                IncrementalAlterConfigsRequest::default().with_validate_only(true).with_resources(vec![
+            RequestKind::IncrementalAlterConfigs(IncrementalAlterConfigsRequest::default().with_validate_only(true).with_resources(vec![
                     incremental_alter_configs_request::AlterConfigsResource::default()
                         .with_resource_type(2)
                         .with_resource_name(StrBytes::from_static_str("t"))
                         .with_configs(vec![incremental_alter_configs_request::AlterableConfig::default()]),
-                ]),
-            ),
+                ])),
         ),
         (ApiKey::DescribeCluster, RequestKind::DescribeCluster(DescribeClusterRequest::default())),
     ]

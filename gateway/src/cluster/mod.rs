@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use wal_core::meta::{MetaStore, Op, Registration, Txn};
+use wal_core::util::{lock, random_nonzero_id};
 use wal_core::MetaError;
 
 pub const MEMBER_PREFIX: &str = "gw/members/";
@@ -50,16 +51,6 @@ pub fn leader_key(log: &str) -> String {
 
 fn member_key(node_id: i32) -> String {
     format!("{MEMBER_PREFIX}{node_id}")
-}
-
-/// A new random nonzero id.
-fn nonzero_random() -> u64 {
-    loop {
-        let v: u64 = rand::random();
-        if v != 0 {
-            return v;
-        }
-    }
 }
 
 /// A stable 64-bit hash (FNV-1a, then a final mix): the same in every process and version.
@@ -135,14 +126,10 @@ pub struct Cluster {
     generation: std::sync::atomic::AtomicU64,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 impl Cluster {
     /// Registers this gateway under a new lease.
     pub async fn join(meta: Arc<dyn MetaStore>, mut me: Member, ttl_secs: i64) -> Result<Arc<Cluster>, MetaError> {
-        me.session = nonzero_random();
+        me.session = random_nonzero_id();
         let value = serde_json::to_vec(&me).expect("member serializes");
         let registration = Registration::register(meta.clone(), member_key(me.node_id), value.into(), ttl_secs).await?;
         let view = View { members: BTreeMap::from([(me.node_id, me.clone())]), ..View::default() };

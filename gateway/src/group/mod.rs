@@ -7,10 +7,11 @@ pub mod offsets;
 pub mod state;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kafka_protocol::ResponseError;
+use wal_core::util::lock;
 use wal_core::{MetaError, MetaStore};
 
 use offsets::OffsetStore;
@@ -27,10 +28,6 @@ pub struct Coordinator {
     /// Kafka's `group.initial.rebalance.delay.ms`: an empty group waits this long for more
     /// members before its first generation.
     pub initial_delay: Duration,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// A group as DescribeGroups / ListGroups report it.

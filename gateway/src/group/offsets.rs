@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
+use wal_core::util::lock;
 
 use serde::{Deserialize, Serialize};
 use wal_core::meta::{MetaStore, Op, Txn};
@@ -100,7 +101,7 @@ impl OffsetStore {
     }
 
     fn cache(&self) -> MutexGuard<'_, HashMap<String, GroupOffsets>> {
-        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.cache)
     }
 
     /// Stores the commits atomically, then makes them visible to fetches.

@@ -17,6 +17,8 @@ pub async fn handle(b: Arc<Broker>, req: DeleteRecordsRequest) -> DeleteRecordsR
             let mut r = DeleteRecordsPartitionResult::default().with_partition_index(dp.partition_index).with_low_watermark(-1);
             match b.partition(&t.name.0, dp.partition_index) {
                 None => r.error_code = ResponseError::UnknownTopicOrPartition.code(),
+                // DeleteRecords names no leader epoch: only the partition's leader truncates it.
+                Some(p) if let Some(e) = b.leader_epoch_error(&p, -1) => r.error_code = e.code(),
                 Some(p) => {
                     let hw = p.high_watermark();
                     let target = if dp.offset == -1 { hw } else { dp.offset };

@@ -30,20 +30,6 @@ struct Want {
     unknown: ResponseError,
 }
 
-/// Checks a request's view of the partition's leadership: FENCED_LEADER_EPOCH when it names an
-/// older epoch than the current leader's (here or elsewhere), NOT_LEADER_OR_FOLLOWER when this
-/// gateway does not lead the partition, UNKNOWN_LEADER_EPOCH when it names a newer one.
-pub fn leader_epoch_error(b: &Broker, p: &Partition, requested: i32) -> Option<ResponseError> {
-    let ours = b.leader_epoch(p);
-    if requested >= 0 && requested < ours {
-        return Some(ResponseError::FencedLeaderEpoch);
-    }
-    if !b.leads(p) {
-        return Some(ResponseError::NotLeaderOrFollower);
-    }
-    (requested > ours).then_some(ResponseError::UnknownLeaderEpoch)
-}
-
 async fn read_one(w: &Want, budget: &mut usize, first: &mut bool, v: i16) -> PartitionData {
     let mut d = PartitionData::default().with_partition_index(w.index).with_high_watermark(-1);
     if v >= 4 {
@@ -113,7 +99,7 @@ pub async fn handle(b: Arc<Broker>, v: i16, req: FetchRequest) -> FetchResponse 
                 let partition = topic.as_ref().and_then(|t| usize::try_from(fp.partition).ok().and_then(|i| t.partitions.get(i).cloned()));
                 let requested = if v >= 9 { fp.current_leader_epoch } else { -1 };
                 Want {
-                    refused: partition.as_ref().and_then(|p| leader_epoch_error(&b, p, requested)),
+                    refused: partition.as_ref().and_then(|p| b.leader_epoch_error(p, requested)),
                     partition,
                     index: fp.partition,
                     offset: fp.fetch_offset,

@@ -8,7 +8,6 @@ use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionRespon
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 use kafka_protocol::ResponseError;
 
-use super::fetch::leader_epoch_error;
 use crate::broker::Broker;
 
 pub async fn handle(b: Arc<Broker>, v: i16, req: ListOffsetsRequest) -> ListOffsetsResponse {
@@ -22,7 +21,7 @@ pub async fn handle(b: Arc<Broker>, v: i16, req: ListOffsetsRequest) -> ListOffs
                 continue;
             };
             let requested = if v >= 4 { lp.current_leader_epoch } else { -1 };
-            if let Some(e) = leader_epoch_error(&b, &p, requested) {
+            if let Some(e) = b.leader_epoch_error(&p, requested) {
                 parts.push(r.with_error_code(e.code()));
                 continue;
             }

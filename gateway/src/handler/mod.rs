@@ -9,26 +9,16 @@ pub mod alter_configs;
 pub mod api_versions;
 pub mod create_partitions;
 pub mod create_topics;
-pub mod delete_groups;
 pub mod delete_records;
 pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_configs;
-pub mod describe_groups;
 pub mod fetch;
-pub mod find_coordinator;
-pub mod heartbeat;
+pub mod group;
 pub mod init_producer_id;
-pub mod join_group;
-pub mod leave_group;
-pub mod list_groups;
 pub mod list_offsets;
 pub mod metadata;
-pub mod offset_commit;
-pub mod offset_delete;
-pub mod offset_fetch;
 pub mod produce;
-pub mod sync_group;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -148,19 +138,19 @@ pub async fn dispatch(b: &Arc<Broker>, header: &RequestHeader, client_host: &str
         }
         RequestKind::CreatePartitions(r) => ready(async move { ResponseKind::CreatePartitions(create_partitions::handle(b, r).await) }),
         RequestKind::DescribeCluster(_) => ready(async move { ResponseKind::DescribeCluster(describe_cluster::handle(b)) }),
-        RequestKind::FindCoordinator(r) => ready(async move { ResponseKind::FindCoordinator(find_coordinator::handle(b, v, r)) }),
+        RequestKind::FindCoordinator(r) => ready(async move { ResponseKind::FindCoordinator(group::find_coordinator::handle(b, v, r)) }),
         RequestKind::JoinGroup(r) => {
-            ready(async move { ResponseKind::JoinGroup(join_group::handle(b, v, client_id, client_host, r).await) })
+            ready(async move { ResponseKind::JoinGroup(group::join_group::handle(b, v, client_id, client_host, r).await) })
         }
-        RequestKind::SyncGroup(r) => ready(async move { ResponseKind::SyncGroup(sync_group::handle(b, v, r).await) }),
-        RequestKind::Heartbeat(r) => ready(async move { ResponseKind::Heartbeat(heartbeat::handle(b, r)) }),
-        RequestKind::LeaveGroup(r) => ready(async move { ResponseKind::LeaveGroup(leave_group::handle(b, v, r)) }),
-        RequestKind::OffsetCommit(r) => ready(async move { ResponseKind::OffsetCommit(offset_commit::handle(b, r).await) }),
-        RequestKind::OffsetFetch(r) => ready(async move { ResponseKind::OffsetFetch(offset_fetch::handle(b, v, r).await) }),
-        RequestKind::ListGroups(r) => ready(async move { ResponseKind::ListGroups(list_groups::handle(b, v, r)) }),
-        RequestKind::DescribeGroups(r) => ready(async move { ResponseKind::DescribeGroups(describe_groups::handle(b, v, r)) }),
-        RequestKind::DeleteGroups(r) => ready(async move { ResponseKind::DeleteGroups(delete_groups::handle(b, r).await) }),
-        RequestKind::OffsetDelete(r) => ready(async move { ResponseKind::OffsetDelete(offset_delete::handle(b, r).await) }),
+        RequestKind::SyncGroup(r) => ready(async move { ResponseKind::SyncGroup(group::sync_group::handle(b, v, r).await) }),
+        RequestKind::Heartbeat(r) => ready(async move { ResponseKind::Heartbeat(group::heartbeat::handle(b, r)) }),
+        RequestKind::LeaveGroup(r) => ready(async move { ResponseKind::LeaveGroup(group::leave_group::handle(b, v, r)) }),
+        RequestKind::OffsetCommit(r) => ready(async move { ResponseKind::OffsetCommit(group::offset_commit::handle(b, r).await) }),
+        RequestKind::OffsetFetch(r) => ready(async move { ResponseKind::OffsetFetch(group::offset_fetch::handle(b, v, r).await) }),
+        RequestKind::ListGroups(r) => ready(async move { ResponseKind::ListGroups(group::list_groups::handle(b, v, r)) }),
+        RequestKind::DescribeGroups(r) => ready(async move { ResponseKind::DescribeGroups(group::describe_groups::handle(b, v, r)) }),
+        RequestKind::DeleteGroups(r) => ready(async move { ResponseKind::DeleteGroups(group::delete_groups::handle(b, r).await) }),
+        RequestKind::OffsetDelete(r) => ready(async move { ResponseKind::OffsetDelete(group::offset_delete::handle(b, r).await) }),
         other => {
             // `supports` lets only the APIs above through; this is a bug guard, not a path.
             tracing::error!(?api, "no handler for {:?}", std::mem::discriminant(&other));

@@ -147,18 +147,7 @@ async fn wait_steps(b: &Broker, p: &Arc<Partition>, steps: Vec<Step>) -> (Option
                         if info.is_idempotent() {
                             p.producers.lock().await.forget(info.producer_id, info.base_sequence, base);
                         }
-                        if !b.cluster.owns(&p.topic, p.index) {
-                            // Fenced by the new owner (or about to hand over): never take it back.
-                            p.drop_failed_writer();
-                        } else if matches!(e, WalError::WriterFailed(_)) {
-                            let (b2, p2) = (b.wal.clone(), p.clone());
-                            let opts = b.topic(&p.topic).map(|t| b.writer_options(&t.meta)).unwrap_or_default();
-                            tokio::spawn(async move {
-                                if let Err(e) = p2.reopen_writer(&b2, opts, epoch).await {
-                                    tracing::warn!(log = %p2.log, error = %e, "reopening writer failed");
-                                }
-                            });
-                        }
+                        b.append_failed(p, &e, epoch);
                     }
                 }
                 base

@@ -40,7 +40,7 @@ pub fn batch(n: i32) -> bytes::Bytes {
 /// One uncompressed batch of n tiny records with the given producer fields.
 pub fn idempotent_batch(n: i32, pid: i64, epoch: i16, seq: i32) -> bytes::Bytes {
     // current timestamps: a batch from 1970 is past any retention.ms and gets deleted
-    bytes::Bytes::from(gateway::batch::encode_simple_batch(n, pid, epoch, seq, gateway::broker::now_ms() as i64))
+    bytes::Bytes::from(gateway::batch::encode_simple_batch(n, pid, epoch, seq, wal_core::util::now_ms() as i64))
 }
 
 pub fn name(s: &'static str) -> TopicName {

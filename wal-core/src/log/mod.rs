@@ -208,18 +208,16 @@ impl Wal {
     pub async fn create_log(&self, name: &str) -> Result<LogMeta> {
         validate_log_name(name)?;
         let meta = &*self.inner.meta;
-        let mut created = None;
-        advance_counter(meta, keys::LOG_ID, 1, async |id| {
+        let (_, created) = advance_counter(meta, keys::LOG_ID, 1, |id| async move {
             if meta.get(&keys::log(name)).await?.is_some() {
                 return Err(WalError::LogExists(name.to_string()));
             }
             let lm = LogMeta { id, name: name.to_string(), created_ms: now_ms(), start_offset: 0 };
             let txn = Txn::new().when(Compare::ModRevision(keys::log(name), 0)).then(Op::put(keys::log(name), json(&lm)));
-            created = Some(lm);
-            Ok(txn)
+            Ok((txn, lm))
         })
         .await?;
-        Ok(created.expect("set by the successful round"))
+        Ok(created)
     }
 
     pub async fn list_logs(&self) -> Result<Vec<LogMeta>> {

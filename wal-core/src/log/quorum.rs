@@ -27,6 +27,7 @@ use crate::format::decode_block_header;
 use crate::logstore::proto::{Append, ErrorCode, Request, Response, SegKey};
 use crate::logstore::{NodeInfo, Replication};
 use crate::metrics as m;
+use crate::util::lock;
 
 /// The replication state of the segment a writer is cutting blocks into.
 pub(crate) struct QuorumSeg {
@@ -54,11 +55,11 @@ impl QuorumSeg {
     }
 
     pub fn healthy_count(&self) -> usize {
-        self.healthy.lock().unwrap_or_else(|p| p.into_inner()).iter().filter(|h| **h).count()
+        lock(&self.healthy).iter().filter(|h| **h).count()
     }
 
     fn drop_replica(&self, rep: &Replication, i: usize, why: &str) {
-        let mut h = self.healthy.lock().unwrap_or_else(|p| p.into_inner());
+        let mut h = lock(&self.healthy);
         if h[i] {
             h[i] = false;
             rep.note_failure(&self.replicas[i]);
@@ -69,7 +70,7 @@ impl QuorumSeg {
 
     /// Tells the replicas what is stored, so they can drop it.
     pub fn progress(&self, rep: &Replication, stored_end: u64) {
-        let h = self.healthy.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let h = lock(&self.healthy).clone();
         for (i, r) in self.replicas.iter().enumerate() {
             if h[i] {
                 rep.client(&r.addr).send(&Request::Progress { seg: self.key, stored_end: stored_end });
@@ -87,7 +88,7 @@ impl QuorumSeg {
         end: u64,
         block: Bytes,
     ) -> impl std::future::Future<Output = std::result::Result<(), ReplicateError>> + Send + 'static {
-        let healthy = self.healthy.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let healthy = lock(&self.healthy).clone();
         let stored_end = *self.stored.borrow();
         let uploader = healthy.iter().position(|h| *h);
         let mut calls = FuturesUnordered::new();

@@ -5,6 +5,7 @@
 //!
 //! Leased keys live in memory only: a restart ends every lease, as the death of its holder would.
 
+use crate::util::lock;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
@@ -96,7 +97,7 @@ impl EmbeddedMeta {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.inner)
     }
 
     async fn blocking<T: Send + 'static>(
@@ -106,7 +107,7 @@ impl EmbeddedMeta {
         let inner = self.inner.clone();
         let tx = self.events.clone();
         tokio::task::spawn_blocking(move || {
-            let mut g = inner.lock().unwrap_or_else(|p| p.into_inner());
+            let mut g = lock(&inner);
             f(&mut g, &tx)
         })
         .await
@@ -119,7 +120,7 @@ async fn reap_leases(inner: Weak<Mutex<Inner>>, tx: broadcast::Sender<WatchEvent
     loop {
         tick.tick().await;
         let Some(inner) = inner.upgrade() else { return };
-        let mut g = inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut g = lock(&inner);
         let now = Instant::now();
         let expired: Vec<i64> = g.leases.iter().filter(|(_, l)| l.deadline <= now).map(|(id, _)| *id).collect();
         for id in expired {

@@ -15,6 +15,7 @@ pub mod embedded;
 #[cfg(feature = "etcd")]
 pub mod etcd;
 
+use crate::util::lock;
 use std::time::Instant;
 
 use async_trait::async_trait;
@@ -153,26 +154,30 @@ pub struct Advanced {
 
 /// Advances the decimal counter at `key` by `step` with a compare-and-swap on its revision, and
 /// retries a lost race. `guard` sees the value about to be written and returns the rest of the
-/// same transaction (more comparisons and operations); when one of its comparisons fails, the
-/// round is simply tried again, so `guard` must itself notice a condition that makes retrying
-/// pointless (it reads the store anew every round) and return an error. Log ids, writer epochs
-/// and producer ids are counters of this kind.
-pub async fn advance_counter<E: From<MetaError>>(
+/// same transaction (more comparisons and operations) with a value to hand back when the round
+/// succeeds; when one of its comparisons fails, the round is simply tried again, so `guard`
+/// must itself notice a condition that makes retrying pointless (it reads the store anew every
+/// round) and return an error. Log ids, writer epochs and producer ids are counters of this kind.
+pub async fn advance_counter<T, E, Fut>(
     meta: &dyn MetaStore,
     key: &str,
     step: u64,
-    mut guard: impl AsyncFnMut(u64) -> Result<Txn, E>,
-) -> Result<Advanced, E> {
+    mut guard: impl FnMut(u64) -> Fut,
+) -> Result<(Advanced, T), E>
+where
+    E: From<MetaError>,
+    Fut: std::future::Future<Output = Result<(Txn, T), E>>,
+{
     loop {
         let (rev, previous) = match meta.get(key).await? {
             Some(kv) => (kv.mod_revision, std::str::from_utf8(&kv.value).ok().and_then(|s| s.parse::<u64>().ok()).unwrap_or(0)),
             None => (0, 0),
         };
         let value = previous + step;
-        let txn = guard(value).await?.when(Compare::ModRevision(key.to_string(), rev)).then(Op::put(key, value.to_string()));
-        let r = meta.txn(txn).await?;
+        let (txn, out) = guard(value).await?;
+        let r = meta.txn(txn.when(Compare::ModRevision(key.to_string(), rev)).then(Op::put(key, value.to_string()))).await?;
         if r.succeeded {
-            return Ok(Advanced { previous, value, revision: r.revision });
+            return Ok((Advanced { previous, value, revision: r.revision }, out));
         }
     }
 }
@@ -207,7 +212,7 @@ impl Registration {
     }
 
     fn current(&self) -> i64 {
-        *self.lease.lock().unwrap_or_else(|p| p.into_inner())
+        *lock(&self.lease)
     }
 
     /// Keeps the lease alive; returns `true` when it had expired and the key was put again
@@ -218,7 +223,7 @@ impl Registration {
             Err(e) => {
                 tracing::warn!(key = %self.key, error = %e, "lease lost; registering again");
                 let lease = Self::put_leased(&*self.meta, &self.key, &self.value, self.ttl_secs).await?;
-                *self.lease.lock().unwrap_or_else(|p| p.into_inner()) = lease;
+                *lock(&self.lease) = lease;
                 Ok(true)
             }
         }

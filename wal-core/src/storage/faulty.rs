@@ -2,6 +2,7 @@
 //! probability, or stores a put and then reports it as failed (the ambiguous outcome a lost
 //! response produces on a real network).
 
+use crate::util::lock;
 use std::ops::Range;
 use std::sync::Mutex;
 
@@ -57,7 +58,7 @@ impl<S: ObjectStore> FaultyStore<S> {
         }
     }
     fn st(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.state)
     }
     /// Restricts the faults to some calls.
     pub fn set_ops(&self, ops: FaultOps) {

@@ -1,6 +1,7 @@
 //! An in-memory object store for unit tests, simulations and benchmarks; it honours the full
 //! trait contract, including put-if-absent.
 
+use crate::util::lock;
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::sync::Mutex;
@@ -21,7 +22,7 @@ impl MemoryStore {
         Self::default()
     }
     fn map(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Bytes>> {
-        self.objects.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.objects)
     }
 }
 

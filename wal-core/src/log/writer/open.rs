@@ -27,9 +27,9 @@ pub(crate) async fn open(wal: Arc<WalInner>, name: &str, opts: WriterOptions) ->
     let shared = get_or_load(&wal, name).await?;
     let meta = &*wal.meta;
     // 1. Take the next epoch: from here on, every commit of an older writer fails.
-    let taken = advance_counter(meta, &keys::epoch(name), 1, async |_| {
+    let (taken, ()) = advance_counter(meta, &keys::epoch(name), 1, |_| async move {
         let log_rev = read_log_meta(meta, name).await?.1;
-        Ok::<_, WalError>(Txn::new().when(Compare::ModRevision(keys::log(name), log_rev)))
+        Ok::<_, WalError>((Txn::new().when(Compare::ModRevision(keys::log(name), log_rev)), ()))
     })
     .await?;
     let (epoch, epoch_rev) = (taken.value, taken.revision);

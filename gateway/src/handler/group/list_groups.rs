@@ -6,8 +6,8 @@ use std::sync::Arc;
 use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::{GroupId, ListGroupsRequest, ListGroupsResponse};
 
-use super::s;
 use crate::broker::Broker;
+use crate::handler::s;
 
 pub fn handle(b: Arc<Broker>, v: i16, req: ListGroupsRequest) -> ListGroupsResponse {
     let groups = b

@@ -7,9 +7,10 @@ use kafka_protocol::messages::offset_commit_response::{OffsetCommitResponseParti
 use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
 use kafka_protocol::ResponseError;
 
-use crate::broker::{now_ms, Broker};
+use crate::broker::Broker;
 use crate::group::offsets::Committed;
 use crate::group::state::GroupState;
+use wal_core::util::now_ms;
 
 /// Kafka's offset.metadata.max.bytes.
 const MAX_METADATA: usize = 4096;

@@ -7,9 +7,9 @@ use std::time::Duration;
 use kafka_protocol::messages::{SyncGroupRequest, SyncGroupResponse};
 use kafka_protocol::ResponseError;
 
-use super::s;
 use crate::broker::Broker;
 use crate::group::state::{Outcome, SyncResult};
+use crate::handler::s;
 
 pub async fn handle(b: Arc<Broker>, v: i16, req: SyncGroupRequest) -> SyncGroupResponse {
     if !b.cluster.coordinates(&req.group_id.0) {

@@ -8,10 +8,10 @@ use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::{JoinGroupRequest, JoinGroupResponse};
 use kafka_protocol::ResponseError;
 
-use super::s;
 use crate::broker::Broker;
 use crate::group::state::{JoinArgs, JoinResult, Outcome};
 use crate::group::{MAX_SESSION_TIMEOUT, MIN_SESSION_TIMEOUT};
+use crate::handler::s;
 
 pub async fn handle(b: Arc<Broker>, v: i16, client_id: String, client_host: String, req: JoinGroupRequest) -> JoinGroupResponse {
     let group_id = req.group_id.0.to_string();

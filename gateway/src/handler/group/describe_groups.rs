@@ -8,8 +8,8 @@ use kafka_protocol::ResponseError;
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse};
 
-use super::s;
 use crate::broker::Broker;
+use crate::handler::s;
 
 pub fn handle(b: Arc<Broker>, v: i16, req: DescribeGroupsRequest) -> DescribeGroupsResponse {
     let groups = req

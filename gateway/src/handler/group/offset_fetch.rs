@@ -11,8 +11,8 @@ use kafka_protocol::messages::offset_fetch_response::{
 };
 use kafka_protocol::messages::{OffsetFetchRequest, OffsetFetchResponse, TopicName};
 
-use super::s;
 use crate::broker::Broker;
+use crate::handler::s;
 
 /// (topic, [(partition, offset, leader epoch, metadata)])
 type Fetched = Vec<(String, Vec<(i32, i64, i32, String)>)>;

@@ -7,8 +7,8 @@ use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
 use kafka_protocol::ResponseError;
 
-use super::s;
 use crate::broker::Broker;
+use crate::handler::s;
 
 const KEY_TYPE_GROUP: i8 = 0;
 

@@ -1,0 +1,174 @@
+//! Topic administration: create (or validate), auto-create, delete, add partitions, alter
+//! configs. Each change is written to the topic registry in the MetaStore first; other gateways
+//! follow it at their next cluster round.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use kafka_protocol::ResponseError;
+use wal_core::meta::{Compare, Op, Txn};
+use wal_core::util::now_ms;
+use wal_core::WalError;
+
+use super::partition::Partition;
+use super::topics::{self, topic_key, TopicMeta};
+use super::{wal_err, AdminError, Broker, Topic};
+
+impl Broker {
+    /// Creates a topic (or only validates the request).
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        configs: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<Arc<Topic>, AdminError> {
+        if !topics::valid_topic_name(name) {
+            return Err((ResponseError::InvalidTopicException, format!("invalid topic name {name:?}")));
+        }
+        let partitions = if partitions == -1 { self.cfg.default_partitions } else { partitions };
+        if !(1..=100_000).contains(&partitions) {
+            return Err((ResponseError::InvalidPartitions, format!("invalid partition count {partitions}")));
+        }
+        topics::validate_configs(configs.iter().map(|(k, v)| (k.as_str(), v.as_str()))).map_err(|m| (ResponseError::InvalidConfig, m))?;
+        let _g = self.admin.lock().await;
+        if self.topic(name).is_some() {
+            return Err((ResponseError::TopicAlreadyExists, format!("topic {name} already exists")));
+        }
+        let meta = TopicMeta { name: name.to_string(), id: uuid::Uuid::new_v4(), partitions, configs, created_ms: now_ms() };
+        if validate_only {
+            return Ok(Arc::new(Topic { meta, partitions: Vec::new() }));
+        }
+        let r = self
+            .meta
+            .txn(
+                Txn::new()
+                    .when(Compare::ModRevision(topic_key(name), 0))
+                    .then(Op::put(topic_key(name), serde_json::to_vec(&meta).expect("serializes"))),
+            )
+            .await
+            .map_err(|e| (ResponseError::KafkaStorageError, e.to_string()))?;
+        if !r.succeeded {
+            return Err((ResponseError::TopicAlreadyExists, format!("topic {name} already exists")));
+        }
+        let t = self.open_topic(meta).await.map_err(wal_err)?;
+        self.insert(t.clone());
+        tracing::info!(topic = name, partitions, "created topic");
+        drop(_g);
+        // Take this gateway's partitions of it now rather than at the next poll.
+        self.cluster_tick().await;
+        Ok(t)
+    }
+
+    /// Creates a topic unless it exists (auto-creation); returns it either way.
+    pub async fn ensure_topic(&self, name: &str) -> Result<Arc<Topic>, AdminError> {
+        if let Some(t) = self.topic(name) {
+            return Ok(t);
+        }
+        match self.create_topic(name, -1, BTreeMap::new(), false).await {
+            Ok(t) => Ok(t),
+            Err((ResponseError::TopicAlreadyExists, _)) => {
+                self.topic(name).ok_or((ResponseError::UnknownTopicOrPartition, name.to_string()))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn delete_topic(&self, name: &str) -> Result<(), AdminError> {
+        let _g = self.admin.lock().await;
+        let Some(t) = self.topic(name) else {
+            return Err((ResponseError::UnknownTopicOrPartition, format!("unknown topic {name}")));
+        };
+        self.meta.txn(Txn::new().then(Op::Delete(topic_key(name)))).await.map_err(|e| (ResponseError::KafkaStorageError, e.to_string()))?;
+        self.topics.write().unwrap_or_else(|p| p.into_inner()).remove(name);
+        for p in &t.partitions {
+            p.close().await;
+            if let Err(e) = p.drop_snapshot(&*self.meta).await {
+                tracing::warn!(log = %p.log, error = %e, "deleting the producer-state snapshot");
+            }
+            match self.wal.delete_log(&p.log).await {
+                Ok(()) | Err(WalError::LogNotFound(_)) => {}
+                Err(e) => tracing::warn!(log = %p.log, error = %e, "deleting log"),
+            }
+        }
+        if let Err(e) = self.groups.offsets.delete_topic(name).await {
+            tracing::warn!(topic = name, error = %e, "deleting the topic's committed offsets");
+        }
+        tracing::info!(topic = name, "deleted topic");
+        Ok(())
+    }
+
+    pub async fn create_partitions(&self, name: &str, count: i32, validate_only: bool) -> Result<(), AdminError> {
+        let _g = self.admin.lock().await;
+        let Some(t) = self.topic(name) else {
+            return Err((ResponseError::UnknownTopicOrPartition, format!("unknown topic {name}")));
+        };
+        if count <= t.meta.partitions {
+            return Err((
+                ResponseError::InvalidPartitions,
+                format!("topic {name} has {} partitions; the count can only grow", t.meta.partitions),
+            ));
+        }
+        if count > 100_000 {
+            return Err((ResponseError::InvalidPartitions, format!("invalid partition count {count}")));
+        }
+        if validate_only {
+            return Ok(());
+        }
+        let mut meta = t.meta.clone();
+        meta.partitions = count;
+        self.persist(&meta).await?;
+        let mut partitions = t.partitions.clone();
+        for i in t.meta.partitions..count {
+            partitions.push(Partition::open(&self.wal, Arc::from(name), i).await.map_err(wal_err)?);
+        }
+        self.insert(Arc::new(Topic { meta, partitions }));
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// Replaces (`incremental = false`) or updates a topic's explicit configs. `None` deletes a key.
+    pub async fn alter_configs(
+        &self,
+        name: &str,
+        changes: Vec<(String, Option<String>)>,
+        incremental: bool,
+        validate_only: bool,
+    ) -> Result<(), AdminError> {
+        let _g = self.admin.lock().await;
+        let Some(t) = self.topic(name) else {
+            return Err((ResponseError::UnknownTopicOrPartition, format!("unknown topic {name}")));
+        };
+        let mut configs = if incremental { t.meta.configs.clone() } else { BTreeMap::new() };
+        for (k, v) in changes {
+            match v {
+                Some(v) => {
+                    configs.insert(k, v);
+                }
+                None => {
+                    if topics::config_def(&k).is_none() {
+                        return Err((ResponseError::InvalidConfig, format!("unknown or unsupported topic config {k}")));
+                    }
+                    configs.remove(&k);
+                }
+            }
+        }
+        topics::validate_configs(configs.iter().map(|(k, v)| (k.as_str(), v.as_str()))).map_err(|m| (ResponseError::InvalidConfig, m))?;
+        if validate_only {
+            return Ok(());
+        }
+        let mut meta = t.meta.clone();
+        meta.configs = configs;
+        self.persist(&meta).await?;
+        self.insert(Arc::new(Topic { meta, partitions: t.partitions.clone() }));
+        Ok(())
+    }
+
+    async fn persist(&self, meta: &TopicMeta) -> Result<(), AdminError> {
+        self.meta
+            .txn(Txn::new().then(Op::put(topic_key(&meta.name), serde_json::to_vec(meta).expect("serializes"))))
+            .await
+            .map_err(|e| (ResponseError::KafkaStorageError, e.to_string()))?;
+        Ok(())
+    }
+}
