@@ -30,6 +30,11 @@ export CARGO_TERM_COLOR=never
 
 # The client tests (Rust and Python) run the gateway binary: build it first, wherever the
 # target directory is.
+echo "== formatting and lints"
+cargo fmt --version >/dev/null 2>&1 && cargo clippy --version >/dev/null 2>&1 || rustup component add rustfmt clippy
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --all-features -- -D warnings 2>&1
+
 echo "== gateway binary for the client compatibility tests"
 cargo build -p gateway --all-features 2>&1
 export GATEWAY_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/gateway"

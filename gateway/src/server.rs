@@ -213,6 +213,8 @@ async fn read_frame(
     Ok(Some((body.freeze(), permit)))
 }
 
+// A request is decoded once and handled at once: the size difference costs one move, not memory.
+#[allow(clippy::large_enum_variant)]
 enum Decoded {
     Request {
         header: RequestHeader,

@@ -5,46 +5,17 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+mod common;
 
 use bytes::{BufMut, BytesMut};
+use common::{local_gateway, LocalGateway};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Encodable, StrBytes};
 
-struct Gateway {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn start() -> Gateway {
-    let dir = tempfile::tempdir().unwrap();
-    let (port, mport) = (free_port(), free_port());
-    let child = Command::new(env!("CARGO_BIN_EXE_gateway"))
-        .args(["--data-dir", dir.path().to_str().unwrap(), "--listen", &format!("127.0.0.1:{port}")])
-        .args(["--metrics-listen", &format!("127.0.0.1:{mport}"), "--log", "error"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "gateway did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Gateway { child, port, _dir: dir }
+fn start() -> LocalGateway {
+    local_gateway(&["--log", "error"])
 }
 
 fn frame(api: ApiKey, version: i16, body: &RequestKind) -> Vec<u8> {
@@ -198,7 +169,7 @@ fn samples() -> Vec<(ApiKey, RequestKind)> {
 #[test]
 fn huge_lengths_at_every_position_of_every_request() {
     let gw = start();
-    let pid = gw.child.id();
+    let pid = gw.gw.0.id();
     let mut sent = 0;
     for (api, req) in samples() {
         let (lo, hi) = gateway::handler::versions(api).expect("supported");
@@ -261,7 +232,7 @@ fn random_mutations_and_bad_frames() {
     let noise: Vec<u8> = (0..10_000).map(|_| rng.gen()).collect();
     poke(gw.port, &noise);
     assert!(healthy(gw.port));
-    assert!(rss_kib(gw.child.id()) < 1024 * 1024);
+    assert!(rss_kib(gw.gw.0.id()) < 1024 * 1024);
 }
 
 #[test]

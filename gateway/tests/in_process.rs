@@ -13,7 +13,7 @@ async fn consumer_lag_is_committed_offset_against_high_watermark() {
     let cfg = gateway::GatewayConfig { listen: "127.0.0.1:0".parse().unwrap(), data_dir: dir.path().to_path_buf(), ..Default::default() };
     let running = gateway::start(cfg).await.unwrap();
     let addr = running.addr;
-    let lag = tokio::task::spawn_blocking(move || {
+    tokio::task::spawn_blocking(move || {
         let produce = ProduceRequest::default().with_acks(-1).with_timeout_ms(5000).with_topic_data(vec![
             produce_request::TopicProduceData::default()
                 .with_name(name("lagged"))
@@ -43,7 +43,6 @@ async fn consumer_lag_is_committed_offset_against_high_watermark() {
     })
     .await
     .unwrap();
-    let _ = lag;
     let rows = running.broker.consumer_lag();
     assert_eq!(rows.len(), 1);
     assert_eq!((rows[0].committed, rows[0].high_watermark, rows[0].lag), (4, 10, 6));

@@ -92,5 +92,5 @@ async fn s3_and_etcd_round_trip_with_sealed_segments() {
     let seqs: Vec<u64> = read_all(&b, "rt", 0).await.iter().map(|e| seq_of(&e.data)).collect();
     assert_eq!(seqs, (0..400).collect::<Vec<_>>());
     let r = b.open_reader("rt").await.unwrap();
-    assert_eq!(r.offset_for_timestamp(2000).await.unwrap().is_some(), true);
+    assert!(r.offset_for_timestamp(2000).await.unwrap().is_some());
 }

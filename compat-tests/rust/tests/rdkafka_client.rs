@@ -24,7 +24,10 @@ fn producer(bootstrap: &str, compression: &str) -> FutureProducer {
         .unwrap()
 }
 
-fn consume_all(bootstrap: &str, topic: &str, partition: i32, n: usize) -> Vec<(i64, Vec<u8>, Vec<u8>, Vec<(String, Vec<u8>)>)> {
+/// A consumed record: offset, key, value and headers.
+type Consumed = (i64, Vec<u8>, Vec<u8>, Vec<(String, Vec<u8>)>);
+
+fn consume_all(bootstrap: &str, topic: &str, partition: i32, n: usize) -> Vec<Consumed> {
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "unused")

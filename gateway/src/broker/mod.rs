@@ -221,7 +221,7 @@ impl Broker {
     pub async fn snapshot_producers(&self) {
         for t in self.topics() {
             for p in &t.partitions {
-                if !self.leads(p) || p.producers.lock().await.len() == 0 {
+                if !self.leads(p) || p.producers.lock().await.is_empty() {
                     continue;
                 }
                 if let Err(e) = p.snapshot_producers(&*self.meta).await {

@@ -95,6 +95,10 @@ impl ProducerStates {
     pub fn len(&self) -> usize {
         self.producers.len()
     }
+
+    pub fn is_empty(&self) -> bool {
+        self.producers.is_empty()
+    }
 }
 
 #[cfg(test)]

@@ -35,7 +35,7 @@ pub async fn handle(b: Arc<Broker>, v: i16, req: DescribeConfigsRequest) -> Desc
     let mut results = Vec::with_capacity(req.resources.len());
     for res in req.resources {
         let mut r = DescribeConfigsResult::default().with_resource_type(res.resource_type).with_resource_name(res.resource_name.clone());
-        let wanted = |name: &str| res.configuration_keys.as_ref().map_or(true, |keys| keys.iter().any(|k| &**k == name));
+        let wanted = |name: &str| res.configuration_keys.as_ref().is_none_or(|keys| keys.iter().any(|k| &**k == name));
         match res.resource_type {
             RESOURCE_TOPIC => match b.topic(&res.resource_name) {
                 None => {

@@ -14,12 +14,10 @@ pub async fn handle(b: Arc<Broker>, req: InitProducerIdRequest) -> InitProducerI
     if req.transactional_id.is_some() {
         return r.with_error_code(ResponseError::TransactionalIdAuthorizationFailed.code());
     }
-    if req.producer_id.0 >= 0 && req.producer_epoch >= 0 {
-        if req.producer_epoch < i16::MAX - 1 {
-            return r.with_producer_id(req.producer_id).with_producer_epoch(req.producer_epoch + 1);
-        }
-        // Epoch exhausted: a new id.
+    if req.producer_id.0 >= 0 && req.producer_epoch >= 0 && req.producer_epoch < i16::MAX - 1 {
+        return r.with_producer_id(req.producer_id).with_producer_epoch(req.producer_epoch + 1);
     }
+    // Epoch exhausted: a new id.
     match b.allocate_producer_id().await {
         Ok(id) => r.with_producer_id(ProducerId(id)).with_producer_epoch(0),
         Err((e, _)) => r.with_error_code(e.code()),

@@ -88,8 +88,9 @@ pub fn cloud_args(etcd: &str, s3: &str, bucket: &str) -> Vec<String> {
 }
 
 /// Starts the gateway binary listening on 127.0.0.1:`port` with `args` (S3 test credentials in
-/// its environment) and waits until it accepts connections.
-pub fn spawn_gateway(port: u16, args: &[String], stderr: std::process::Stdio) -> Gw {
+/// its environment) and waits until it accepts connections; `None` if it exits first (its port
+/// was taken between choosing and binding it: the caller may try another).
+pub fn try_spawn_gateway(port: u16, args: &[String], stderr: std::process::Stdio) -> Option<Gw> {
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_gateway"))
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .args(args)
@@ -100,10 +101,41 @@ pub fn spawn_gateway(port: u16, args: &[String], stderr: std::process::Stdio) ->
         .stderr(stderr)
         .spawn()
         .unwrap();
+    let mut gw = Gw(child);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if gw.0.try_wait().ok().flatten().is_some() {
+            return None;
+        }
         assert!(std::time::Instant::now() < deadline, "gateway on port {port} did not start");
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    Gw(child)
+    Some(gw)
+}
+
+/// [`try_spawn_gateway`] that must succeed.
+pub fn spawn_gateway(port: u16, args: &[String], stderr: std::process::Stdio) -> Gw {
+    try_spawn_gateway(port, args, stderr).unwrap_or_else(|| panic!("gateway on port {port} exited before accepting connections"))
+}
+
+/// A single-node gateway with the embedded defaults over a fresh data directory, on free
+/// loopback ports (tried again on other ports when one was taken before the gateway bound it).
+pub struct LocalGateway {
+    pub gw: Gw,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+pub fn local_gateway(extra: &[&str]) -> LocalGateway {
+    for _ in 0..5 {
+        let dir = tempfile::tempdir().unwrap();
+        let (port, mport) = (wal_core::testing::servers::free_port(), wal_core::testing::servers::free_port());
+        let mut args: Vec<String> =
+            ["--data-dir", dir.path().to_str().unwrap(), "--metrics-listen", &format!("127.0.0.1:{mport}")].map(String::from).to_vec();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        if let Some(gw) = try_spawn_gateway(port, &args, std::process::Stdio::null()) {
+            return LocalGateway { gw, port, _dir: dir };
+        }
+    }
+    panic!("no gateway could start on free ports in 5 tries")
 }

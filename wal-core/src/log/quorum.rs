@@ -73,7 +73,7 @@ impl QuorumSeg {
         let h = lock(&self.healthy).clone();
         for (i, r) in self.replicas.iter().enumerate() {
             if h[i] {
-                rep.client(&r.addr).send(&Request::Progress { seg: self.key, stored_end: stored_end });
+                rep.client(&r.addr).send(&Request::Progress { seg: self.key, stored_end });
             }
         }
     }

@@ -372,8 +372,11 @@ mod tests {
         SegKey { log_id: 1, segment: seg }
     }
 
-    /// Everything that must survive a restart, in a comparable form.
-    fn dump(r: &Replica) -> (usize, BTreeMap<SegKey, (u64, u64, u64, u64, u64, Vec<(u64, u64, Bytes)>)>) {
+    /// A segment as (epoch, fence, base, end, stored end, blocks as (base, end, bytes)).
+    type SegDump = (u64, u64, u64, u64, u64, Vec<(u64, u64, Bytes)>);
+
+    /// Everything that must survive a restart, in a comparable form: held bytes and segments.
+    fn dump(r: &Replica) -> (usize, BTreeMap<SegKey, SegDump>) {
         let segs = r
             .segs
             .iter()

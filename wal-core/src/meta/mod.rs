@@ -1,6 +1,6 @@
 //! Metadata: the small key-value trait the log keeps its state in, and its backends.
 //!
-//! The contract (checked for every backend by [`crate::testing::meta_store_conformance`]):
+//! The contract (checked for every backend by `wal_core::testing::meta_store_conformance`):
 //! - every successful write bumps one store-wide `revision`; a key remembers the revision of its
 //!   creation and last modification;
 //! - [`MetaStore::txn`] applies all its operations atomically when every comparison holds, and

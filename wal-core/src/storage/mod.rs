@@ -1,6 +1,6 @@
 //! Object storage: the small trait every backend implements, and the backends.
 //!
-//! The contract (checked for every backend by [`crate::testing::object_store_conformance`]):
+//! The contract (checked for every backend by `wal_core::testing::object_store_conformance`):
 //! - `put_if_absent` stores a whole object atomically, or fails with
 //!   [`StorageError::AlreadyExists`] when the key already holds an object; it never overwrites.
 //!   This is the fencing primitive (S3 `If-None-Match: *`, a hard link on a local directory).
