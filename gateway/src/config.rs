@@ -1,5 +1,6 @@
 //! The gateway's configuration: one typed TOML file (`--config`), every key with a named default,
-//! overridable by command-line flags and `GATEWAY_*` environment variables, validated at start-up.
+//! the common ones overridable by command-line flags and `GATEWAY_*` environment variables,
+//! validated at start-up.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -59,7 +60,8 @@ pub struct GatewayConfig {
     pub etcd_endpoints: Vec<String>,
     /// Key prefix of everything this cluster keeps in etcd.
     pub etcd_root: String,
-    /// Whether Metadata and Produce create unknown topics.
+    /// Whether Metadata requests create unknown topics (Produce to one gets
+    /// UNKNOWN_TOPIC_OR_PARTITION, and the client's next Metadata creates it).
     pub auto_create_topics: bool,
     /// Partitions of an auto-created topic, and of CreateTopics with num_partitions = -1.
     pub default_partitions: i32,

@@ -1,7 +1,8 @@
 //! The `gateway` binary: `gateway` (the default) runs the Kafka gateway; `logstore` runs a
 //! QuorumBuffer LogStore node on the same storage and metadata settings.
-//! Every configuration key can come from `--config FILE` (TOML), a flag, or a `GATEWAY_*`
-//! environment variable; flags and environment override the file.
+//! Every configuration key can come from `--config FILE` (TOML); the keys operators change most
+//! also have a flag and a `GATEWAY_*` environment variable, which override the file (the README's
+//! configuration table says which).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -35,7 +36,7 @@ enum Cmd {
 
 #[derive(Args, Clone, Default)]
 struct RunArgs {
-    /// TOML configuration file; every key below can also be set there.
+    /// TOML configuration file; every key below can also be set there, and more (see the README).
     #[arg(long, env = "GATEWAY_CONFIG")]
     config: Option<PathBuf>,
     /// Address of the Kafka listener [default: 127.0.0.1:9092].
@@ -89,10 +90,10 @@ struct RunArgs {
     /// Largest request frame, in bytes [default: 104857600].
     #[arg(long, env = "GATEWAY_MAX_REQUEST_BYTES")]
     max_request_bytes: Option<usize>,
-    /// MemoryBuffer: cut a block once this many bytes are buffered [default: 4194304].
+    /// Flush (cut a block) once this many bytes are buffered, in either buffer mode [default: 4194304].
     #[arg(long, env = "GATEWAY_FLUSH_MAX_BYTES")]
     flush_max_bytes: Option<usize>,
-    /// MemoryBuffer: longest time an append waits for its block when uploads are busy [default: 200].
+    /// Longest time an append waits for its block while the persist slots are busy [default: 200].
     #[arg(long, env = "GATEWAY_FLUSH_MAX_AGE_MS")]
     flush_max_age_ms: Option<u64>,
     /// How long a new consumer group waits for more members before its first generation [default: 3000].

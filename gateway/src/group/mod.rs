@@ -36,8 +36,19 @@ pub struct GroupSummary {
     pub state: GroupState,
     pub protocol_type: String,
     pub protocol: String,
-    /// (member id, instance id, client id, client host, metadata, assignment)
-    pub members: Vec<(String, Option<String>, String, String, bytes::Bytes, bytes::Bytes)>,
+    pub members: Vec<MemberSummary>,
+}
+
+/// One member as DescribeGroups shows it.
+#[derive(Debug, Clone)]
+pub struct MemberSummary {
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    /// The member's metadata for the group's chosen protocol.
+    pub metadata: bytes::Bytes,
+    pub assignment: bytes::Bytes,
 }
 
 impl Coordinator {
@@ -109,7 +120,14 @@ impl Coordinator {
                 .values()
                 .map(|m| {
                     let meta = m.protocols.iter().find(|(p, _)| Some(p) == g.protocol.as_ref()).map(|(_, b)| b.clone()).unwrap_or_default();
-                    (m.id.clone(), m.instance_id.clone(), m.client_id.clone(), m.client_host.clone(), meta, m.assignment.clone())
+                    MemberSummary {
+                        member_id: m.id.clone(),
+                        instance_id: m.instance_id.clone(),
+                        client_id: m.client_id.clone(),
+                        client_host: m.client_host.clone(),
+                        metadata: meta,
+                        assignment: m.assignment.clone(),
+                    }
                 })
                 .collect(),
         });

@@ -231,12 +231,12 @@ pub(crate) async fn recover(wal: &WalInner, log_id: u64, seg: &SegmentMeta, epoc
         }
         p
     };
-    let (held, lost, n) = if seg.fixed_end == Some(stored_end) {
-        (Vec::new(), 0, seg.replicas.len())
+    let fenced = if seg.fixed_end == Some(stored_end) {
+        Fenced { held: Vec::new(), lost: 0, replicas: seg.replicas.len() }
     } else {
         fence_replicas(wal, &rep, key, seg, epoch).await?
     };
-    if n > 0 && lost == n {
+    if fenced.replicas > 0 && fenced.lost == fenced.replicas {
         tracing::warn!(log_id, segment = seg.id, "every replica of the segment restarted empty: keeping what is in object storage");
     }
     // The contiguous run: stored blocks, then blocks only replicas hold (copied below).
@@ -251,7 +251,7 @@ pub(crate) async fn recover(wal: &WalInner, log_id: u64, seg: &SegmentMeta, epoc
             continue;
         }
         let Some((end, addr)) =
-            held.iter().find_map(|(bl, a)| bl.iter().find(|(b, e)| *b == pos && *e <= limit).map(|(_, e)| (*e, a.clone())))
+            fenced.held.iter().find_map(|h| h.blocks.iter().find(|(b, e)| *b == pos && *e <= limit).map(|(_, e)| (*e, h.addr.clone())))
         else {
             break;
         };
@@ -290,7 +290,21 @@ pub(crate) async fn recover(wal: &WalInner, log_id: u64, seg: &SegmentMeta, epoc
     Ok(sealed)
 }
 
-type Held = Vec<(Vec<(u64, u64)>, String)>;
+/// What fencing a segment's replicas found.
+struct Fenced {
+    /// The replicas that answered with their incarnation, and what each holds.
+    held: Vec<HeldBlocks>,
+    /// Replicas that answered with another incarnation (restarted empty).
+    lost: usize,
+    /// Replicas the segment names.
+    replicas: usize,
+}
+
+/// The blocks `[base, end)` one replica holds, and where it is reached.
+struct HeldBlocks {
+    blocks: Vec<(u64, u64)>,
+    addr: String,
+}
 
 /// Blocks recovery copies from replicas to object storage at once.
 const RECOVERY_COPIES: usize = 16;
@@ -334,13 +348,7 @@ async fn copy_block(
 /// Fences the segment's replicas with `epoch`; returns what the answering ones hold (blocks and
 /// address), how many are lost (restarted empty), and how many there are. Fails (retriable)
 /// when too few answer to be sure every acknowledged block is among the answers.
-async fn fence_replicas(
-    wal: &WalInner,
-    rep: &Arc<Replication>,
-    key: SegKey,
-    seg: &SegmentMeta,
-    epoch: u64,
-) -> Result<(Held, usize, usize)> {
+async fn fence_replicas(wal: &WalInner, rep: &Arc<Replication>, key: SegKey, seg: &SegmentMeta, epoch: u64) -> Result<Fenced> {
     let registered = rep.discover().await?;
     let asks = seg.replicas.iter().map(|r| {
         let now = registered.iter().find(|n| n.id == r.id).cloned();
@@ -366,9 +374,15 @@ async fn fence_replicas(
     let n = seg.replicas.len();
     let ack = if seg.ack_quorum == 0 { wal.cfg.quorum.ack_quorum.min(n) } else { seg.ack_quorum };
     let need = n + 1 - ack.min(n);
-    let held: Vec<(Vec<(u64, u64)>, String)> = answers
+    let held: Vec<HeldBlocks> = answers
         .iter()
-        .filter_map(|a| if let Answer::Held { blocks, addr } = a { Some((blocks.clone(), addr.clone())) } else { None })
+        .filter_map(|a| {
+            if let Answer::Held { blocks, addr } = a {
+                Some(HeldBlocks { blocks: blocks.clone(), addr: addr.clone() })
+            } else {
+                None
+            }
+        })
         .collect();
     let lost = answers.iter().filter(|a| matches!(a, Answer::Lost)).count();
     if held.len() < need && lost < n {
@@ -379,5 +393,5 @@ async fn fence_replicas(
             held.len()
         )));
     }
-    Ok((held, lost, n))
+    Ok(Fenced { held, lost, replicas: n })
 }

@@ -29,15 +29,15 @@ pub fn handle(b: Arc<Broker>, v: i16, req: DescribeGroupsRequest) -> DescribeGro
                     r.members = g
                         .members
                         .into_iter()
-                        .map(|(mid, inst, client, host, meta, assign)| {
+                        .map(|g| {
                             let mut m = DescribedGroupMember::default()
-                                .with_member_id(s(mid))
-                                .with_client_id(s(client))
-                                .with_client_host(s(host))
-                                .with_member_metadata(meta)
-                                .with_member_assignment(assign);
+                                .with_member_id(s(g.member_id))
+                                .with_client_id(s(g.client_id))
+                                .with_client_host(s(g.client_host))
+                                .with_member_metadata(g.metadata)
+                                .with_member_assignment(g.assignment);
                             if v >= 4 {
-                                m.group_instance_id = inst.map(s);
+                                m.group_instance_id = g.instance_id.map(s);
                             }
                             m
                         })

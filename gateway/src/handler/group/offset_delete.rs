@@ -41,7 +41,7 @@ pub async fn handle(b: Arc<Broker>, req: OffsetDeleteRequest) -> OffsetDeleteRes
         return OffsetDeleteResponse::default().with_error_code(ResponseError::GroupIdNotFound.code());
     };
     let subscribed: Vec<String> = if summary.protocol_type == "consumer" {
-        summary.members.iter().flat_map(|m| subscribed_topics(&m.4)).collect()
+        summary.members.iter().flat_map(|m| subscribed_topics(&m.metadata)).collect()
     } else {
         Vec::new()
     };
