@@ -28,6 +28,28 @@ pub const DEFAULT_SEGMENT_MAX_BYTES: u64 = 256 << 20;
 pub const DEFAULT_SEGMENT_MAX_AGE_MS: u64 = 60 * 60 * 1000;
 /// ... or this many blocks (bounds the size of its index).
 pub const DEFAULT_SEGMENT_MAX_BLOCKS: u32 = 10_000;
+/// Shared write objects are on by default: one object holds the blocks of every log of the
+/// process (MemoryBuffer mode).
+pub const DEFAULT_SHARED_OBJECTS: bool = true;
+/// PUTs of shared objects a process makes per second while objects are not full (the budget:
+/// eager group commit below it, larger objects above it). Full objects go out whatever it is.
+pub const DEFAULT_PUT_BUDGET_PER_SEC: u32 = 50;
+/// A shared object is cut once it holds this many bytes.
+pub const DEFAULT_MAX_OBJECT_BYTES: usize = 8 << 20;
+/// ... or this many blocks (each costs two metadata operations in its log's commit, and etcd
+/// allows 128 per transaction).
+pub const DEFAULT_MAX_OBJECT_CHUNKS: usize = 60;
+/// Shared-object PUTs in flight at once.
+pub const DEFAULT_MAX_INFLIGHT_OBJECTS: usize = 4;
+/// A segment whose blocks are in shared objects rolls at this many blocks (each is a small
+/// metadata key until segment flushing rewrites the segment).
+pub const DEFAULT_SEGMENT_MAX_CHUNKS: u32 = 1_000;
+/// How often segment flushing looks for sealed segments to rewrite and for shared objects to
+/// delete.
+pub const DEFAULT_SEGMENT_FLUSH_INTERVAL_MS: u64 = 2_000;
+/// A shared object is deleted only this long after it was written and once nothing points
+/// into it (far beyond any commit in flight).
+pub const DEFAULT_SHARED_GC_GRACE_MS: u64 = 10 * 60 * 1000;
 /// Recent durable entries kept in memory per log for tail readers.
 pub const DEFAULT_TAIL_CACHE_BYTES: usize = 8 << 20;
 /// Decoded blocks kept per log for readers that catch up from object storage.
@@ -102,6 +124,14 @@ pub struct WalConfig {
     pub block_cache_blocks: usize,
     pub max_entry_bytes: usize,
     pub cleaner_interval_ms: u64,
+    pub shared_objects: bool,
+    pub put_budget_per_sec: u32,
+    pub max_object_bytes: usize,
+    pub max_object_chunks: usize,
+    pub max_inflight_objects: usize,
+    pub segment_max_chunks: u32,
+    pub segment_flush_interval_ms: u64,
+    pub shared_gc_grace_ms: u64,
 }
 
 impl Default for WalConfig {
@@ -125,6 +155,14 @@ impl Default for WalConfig {
             block_cache_blocks: DEFAULT_BLOCK_CACHE_BLOCKS,
             max_entry_bytes: DEFAULT_MAX_ENTRY_BYTES,
             cleaner_interval_ms: DEFAULT_CLEANER_INTERVAL_MS,
+            shared_objects: DEFAULT_SHARED_OBJECTS,
+            put_budget_per_sec: DEFAULT_PUT_BUDGET_PER_SEC,
+            max_object_bytes: DEFAULT_MAX_OBJECT_BYTES,
+            max_object_chunks: DEFAULT_MAX_OBJECT_CHUNKS,
+            max_inflight_objects: DEFAULT_MAX_INFLIGHT_OBJECTS,
+            segment_max_chunks: DEFAULT_SEGMENT_MAX_CHUNKS,
+            segment_flush_interval_ms: DEFAULT_SEGMENT_FLUSH_INTERVAL_MS,
+            shared_gc_grace_ms: DEFAULT_SHARED_GC_GRACE_MS,
         }
     }
 }
@@ -161,6 +199,18 @@ impl WalConfig {
         }
         if self.cleaner_interval_ms == 0 || self.commit_timeout_ms == 0 {
             return bad("cleaner_interval_ms and commit_timeout_ms must be positive");
+        }
+        if self.put_budget_per_sec == 0 || self.max_inflight_objects == 0 || self.max_inflight_objects > 64 {
+            return bad("put_budget_per_sec must be positive and max_inflight_objects in 1..=64");
+        }
+        if self.max_object_bytes == 0 || self.max_object_bytes > u32::MAX as usize / 2 {
+            return bad("max_object_bytes must be in 1..2GiB (a larger block still goes out alone)");
+        }
+        if self.max_object_chunks == 0 || self.max_object_chunks > 1000 || self.segment_max_chunks == 0 {
+            return bad("max_object_chunks must be in 1..=1000 and segment_max_chunks positive");
+        }
+        if self.segment_flush_interval_ms == 0 {
+            return bad("segment_flush_interval_ms must be positive");
         }
         let q = &self.quorum;
         if q.ack_quorum == 0 || q.ack_quorum > q.write_quorum || q.write_quorum > q.ensemble_size || q.ensemble_size > 16 {

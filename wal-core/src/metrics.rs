@@ -27,6 +27,23 @@ pub const META_REQUEST_SECONDS: &str = "wal_meta_request_seconds";
 pub const REPLICATION_SECONDS: &str = "wal_replication_seconds";
 /// QuorumBuffer: replicas dropped from a segment (failed or timed out).
 pub const REPLICA_FAILURES_TOTAL: &str = "wal_replica_failures_total";
+/// Transactions merged into one metadata round trip by the transaction batcher.
+pub const META_TXN_MEMBERS: &str = "wal_meta_txn_members";
+/// Shared write objects: objects stored, their sizes, the blocks (chunks) and logs each holds.
+pub const SHARED_OBJECTS_TOTAL: &str = "wal_shared_objects_total";
+pub const SHARED_OBJECT_BYTES: &str = "wal_shared_object_bytes";
+pub const SHARED_OBJECT_CHUNKS: &str = "wal_shared_object_chunks";
+/// Time a chunk waited in the shared-object queue for a PUT (the PUT budget at work).
+pub const SHARED_QUEUE_SECONDS: &str = "wal_shared_queue_seconds";
+/// Bytes waiting in the shared-object queue.
+pub const SHARED_QUEUE_BYTES: &str = "wal_shared_queue_bytes";
+/// Shared objects deleted because nothing points into them any more.
+pub const SHARED_OBJECTS_DELETED_TOTAL: &str = "wal_shared_objects_deleted_total";
+/// Segment flushing: sealed segments whose blocks are still in shared objects, segments
+/// rewritten into per-log segment objects, and the bytes rewritten.
+pub const FLUSH_BACKLOG_SEGMENTS: &str = "wal_segment_flush_backlog_segments";
+pub const SEGMENTS_FLUSHED_TOTAL: &str = "wal_segment_flushed_total";
+pub const SEGMENT_FLUSH_BYTES_TOTAL: &str = "wal_segment_flush_bytes_total";
 
 /// Every name above, for tests and dashboards that must only use exported names.
 pub const ALL: &[&str] = &[
@@ -52,4 +69,14 @@ pub const ALL: &[&str] = &[
     STORAGE_GET_BYTES_TOTAL,
     META_REQUESTS_TOTAL,
     META_REQUEST_SECONDS,
+    META_TXN_MEMBERS,
+    SHARED_OBJECTS_TOTAL,
+    SHARED_OBJECT_BYTES,
+    SHARED_OBJECT_CHUNKS,
+    SHARED_QUEUE_SECONDS,
+    SHARED_QUEUE_BYTES,
+    SHARED_OBJECTS_DELETED_TOTAL,
+    FLUSH_BACKLOG_SEGMENTS,
+    SEGMENTS_FLUSHED_TOTAL,
+    SEGMENT_FLUSH_BYTES_TOTAL,
 ];

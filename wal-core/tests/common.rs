@@ -19,8 +19,17 @@ pub fn small_config() -> WalConfig {
         tail_cache_bytes: 8 << 10,
         max_buffered_bytes: 1 << 20,
         max_entry_bytes: 1 << 20,
+        // Tests append one entry at a time and wait: a generous PUT budget keeps them fast.
+        put_budget_per_sec: 1000,
         ..WalConfig::default()
     }
+}
+
+/// What holds a log's data: block and segment objects under `logs/`, and the metadata keys of
+/// blocks inside shared objects.
+pub async fn stored_pieces(m: &MemWal) -> usize {
+    use wal_core::{MetaStore, ObjectStore};
+    m.store.inner().list("logs/").await.unwrap().len() + m.meta.list("chunk/").await.unwrap().kvs.len()
 }
 
 pub struct MemWal {

@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use wal_core::{Entry, ObjectStore, WalError};
+use wal_core::{Entry, ObjectStore, WalConfig, WalError};
 
 #[tokio::test]
 async fn append_then_read_back_in_order() {
@@ -116,7 +116,7 @@ async fn truncate_and_clean_delete_whole_segments_only() {
     for seq in 0..400 {
         w.append(entry(seq, 500)).await.unwrap();
     }
-    let before = m.store.inner().list("logs/").await.unwrap().len();
+    let before = stored_pieces(&m).await;
     let info = m.wal.log_info("ret").await.unwrap();
     let cut = info.end_offset / 2;
     assert_eq!(m.wal.truncate("ret", cut).await.unwrap(), cut);
@@ -125,7 +125,7 @@ async fn truncate_and_clean_delete_whole_segments_only() {
     assert!(matches!(r.read(cut - 1, 10).await, Err(WalError::OffsetOutOfRange { .. })));
     let deleted = m.wal.clean_once().await.unwrap();
     assert!(deleted > 0);
-    let after = m.store.inner().list("logs/").await.unwrap().len();
+    let after = stored_pieces(&m).await;
     assert!(after < before);
     // everything from the start is still readable
     let all = read_all(&m.wal, "ret", cut).await;
@@ -302,23 +302,36 @@ async fn invalid_input_is_refused() {
 
 #[tokio::test]
 async fn corrupt_blocks_surface_as_typed_errors() {
-    let m = mem_wal(small_config());
-    m.wal.create_log("cor").await.unwrap();
-    let w = m.wal.open_writer("cor").await.unwrap();
-    for seq in 0..100 {
-        w.append(entry(seq, 200)).await.unwrap();
-    }
-    w.close().await.unwrap();
-    // Replace the first block with garbage of the same name in a fresh store copy.
-    let objects = m.store.inner().list("logs/").await.unwrap();
-    let first = objects.iter().find(|o| o.key.ends_with(".blk")).unwrap().key.clone();
-    m.store.inner().delete(&first).await.unwrap();
-    m.store.inner().put_if_absent(&first, bytes::Bytes::from_static(b"WALBgarbage")).await.unwrap();
-    let other = reopen(&m, small_config());
-    let r = other.open_reader("cor").await.unwrap();
-    match r.read(0, 100).await {
-        Err(WalError::Format { .. }) => {}
-        other => panic!("expected a format error, got {other:?}"),
+    for shared_objects in [false, true] {
+        let cfg = WalConfig { shared_objects, ..small_config() };
+        let m = mem_wal(cfg.clone());
+        m.wal.create_log("cor").await.unwrap();
+        let w = m.wal.open_writer("cor").await.unwrap();
+        for seq in 0..100 {
+            w.append(entry(seq, 200)).await.unwrap();
+        }
+        w.close().await.unwrap();
+        if shared_objects {
+            // Flip one byte inside the first block of the first shared object.
+            let objects = m.store.inner().list("shared/").await.unwrap();
+            let first = objects.iter().map(|o| o.key.clone()).min().unwrap();
+            let mut data = m.store.inner().get(&first).await.unwrap().to_vec();
+            data[100] ^= 0x5a;
+            m.store.inner().delete(&first).await.unwrap();
+            m.store.inner().put_if_absent(&first, bytes::Bytes::from(data)).await.unwrap();
+        } else {
+            // Replace the first block with garbage of the same name.
+            let objects = m.store.inner().list("logs/").await.unwrap();
+            let first = objects.iter().find(|o| o.key.ends_with(".blk")).unwrap().key.clone();
+            m.store.inner().delete(&first).await.unwrap();
+            m.store.inner().put_if_absent(&first, bytes::Bytes::from_static(b"WALBgarbage")).await.unwrap();
+        }
+        let other = reopen(&m, cfg);
+        let r = other.open_reader("cor").await.unwrap();
+        match r.read(0, 100).await {
+            Err(WalError::Format { .. }) => {}
+            other => panic!("shared_objects={shared_objects}: expected a format error, got {other:?}"),
+        }
     }
 }
 

@@ -141,8 +141,15 @@ impl Broker {
                 }
             })
         };
-        let tasks =
-            vec![retention::spawn(broker.clone()), broker.wal.spawn_cleaner(), broker.groups.spawn_ticker(), snapshots, looping, renewing];
+        let tasks = vec![
+            retention::spawn(broker.clone()),
+            broker.wal.spawn_cleaner(),
+            broker.wal.spawn_flusher(),
+            broker.groups.spawn_ticker(),
+            snapshots,
+            looping,
+            renewing,
+        ];
         lock(&broker.tasks).extend(tasks);
         Ok(broker)
     }

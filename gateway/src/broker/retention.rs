@@ -95,6 +95,7 @@ mod tests {
             replicas: Vec::new(),
             ack_quorum: 0,
             fixed_end: None,
+            layout: Default::default(),
         }
     }
 

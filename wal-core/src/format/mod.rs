@@ -1,4 +1,5 @@
-//! On-storage formats: data blocks and sealed-segment index objects.
+//! On-storage formats: data blocks, shared write objects (blocks of many logs) and
+//! sealed-segment index objects.
 //!
 //! Both are versioned and self-describing (magic, format version, log id, segment, epoch) and
 //! protected by CRC32C. Decoders never trust a length read from storage: every length and count is
@@ -7,9 +8,11 @@
 
 pub mod block;
 pub mod index;
+pub mod shared;
 
 pub use block::{decode_block, decode_block_header, encode_block, BlockHeader, BLOCK_HEADER_LEN};
 pub use index::{decode_index, encode_index, BlockInfo, SegmentIndex};
+pub use shared::{decode_shared_index, encode_shared, ChunkEntry};
 
 use crate::error::FormatError;
 

@@ -1,5 +1,5 @@
-//! Retention: deletes the objects and metadata of segments that lie wholly below their log's
-//! start offset. The last segment of a log is always kept, because the next writer continues
+//! Retention: deletes the objects and metadata (segment record, chunk records) of segments that
+//! lie wholly below their log's start offset. The last segment of a log is always kept, because the next writer continues
 //! from its end offset.
 
 use super::shared::load_segments;
@@ -23,7 +23,10 @@ pub(crate) async fn clean_once(wal: &Wal) -> Result<usize> {
         let Some(last) = segs.last().map(|s| s.id) else { continue };
         for s in segs.iter().filter(|s| s.id != last && s.state == SegmentState::Sealed && s.end_offset <= lm.start_offset) {
             delete_objects(&**wal.store(), &keys::segment_objects(lm.id, s.id, s.epoch)).await?;
-            wal.meta().txn(Txn::new().then(Op::Delete(keys::segment(&lm.name, s.id)))).await?;
+            // (blocks inside shared objects: their records go; the objects are collected once
+            // nothing points into them, see `flusher`)
+            let txn = Txn::new().then(Op::Delete(keys::segment(&lm.name, s.id))).then(Op::DeletePrefix(keys::chunks(&lm.name, s.id)));
+            wal.meta().txn(txn).await?;
             metrics::counter!(m::SEGMENTS_DELETED_TOTAL).increment(1);
             deleted += 1;
         }

@@ -13,6 +13,8 @@
 //! the log only once a metadata commit has moved its segment's `end_offset` past it.
 
 mod cleaner;
+mod flusher;
+mod objects;
 mod quorum;
 mod reader;
 mod recovery;
@@ -26,6 +28,7 @@ use bytes::Bytes;
 use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
 
+pub use flusher::FlushPass;
 pub use reader::LogReader;
 pub use writer::{AppendTicket, LogWriter, WriterOptions};
 
@@ -52,6 +55,38 @@ pub enum SegmentState {
     Sealed,
 }
 
+/// Where a segment's blocks are stored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Layout {
+    /// One object per block under the segment's prefix (QuorumBuffer, or shared objects off);
+    /// a sealed segment adds an index object.
+    #[default]
+    Blocks,
+    /// Inside shared write objects; each block's place is a `chunk/...` metadata key. Segment
+    /// flushing rewrites a sealed segment of this layout into [`Layout::Flushed`].
+    Chunks,
+    /// One data object (the blocks concatenated in index order) and an index object.
+    Flushed,
+}
+
+/// Where one block lies inside a larger object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkLoc {
+    pub object: String,
+    pub pos: u64,
+    pub len: u32,
+}
+
+/// The metadata record of one block stored in a shared object (`chunk/{log}/{seg}/{base}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkRef {
+    pub base_offset: u64,
+    pub end_offset: u64,
+    pub max_timestamp: i64,
+    #[serde(flatten)]
+    pub loc: ChunkLoc,
+}
+
 /// A segment's durable description. `end_offset` is the durable end: every offset below it is
 /// in a stored block.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,6 +110,13 @@ pub struct SegmentMeta {
     /// a replica may hold beyond (a block that never reached a quorum).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fixed_end: Option<u64>,
+    /// Where the blocks are (absent in records written before shared objects: per-block objects).
+    #[serde(default, skip_serializing_if = "is_blocks")]
+    pub layout: Layout,
+}
+
+fn is_blocks(l: &Layout) -> bool {
+    *l == Layout::Blocks
 }
 
 impl SegmentMeta {
@@ -93,6 +135,7 @@ impl SegmentMeta {
             replicas: Vec::new(),
             ack_quorum: 0,
             fixed_end: None,
+            layout: Layout::Blocks,
         }
     }
 }
@@ -139,6 +182,30 @@ pub(crate) mod keys {
     pub fn index(log_id: u64, seg: u64, epoch: u64) -> String {
         format!("{}index", segment_objects(log_id, seg, epoch))
     }
+    /// A shared write object, named by its creation time (for the collector's grace period).
+    pub fn shared_object(created_ms: u64, id: u64) -> String {
+        format!("{SHARED_OBJECTS}{created_ms:013}-{id:016x}.obj")
+    }
+    pub const SHARED_OBJECTS: &str = "shared/";
+    /// The creation time in a shared object's key.
+    pub fn shared_object_ms(key: &str) -> Option<u64> {
+        key.strip_prefix(SHARED_OBJECTS)?.split('-').next()?.parse().ok()
+    }
+    /// Where a segment's blocks lie in shared objects: one small key per block.
+    pub fn log_chunks(name: &str) -> String {
+        format!("chunk/{name}/")
+    }
+    pub const ALL_CHUNKS: &str = "chunk/";
+    pub fn chunks(name: &str, seg: u64) -> String {
+        format!("chunk/{name}/{seg:010}/")
+    }
+    pub fn chunk(name: &str, seg: u64, base: u64) -> String {
+        format!("chunk/{name}/{seg:010}/{base:020}")
+    }
+    /// A flushed segment's blocks, concatenated in index order.
+    pub fn segment_data(log_id: u64, seg: u64, epoch: u64) -> String {
+        format!("{}data", segment_objects(log_id, seg, epoch))
+    }
     /// Parses `{base:020}-{end:020}.blk` at the end of a block key.
     pub fn parse_block(key: &str) -> Option<(u64, u64)> {
         let name = key.rsplit('/').next()?.strip_suffix(".blk")?;
@@ -169,6 +236,10 @@ pub(crate) fn block_key(log_id: u64, seg: u64, epoch: u64, base: u64, end: u64) 
 }
 
 pub(crate) struct WalInner {
+    /// MemoryBuffer with shared objects: the process's shared-object writer.
+    pub objects: Option<objects::ObjectWriter>,
+    /// Writers' metadata commits, merged when concurrent.
+    pub txns: crate::meta::batcher::TxnBatcher,
     /// QuorumBuffer mode: connections to LogStore nodes and discovery.
     pub replication: Option<Arc<crate::logstore::Replication>>,
     pub store: Arc<dyn ObjectStore>,
@@ -189,9 +260,11 @@ impl Wal {
     pub fn new(store: Arc<dyn ObjectStore>, meta: Arc<dyn MetaStore>, cfg: WalConfig) -> Result<Wal> {
         cfg.validate()?;
         let buffer_space = Arc::new(tokio::sync::Semaphore::new(cfg.max_total_buffered_bytes));
-        let replication =
-            (cfg.buffer == crate::config::BufferMode::Quorum).then(|| Arc::new(crate::logstore::Replication::new(meta.clone())));
-        Ok(Wal { inner: Arc::new(WalInner { replication, store, meta, cfg, logs: DashMap::new(), buffer_space }) })
+        let quorum = cfg.buffer == crate::config::BufferMode::Quorum;
+        let replication = quorum.then(|| Arc::new(crate::logstore::Replication::new(meta.clone())));
+        let objects = (!quorum && cfg.shared_objects).then(|| objects::ObjectWriter::start(store.clone(), &cfg));
+        let txns = crate::meta::batcher::TxnBatcher::start(meta.clone(), crate::meta::batcher::DEFAULT_MAX_TXN_OPS);
+        Ok(Wal { inner: Arc::new(WalInner { objects, txns, replication, store, meta, cfg, logs: DashMap::new(), buffer_space }) })
     }
 
     pub fn config(&self) -> &WalConfig {
@@ -261,7 +334,8 @@ impl Wal {
                     .when(Compare::ModRevision(keys::log(name), rev))
                     .then(Op::Delete(keys::log(name)))
                     .then(Op::Delete(keys::epoch(name)))
-                    .then(Op::DeletePrefix(keys::segments(name))),
+                    .then(Op::DeletePrefix(keys::segments(name)))
+                    .then(Op::DeletePrefix(keys::log_chunks(name))),
             )
             .await?;
         if !r.succeeded {
@@ -357,7 +431,21 @@ pub(crate) async fn read_log_meta(meta: &dyn MetaStore, name: &str) -> Result<(L
     }
 }
 
+impl WalInner {
+    pub fn retry_policy(&self) -> crate::storage::RetryPolicy {
+        crate::storage::RetryPolicy {
+            attempts: self.cfg.upload_attempts,
+            backoff_ms: self.cfg.retry_backoff_ms,
+            backoff_max_ms: self.cfg.retry_backoff_max_ms,
+        }
+    }
+}
+
 impl Wal {
+    pub(crate) fn inner_retry_policy(&self) -> crate::storage::RetryPolicy {
+        self.inner.retry_policy()
+    }
+
     pub(crate) fn inner_logs(&self) -> &DashMap<String, Arc<LogShared>> {
         &self.inner.logs
     }

@@ -1,19 +1,29 @@
 //! Readers: durable entries from any offset. Recent entries come from the tail cache; older ones
-//! from object storage (the block found through the segment's block list, then one GET, cached
-//! decoded). Tail readers wait on the durable-offset notification, or on a metadata watch when
+//! from object storage (the block found through the segment's block list, then one GET of its
+//! object or one range GET inside a shared object or a flushed segment, cached decoded). Tail readers wait on the durable-offset notification, or on a metadata watch when
 //! the log's writer lives in another process.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::recovery::{discover_blocks, load_index};
+use std::collections::BTreeMap;
+
+use super::recovery::{chunk_info, discover_blocks, load_chunks, load_index};
 use super::shared::LogShared;
-use super::{keys, SegmentState, WalInner};
+use super::{keys, ChunkLoc, Layout, SegmentMeta, SegmentState, WalInner};
 use crate::entry::StoredEntry;
-use crate::error::{Result, WalError};
+use crate::error::{Result, StorageError, WalError};
 use crate::format::{decode_block, index::find_block, BlockInfo};
 use crate::metrics as m;
+
+/// Where a block's bytes are.
+enum Source {
+    /// Its own object.
+    Object(String),
+    /// A byte range of a larger object.
+    Chunk(ChunkLoc),
+}
 
 /// A reader of one log. Cheap to clone.
 #[derive(Clone)]
@@ -80,8 +90,7 @@ impl LogReader {
                     break 'blocks;
                 }
             }
-            let (key, info) = self.locate(pos).await?;
-            let entries = self.load_block(&key).await?;
+            let (entries, info) = self.load_located(pos).await?;
             for e in entries.iter().filter(|e| e.end_offset() > pos) {
                 if !out.is_empty() && total + e.data.len() > max_bytes {
                     break 'blocks;
@@ -95,8 +104,9 @@ impl LogReader {
         Ok(out)
     }
 
-    /// Finds the block holding `pos`, loading block lists (index objects or listings) as needed.
-    async fn locate(&self, pos: u64) -> Result<(String, BlockInfo)> {
+    /// Finds the block holding `pos`, loading block lists (index objects, chunk records or
+    /// listings) as needed.
+    async fn locate(&self, pos: u64) -> Result<(Source, BlockInfo)> {
         for attempt in 0..3 {
             let seg = {
                 let segs = self.sh.segs();
@@ -104,7 +114,11 @@ impl LogReader {
                     Some((_, v)) if pos < v.meta.end_offset => {
                         if let Some(i) = find_block(&v.blocks, pos) {
                             let b = v.blocks[i];
-                            return Ok((keys::block(self.sh.id, v.meta.id, v.meta.epoch, b.base_offset, b.end_offset), b));
+                            let src = match v.chunks.get(&b.base_offset) {
+                                Some(loc) => Source::Chunk(loc.clone()),
+                                None => Source::Object(keys::block(self.sh.id, v.meta.id, v.meta.epoch, b.base_offset, b.end_offset)),
+                            };
+                            return Ok((src, b));
                         }
                         Some(v.meta.clone())
                     }
@@ -113,15 +127,12 @@ impl LogReader {
             };
             match seg {
                 Some(meta) => {
-                    let blocks = if meta.state == SegmentState::Sealed {
-                        load_index(&*self.wal.store, self.sh.id, &meta).await?
-                    } else {
-                        discover_blocks(&*self.wal.store, self.sh.id, &meta, false).await?
-                    };
+                    let (blocks, chunks) = self.block_list(&meta).await?;
                     let mut segs = self.sh.segs();
                     if let Some(v) = segs.get_mut(&meta.base_offset) {
                         if v.meta.id == meta.id && blocks.last().map(|b| b.end_offset) >= v.blocks.last().map(|b| b.end_offset) {
                             v.blocks = blocks;
+                            v.chunks = chunks;
                         }
                     }
                 }
@@ -132,15 +143,60 @@ impl LogReader {
         Err(WalError::OffsetOutOfRange { offset: pos, start: self.sh.start_offset(), end: self.sh.durable_end() })
     }
 
-    async fn load_block(&self, key: &str) -> Result<Arc<Vec<StoredEntry>>> {
-        if let Some(v) = self.sh.block_cache().get(key) {
+    /// A segment's blocks, and where those inside larger objects lie.
+    async fn block_list(&self, meta: &SegmentMeta) -> Result<(Vec<BlockInfo>, BTreeMap<u64, ChunkLoc>)> {
+        let store = &*self.wal.store;
+        Ok(match (meta.layout, meta.state) {
+            (Layout::Chunks, _) => {
+                let refs = load_chunks(&*self.wal.meta, &self.sh.name, meta).await?;
+                (refs.iter().map(chunk_info).collect(), refs.into_iter().map(|r| (r.base_offset, r.loc)).collect())
+            }
+            (Layout::Flushed, _) => {
+                let blocks = load_index(store, self.sh.id, meta).await?;
+                let data = keys::segment_data(self.sh.id, meta.id, meta.epoch);
+                let mut pos = 0u64;
+                let mut chunks = BTreeMap::new();
+                for b in &blocks {
+                    chunks.insert(b.base_offset, ChunkLoc { object: data.clone(), pos, len: b.size });
+                    pos += b.size as u64;
+                }
+                (blocks, chunks)
+            }
+            (Layout::Blocks, SegmentState::Sealed) => (load_index(store, self.sh.id, meta).await?, BTreeMap::new()),
+            (Layout::Blocks, SegmentState::Active) => (discover_blocks(store, self.sh.id, meta, false).await?, BTreeMap::new()),
+        })
+    }
+
+    async fn load_block(&self, src: &Source) -> Result<Arc<Vec<StoredEntry>>> {
+        let cache_key = match src {
+            Source::Object(k) => k.clone(),
+            Source::Chunk(l) => format!("{}@{}", l.object, l.pos),
+        };
+        if let Some(v) = self.sh.block_cache().get(&cache_key) {
             return Ok(v);
         }
-        let data = self.wal.store.get(key).await?;
+        let (key, data) = match src {
+            Source::Object(k) => (k.as_str(), self.wal.store.get(k).await?),
+            Source::Chunk(l) => (l.object.as_str(), self.wal.store.get_range(&l.object, l.pos..l.pos + l.len as u64).await?),
+        };
         let (_, entries) = decode_block(&data).map_err(|source| WalError::Format { key: key.to_string(), source })?;
         let v = Arc::new(entries);
-        self.sh.block_cache().put(key.to_string(), v.clone());
+        self.sh.block_cache().put(cache_key, v.clone());
         Ok(v)
+    }
+
+    /// [`LogReader::load_block`], learning the block's place anew once if it moved (segment
+    /// flushing rewrote its segment and the shared object it was in is gone).
+    async fn load_located(&self, pos: u64) -> Result<(Arc<Vec<StoredEntry>>, BlockInfo)> {
+        let (src, info) = self.locate(pos).await?;
+        match self.load_block(&src).await {
+            Err(WalError::Storage(StorageError::NotFound(_))) if matches!(src, Source::Chunk(_)) => {
+                self.refresh().await?;
+                let (src, info) = self.locate(pos).await?;
+                Ok((self.load_block(&src).await?, info))
+            }
+            r => Ok((r?, info)),
+        }
     }
 
     /// Waits until the durable end passes `offset` or `timeout` elapses; returns whether it did.
@@ -209,9 +265,9 @@ impl LogReader {
             }
             let mut pos = seg.base_offset.max(start);
             while pos < seg.end_offset {
-                let (key, info) = self.locate(pos).await?;
+                let (src, info) = self.locate(pos).await?;
                 if seg_ok(info.max_timestamp) {
-                    let entries = self.load_block(&key).await?;
+                    let entries = self.load_block(&src).await?;
                     if let Some(e) = entries.iter().find(|e| hit(e) && e.end_offset() > start) {
                         return Ok(Some((e.offset.max(start), e.max_timestamp)));
                     }

@@ -6,9 +6,10 @@
 use bytes::Bytes;
 use futures::stream::{self, StreamExt, TryStreamExt};
 
-use super::{keys, SegmentMeta, SegmentState};
+use super::{decode_json, keys, ChunkRef, Layout, SegmentMeta, SegmentState};
 use crate::error::{Result, StorageError, WalError};
 use crate::format::{decode_block_header, decode_index, encode_index, BlockInfo, SegmentIndex, BLOCK_HEADER_LEN};
+use crate::meta::MetaStore;
 use crate::storage::ObjectStore;
 
 /// Lists a segment's stored blocks and returns the chain that covers `[base, end)` of its
@@ -100,8 +101,22 @@ pub(crate) async fn write_index(store: &dyn ObjectStore, log_id: u64, seg: &Segm
             Err(e) => return Err(e.into()),
         }
     }
+    Ok(sealed_meta(seg, blocks))
+}
+
+/// Seals a segment: its index object, or (blocks in shared objects) nothing yet: segment
+/// flushing writes the segment's data and index objects later.
+pub(crate) async fn seal_segment(store: &dyn ObjectStore, log_id: u64, seg: &SegmentMeta, blocks: &[BlockInfo]) -> Result<SegmentMeta> {
+    match seg.layout {
+        Layout::Chunks => Ok(sealed_meta(seg, blocks)),
+        Layout::Blocks | Layout::Flushed => write_index(store, log_id, seg, blocks).await,
+    }
+}
+
+/// The sealed record of a segment with these blocks.
+fn sealed_meta(seg: &SegmentMeta, blocks: &[BlockInfo]) -> SegmentMeta {
     metrics::counter!(crate::metrics::SEGMENTS_SEALED_TOTAL).increment(1);
-    Ok(SegmentMeta {
+    SegmentMeta {
         state: SegmentState::Sealed,
         blocks: blocks.len() as u32,
         bytes: blocks.iter().map(|b| b.size as u64).sum(),
@@ -109,7 +124,39 @@ pub(crate) async fn write_index(store: &dyn ObjectStore, log_id: u64, seg: &Segm
         // segment's own maximum, committed with every block, is authoritative anyway.
         max_timestamp: blocks.iter().map(|b| b.max_timestamp).filter(|t| *t != i64::MAX).max().unwrap_or(-1).max(seg.max_timestamp),
         ..seg.clone()
-    })
+    }
+}
+
+/// The blocks of a segment whose blocks are in shared objects, from their metadata keys: the
+/// chain from the segment's base to its durable end (each key was committed with the segment
+/// record that covers it, so the chain is whole).
+pub(crate) async fn load_chunks(meta: &dyn MetaStore, name: &str, seg: &SegmentMeta) -> Result<Vec<ChunkRef>> {
+    let listing = meta.list(&keys::chunks(name, seg.id)).await?;
+    let mut refs: Vec<ChunkRef> = listing.kvs.iter().map(|kv| decode_json(&kv.key, &kv.value)).collect::<Result<_>>()?;
+    refs.sort_by_key(|r| r.base_offset);
+    let mut chain = Vec::with_capacity(refs.len());
+    let mut expect = seg.base_offset;
+    for r in refs {
+        if r.base_offset == expect && r.end_offset <= seg.end_offset {
+            expect = r.end_offset;
+            chain.push(r);
+        }
+    }
+    if expect != seg.end_offset {
+        return Err(WalError::Format {
+            key: keys::chunks(name, seg.id),
+            source: crate::error::FormatError::Inconsistent(format!(
+                "chunk records reach offset {expect}, metadata says {} is durable",
+                seg.end_offset
+            )),
+        });
+    }
+    Ok(chain)
+}
+
+/// A chunk's block as a block list records it.
+pub(crate) fn chunk_info(r: &ChunkRef) -> BlockInfo {
+    BlockInfo { base_offset: r.base_offset, end_offset: r.end_offset, max_timestamp: r.max_timestamp, size: r.loc.len }
 }
 
 /// Seals a segment left active by a previous writer, from what its metadata says is durable.

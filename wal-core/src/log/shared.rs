@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::watch;
 
-use super::{decode_json, keys, read_log_meta, SegmentMeta, WalInner};
+use super::{decode_json, keys, read_log_meta, ChunkLoc, SegmentMeta, WalInner};
 use crate::entry::StoredEntry;
 use crate::error::Result;
 use crate::format::BlockInfo;
@@ -21,6 +21,15 @@ pub(crate) struct SegView {
     pub meta: SegmentMeta,
     /// Known blocks, in order from the segment base.
     pub blocks: Vec<BlockInfo>,
+    /// Where known blocks lie inside larger objects (shared objects, a flushed segment's data
+    /// object), by base offset; a block not here is its own object.
+    pub chunks: BTreeMap<u64, ChunkLoc>,
+}
+
+impl SegView {
+    pub fn new(meta: SegmentMeta) -> Self {
+        SegView { meta, blocks: Vec::new(), chunks: BTreeMap::new() }
+    }
 }
 
 impl SegView {
@@ -183,13 +192,17 @@ impl LogShared {
                 continue; // an empty sealed segment holds nothing to read
             }
             match segs.get_mut(&m.base_offset) {
+                Some(v) if v.meta.id == m.id && v.meta.layout != m.layout => {
+                    // Rewritten by segment flushing: the blocks moved, learn them anew.
+                    *v = SegView::new(m);
+                }
                 Some(v) if v.meta.id == m.id => {
                     if m.end_offset >= v.meta.end_offset {
                         v.meta = m;
                     }
                 }
                 _ => {
-                    segs.insert(m.base_offset, SegView { meta: m, blocks: Vec::new() });
+                    segs.insert(m.base_offset, SegView::new(m));
                 }
             }
         }
@@ -197,18 +210,20 @@ impl LogShared {
         self.set_durable(end);
     }
 
-    /// Publishes committed blocks to readers: segment view, then the durable end.
-    pub fn commit_blocks(&self, seg: &SegmentMeta, blocks: &[BlockInfo]) {
+    /// Publishes committed blocks (and where those inside shared objects lie) to readers:
+    /// segment view, then the durable end.
+    pub fn commit_blocks(&self, seg: &SegmentMeta, blocks: &[BlockInfo], locs: Vec<(u64, ChunkLoc)>) {
         {
             let mut segs = self.segs();
-            let v = segs.entry(seg.base_offset).or_insert_with(|| SegView { meta: seg.clone(), blocks: Vec::new() });
+            let v = segs.entry(seg.base_offset).or_insert_with(|| SegView::new(seg.clone()));
             if v.meta.id != seg.id {
-                *v = SegView { meta: seg.clone(), blocks: Vec::new() };
+                *v = SegView::new(seg.clone());
             }
             let complete = v.complete();
             v.meta = seg.clone();
             if complete {
                 v.blocks.extend_from_slice(blocks);
+                v.chunks.extend(locs);
             }
         }
         self.set_durable(seg.end_offset);

@@ -11,6 +11,7 @@
 //! Backends: [`embedded::EmbeddedMeta`] (single node, a journal file that survives restarts) and
 //! `etcd::EtcdMeta` (behind the `etcd` cargo feature).
 
+pub mod batcher;
 pub mod embedded;
 #[cfg(feature = "etcd")]
 pub mod etcd;

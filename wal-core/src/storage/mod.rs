@@ -131,3 +131,52 @@ pub(crate) fn clip(len: u64, range: Range<u64>) -> Range<usize> {
     let end = range.end.min(len).max(range.start.min(len)) as usize;
     start..end
 }
+
+/// Why [`put_retrying`] gave up.
+#[derive(Debug)]
+pub enum PutError {
+    /// An object with other bytes exists at the key (someone else owns it).
+    Conflict(String),
+    Failed(StorageError),
+}
+
+/// How [`put_retrying`] retries.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    pub attempts: u32,
+    pub backoff_ms: u64,
+    pub backoff_max_ms: u64,
+}
+
+impl RetryPolicy {
+    pub fn backoff(&self, attempt: u32) -> std::time::Duration {
+        std::time::Duration::from_millis(self.backoff_ms.saturating_mul(1 << attempt.min(16)).min(self.backoff_max_ms))
+    }
+}
+
+/// Creates `key` with put-if-absent, retrying transient failures with backoff. A key found taken
+/// is read back: identical bytes are our own earlier attempt whose answer was lost (success);
+/// other bytes are a [`PutError::Conflict`].
+pub async fn put_retrying(store: &dyn ObjectStore, key: &str, data: Bytes, policy: RetryPolicy) -> Result<(), PutError> {
+    let mut last = None;
+    for attempt in 0..policy.attempts {
+        if attempt > 0 {
+            tokio::time::sleep(policy.backoff(attempt - 1)).await;
+        }
+        match store.put_if_absent(key, data.clone()).await {
+            Ok(()) => return Ok(()),
+            Err(StorageError::AlreadyExists(_)) => match store.get(key).await {
+                Ok(existing) if existing == data => return Ok(()),
+                Ok(_) => return Err(PutError::Conflict(key.to_string())),
+                Err(e) => last = Some(e),
+            },
+            Err(e) if e.is_retriable() => last = Some(e),
+            Err(e) => {
+                last = Some(e);
+                break;
+            }
+        }
+        metrics::counter!(crate::metrics::UPLOAD_ERRORS_TOTAL).increment(1);
+    }
+    Err(PutError::Failed(last.unwrap_or(StorageError::Transient { op: "put", message: "no attempt made".into() })))
+}

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use super::{InFlight, SegCursor, WriterInner};
 use crate::error::SharedFailure;
-use crate::log::recovery::write_index;
-use crate::log::{json, keys, SegmentMeta};
+use crate::log::recovery::seal_segment;
+use crate::log::{json, keys, ChunkRef, Layout, SegmentMeta};
 use crate::meta::{Compare, Op, Txn};
 use crate::metrics as m;
 
@@ -32,7 +32,7 @@ impl WriterInner {
             let mut next = if seg_id != cur.committed.id {
                 // The first block of a new segment: seal the current one in the same transaction.
                 if !cur.committed_deleted {
-                    let sealed = write_index(&*self.wal.store, self.log_id, &cur.committed, &cur.committed_blocks)
+                    let sealed = seal_segment(&*self.wal.store, self.log_id, &cur.committed, &cur.committed_blocks)
                         .await
                         .map_err(|e| SharedFailure::Retriable(format!("sealing segment failed: {e}")))?;
                     txn = txn.then(Op::put(keys::segment(&self.name, sealed.id), json(&sealed)));
@@ -46,6 +46,7 @@ impl WriterInner {
                 cur.committed.clone()
             };
             let mut blocks = Vec::new();
+            let mut locs = Vec::new();
             let first = i;
             while i < done.len() && done[i].seg_id == seg_id {
                 let b = done[i].info;
@@ -53,6 +54,14 @@ impl WriterInner {
                 next.bytes += b.size as u64;
                 next.blocks += 1;
                 next.max_timestamp = next.max_timestamp.max(b.max_timestamp);
+                if let Some(loc) = &done[i].loc {
+                    // Inside a shared object: the block's place is part of the same commit.
+                    next.layout = Layout::Chunks;
+                    let r =
+                        ChunkRef { base_offset: b.base_offset, end_offset: b.end_offset, max_timestamp: b.max_timestamp, loc: loc.clone() };
+                    txn = txn.then(Op::put(keys::chunk(&self.name, seg_id, b.base_offset), json(&r)));
+                    locs.push((b.base_offset, loc.clone()));
+                }
                 blocks.push(b);
                 i += 1;
             }
@@ -71,7 +80,7 @@ impl WriterInner {
                     tail.push(p.entry.clone());
                 }
             }
-            self.shared.commit_blocks(&cur.committed, &blocks);
+            self.shared.commit_blocks(&cur.committed, &blocks, locs);
         }
         metrics::histogram!(m::COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
         Ok(())
@@ -83,7 +92,7 @@ impl WriterInner {
         let deadline = Instant::now() + Duration::from_millis(self.wal.cfg.commit_timeout_ms);
         let mut attempt = 0;
         loop {
-            match self.wal.meta.txn(txn.clone()).await {
+            match self.wal.txns.txn(txn.clone()).await {
                 Ok(r) if r.succeeded => return Ok(()),
                 // After a failed attempt whose outcome is unknown, a failed comparison does not prove
                 // the earlier attempt did not apply: report the outcome as unknown.
@@ -108,7 +117,7 @@ impl WriterInner {
         if cur.committed_deleted || cur.committed.end_offset == cur.committed.base_offset {
             return;
         }
-        match write_index(&*self.wal.store, self.log_id, &cur.committed, &cur.committed_blocks).await {
+        match seal_segment(&*self.wal.store, self.log_id, &cur.committed, &cur.committed_blocks).await {
             Ok(sealed) => {
                 let txn = self.fenced_txn().then(Op::put(keys::segment(&self.name, sealed.id), json(&sealed)));
                 if self.commit_txn(txn).await.is_ok() {

@@ -45,7 +45,7 @@ use tokio::task::JoinHandle;
 pub(crate) use open::open;
 
 use super::shared::LogShared;
-use super::{SegmentMeta, WalInner};
+use super::{ChunkLoc, SegmentMeta, WalInner};
 use crate::entry::{AppendAck, Entry, StoredEntry};
 use crate::error::{Result, SharedFailure, StorageError, WalError};
 use crate::format::BlockInfo;
@@ -281,12 +281,14 @@ struct SegCursor {
     roll_next: bool,
 }
 
-/// A block on its way to durability: its persist step runs as `task`.
+/// A block on its way to durability: its persist step runs as `task`, and says where the
+/// block lies when that is inside a shared object (`loc`, set once it finished).
 struct InFlight {
     seg_id: u64,
     info: BlockInfo,
     entries: Vec<Pending>,
-    task: JoinHandle<std::result::Result<(), PersistError>>,
+    task: JoinHandle<std::result::Result<Option<ChunkLoc>, PersistError>>,
+    loc: Option<ChunkLoc>,
 }
 
 /// Why a block's persist step failed.

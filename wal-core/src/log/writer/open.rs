@@ -17,9 +17,9 @@ use tokio::sync::{Notify, Semaphore};
 
 use super::{cut, pipeline, quorum, LogWriter, SegCursor, Strategy, WState, WriterInner, WriterOptions};
 use crate::error::{Result, WalError};
-use crate::log::recovery::seal_abandoned;
+use crate::log::recovery::{chunk_info, load_chunks, seal_abandoned, seal_segment};
 use crate::log::shared::{get_or_load, load_segments};
-use crate::log::{json, keys, quorum as replicas, read_log_meta, SegmentMeta, SegmentState, WalInner};
+use crate::log::{json, keys, quorum as replicas, read_log_meta, Layout, SegmentMeta, SegmentState, WalInner};
 use crate::meta::{advance_counter, Compare, Op, Txn};
 use crate::util::lock;
 
@@ -47,6 +47,10 @@ pub(crate) async fn open(wal: Arc<WalInner>, name: &str, opts: WriterOptions) ->
         }
         let done = match seg.state {
             SegmentState::Sealed => seg.clone(),
+            SegmentState::Active if seg.layout == Layout::Chunks => {
+                let blocks: Vec<_> = load_chunks(meta, name, seg).await?.iter().map(chunk_info).collect();
+                seal_segment(&*wal.store, shared.id, seg, &blocks).await?
+            }
             SegmentState::Active if seg.replicas.is_empty() => seal_abandoned(&*wal.store, shared.id, seg).await?.0,
             SegmentState::Active => replicas::recover(&wal, shared.id, seg, epoch).await?,
         };

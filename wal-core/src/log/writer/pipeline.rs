@@ -16,6 +16,7 @@ use futures::FutureExt;
 use super::cut::Cut;
 use super::{InFlight, PersistError, SegCursor, Strategy, WriterInner};
 use crate::error::{SharedFailure, StorageError};
+use crate::log::ChunkLoc;
 use crate::metrics as m;
 use crate::util::lock;
 
@@ -53,13 +54,13 @@ impl Strategy {
         match self {
             Strategy::Memory => {
                 let me = w.clone();
-                let (key, data) = (c.key, c.data);
+                let (key, data, seg_id, info) = (c.key, c.data, c.seg_id, c.info);
                 let task = tokio::spawn(async move {
-                    let r = me.upload(&key, data).await;
+                    let r = me.upload(&key, seg_id, info, data).await;
                     metrics::gauge!(m::UPLOADS_INFLIGHT).decrement(1.0);
                     r
                 });
-                InFlight { seg_id: c.seg_id, info: c.info, entries: c.entries, task }
+                InFlight { seg_id: c.seg_id, info: c.info, entries: c.entries, task, loc: None }
             }
             Strategy::Quorum(q) => w.replicate(q, c),
         }
@@ -103,12 +104,16 @@ impl Strategy {
 /// Returns the blocks that succeeded and the first failure (its block back at the front).
 fn finished(
     pipeline: &mut VecDeque<InFlight>,
-    first: Result<Result<(), PersistError>, tokio::task::JoinError>,
+    first: Result<Result<Option<ChunkLoc>, PersistError>, tokio::task::JoinError>,
 ) -> (Vec<InFlight>, Result<(), PersistError>) {
     let lost = |m: String| PersistError::Failed(StorageError::Transient { op: "put", message: m });
-    let head = pipeline.pop_front().expect("the caller awaited it");
+    let mut head = pipeline.pop_front().expect("the caller awaited it");
     let mut outcome = match first {
-        Ok(r) => r,
+        Ok(Ok(loc)) => {
+            head.loc = loc;
+            Ok(())
+        }
+        Ok(Err(e)) => Err(e),
         Err(join) => Err(lost(join.to_string())),
     };
     let mut done = Vec::new();
@@ -120,7 +125,10 @@ fn finished(
     while outcome.is_ok() && pipeline.front().is_some_and(|b| b.task.is_finished()) {
         let mut b = pipeline.pop_front().expect("checked");
         match (&mut b.task).now_or_never() {
-            Some(Ok(Ok(()))) => done.push(b),
+            Some(Ok(Ok(loc))) => {
+                b.loc = loc;
+                done.push(b);
+            }
             other => {
                 outcome = Err(match other {
                     Some(Ok(Err(e))) => e,

@@ -157,14 +157,14 @@ impl WriterInner {
         let timeout = Duration::from_millis(self.wal.cfg.quorum.replica_timeout_ms);
         let replicated = qs.replicate(self.replication(), timeout, c.info.base_offset, c.info.end_offset, c.data);
         let task = tokio::spawn(async move {
-            let r = replicated.await.map_err(|e| match e {
+            let r = replicated.await.map(|()| None).map_err(|e| match e {
                 ReplicateError::Fenced(m) => PersistError::Conflict(m),
                 ReplicateError::NoQuorum(message) => PersistError::Failed(StorageError::Transient { op: "replicate", message }),
             });
             metrics::gauge!(m::UPLOADS_INFLIGHT).decrement(1.0);
             r
         });
-        InFlight { seg_id: c.seg_id, info: c.info, entries: c.entries, task }
+        InFlight { seg_id: c.seg_id, info: c.info, entries: c.entries, task, loc: None }
     }
 
     /// The blocks reached their quorum: publish them to readers (tail cache pinned until they

@@ -1,44 +1,51 @@
-//! MemoryBuffer's persist step: upload a block with put-if-absent, retrying with backoff.
-//!
-//! An upload that finds its key taken reads the object back: identical bytes are our own earlier
-//! attempt whose answer was lost (success); other bytes mean another writer owns the key (a
-//! conflict, which stops this writer).
+//! MemoryBuffer's persist step: the block goes to object storage, either into the process's
+//! next shared write object (with the blocks of other logs; see `log::objects`) or, with shared
+//! objects turned off, as its own object under the block's key. Either way the PUT is
+//! put-if-absent with retries: an object found with other bytes means another writer owns the
+//! key (a conflict, which stops this writer).
 
 use std::time::Instant;
 
 use bytes::Bytes;
 
 use super::{PersistError, WriterInner};
-use crate::error::StorageError;
+use crate::format::ChunkEntry;
+use crate::log::ChunkLoc;
 use crate::metrics as m;
+use crate::storage::{put_retrying, PutError};
 
 impl WriterInner {
-    pub(super) async fn upload(&self, key: &str, data: Bytes) -> Result<(), PersistError> {
+    /// Stores a cut block; returns where it lies when that is inside a shared object.
+    pub(super) async fn upload(
+        &self,
+        key: &str,
+        seg_id: u64,
+        info: crate::format::BlockInfo,
+        data: Bytes,
+    ) -> Result<Option<ChunkLoc>, PersistError> {
         let started = Instant::now();
-        let attempts = self.wal.cfg.upload_attempts;
-        let mut last = None;
-        for attempt in 0..attempts {
-            if attempt > 0 {
-                tokio::time::sleep(self.backoff(attempt - 1)).await;
+        let r = match &self.wal.objects {
+            Some(objects) => {
+                let entry = ChunkEntry {
+                    log_id: self.log_id,
+                    segment: seg_id,
+                    epoch: self.epoch,
+                    base_offset: info.base_offset,
+                    end_offset: info.end_offset,
+                    pos: 0,
+                    len: 0,
+                };
+                objects.put(entry, data).await.map(Some)
             }
-            match self.wal.store.put_if_absent(key, data.clone()).await {
-                Ok(()) => {
-                    metrics::histogram!(m::UPLOAD_SECONDS).record(started.elapsed().as_secs_f64());
-                    return Ok(());
-                }
-                Err(StorageError::AlreadyExists(_)) => match self.wal.store.get(key).await {
-                    Ok(existing) if existing == data => return Ok(()),
-                    Ok(_) => return Err(PersistError::Conflict(key.to_string())),
-                    Err(e) => last = Some(e),
-                },
-                Err(e) if e.is_retriable() => last = Some(e),
-                Err(e) => {
-                    last = Some(e);
-                    break;
-                }
+            None => put_retrying(&*self.wal.store, key, data, self.wal.retry_policy()).await.map(|()| None),
+        };
+        match r {
+            Ok(loc) => {
+                metrics::histogram!(m::UPLOAD_SECONDS).record(started.elapsed().as_secs_f64());
+                Ok(loc)
             }
-            metrics::counter!(m::UPLOAD_ERRORS_TOTAL).increment(1);
+            Err(PutError::Conflict(k)) => Err(PersistError::Conflict(k)),
+            Err(PutError::Failed(e)) => Err(PersistError::Failed(e)),
         }
-        Err(PersistError::Failed(last.unwrap_or(StorageError::Transient { op: "put", message: "no attempt made".into() })))
     }
 }
