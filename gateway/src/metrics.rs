@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub const REQUESTS_TOTAL: &str = "gateway_requests_total";
@@ -96,7 +96,16 @@ pub fn refresh(broker: &crate::Broker) {
 /// counters at zero, so that a dashboard shows 0 rather than "no data" before the first error.
 pub fn install() -> anyhow::Result<PrometheusHandle> {
     let buckets = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
-    let handle = PrometheusBuilder::new().set_buckets(&buckets)?.install_recorder()?;
+    // Sizes in bytes (blocks, shared objects) and counts (chunks per object) get their own.
+    let bytes = [1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 2097152.0, 4194304.0, 8388608.0, 16777216.0, 67108864.0];
+    let counts = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
+    let handle = PrometheusBuilder::new()
+        .set_buckets(&buckets)?
+        .set_buckets_for_metric(Matcher::Full(wal_core::metrics::FLUSH_BYTES.into()), &bytes)?
+        .set_buckets_for_metric(Matcher::Full(wal_core::metrics::SHARED_OBJECT_BYTES.into()), &bytes)?
+        .set_buckets_for_metric(Matcher::Full(wal_core::metrics::SHARED_OBJECT_CHUNKS.into()), &counts)?
+        .set_buckets_for_metric(Matcher::Full(wal_core::metrics::META_TXN_MEMBERS.into()), &counts)?
+        .install_recorder()?;
     use wal_core::metrics as w;
     for name in [
         w::UPLOAD_ERRORS_TOTAL,
@@ -105,6 +114,9 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
         w::STORAGE_GET_BYTES_TOTAL,
         w::SEGMENTS_SEALED_TOTAL,
         w::SEGMENTS_DELETED_TOTAL,
+        w::SEGMENTS_FLUSHED_TOTAL,
+        w::SEGMENT_FLUSH_BYTES_TOTAL,
+        w::SHARED_OBJECTS_DELETED_TOTAL,
     ] {
         metrics::counter!(name).increment(0);
     }

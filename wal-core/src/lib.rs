@@ -22,6 +22,10 @@
 //! - **epoch**: the writer's generation; a newer epoch **fences** every older writer.
 //! - **segment**: a run of blocks of one epoch; **active** (receiving blocks) or **sealed**
 //!   (immutable, with an index object). **roll**: start the next segment.
+//! - **shared object**: one object holding blocks of many logs (MemoryBuffer); each block in it
+//!   is a **chunk**, whose place (object, byte range) is a `chunk/` metadata key.
+//! - **segment flushing**: rewriting a sealed segment out of shared objects into its own data
+//!   and index objects (the segment's **layout** says where its blocks are).
 //! - **replica**: a LogStore node holding a QuorumBuffer segment's blocks until they are stored.
 //!
 //! # Layout
@@ -29,7 +33,8 @@
 //! - [`format`]: the block and segment-index object formats (versioned, CRC32C, bounds-checked).
 //! - [`storage`]: the `ObjectStore` trait; local directory, S3, in-memory and fault-injecting
 //!   backends.
-//! - [`meta`]: the `MetaStore` trait; embedded (journal file) and etcd (feature `etcd`) backends.
+//! - [`meta`]: the `MetaStore` trait; embedded (journal file) and etcd (feature `etcd`) backends;
+//!   the transaction batcher that merges concurrent commits.
 //! - [`log`]: the log API: the writer pipeline (`log/writer/`: open, cut, upload or replicate,
 //!   commit, ack), readers (tail cache, block cache), recovery and sealing, retention cleaner.
 //! - [`logstore`]: QuorumBuffer mode: the LogStore node service, its wire protocol, and the

@@ -5,12 +5,15 @@
 //! - `log/{name}`: [`LogMeta`] (id, start offset after truncation);
 //! - `epoch/{name}`: the writer epoch. Opening a writer bumps it by CAS; every commit of that
 //!   writer compares the key's revision, so a newer writer fences every older one;
-//! - `seg/{name}/{segment:010}`: [`SegmentMeta`] (epoch, offset range, state).
+//! - `seg/{name}/{segment:010}`: [`SegmentMeta`] (epoch, offset range, state, layout);
+//! - `chunk/{name}/{segment:010}/{base:020}`: [`ChunkRef`], where a block inside a shared
+//!   object lies (layout `Chunks`; deleted when segment flushing rewrites the segment).
 //!
 //! # Object layout (keys in the [`ObjectStore`])
 //! `logs/{log_id:016x}/{segment:010}-e{epoch}/{base:020}-{end:020}.blk` for blocks, and `.../index`
-//! for the index of a sealed segment. Blocks are created with put-if-absent; a block is part of
-//! the log only once a metadata commit has moved its segment's `end_offset` past it.
+//! for the index of a sealed segment (`.../data` holds a flushed segment's blocks); shared objects
+//! are `shared/{created_ms:013}-{id:016x}.obj`. Objects are created with put-if-absent; a block
+//! is part of the log only once a metadata commit has moved its segment's `end_offset` past it.
 
 mod cleaner;
 mod flusher;
