@@ -2,10 +2,11 @@
 //! within a PUT budget, so object-store requests follow bytes, not logs or produce requests.
 //!
 //! Writers hand each cut block to [`ObjectWriter::put`]; a task queues them and cuts an object
-//! from the queue (in arrival order, at most `max_object_bytes` and `max_object_chunks`) when the
-//! [`PutBudget`] has a token (group commit: a lightly loaded process stores a block in about one
-//! PUT), or at once when the queue already fills an object (a loaded process then stores full
-//! objects, whatever the budget: PUTs follow bytes). At most `max_inflight_objects` PUTs run at
+//! from the queue (in arrival order, at most `max_object_bytes` and `max_object_chunks`) when at
+//! most one other PUT is in flight and the [`PutBudget`] has a token (group commit: a lightly loaded process
+//! stores a block in about one PUT, a busier one in objects of about throughput x PUT latency),
+//! or at once when the queue already fills an object (a loaded process then stores full
+//! objects in parallel, whatever the budget: PUTs follow bytes). At most `max_inflight_objects` PUTs run at
 //! once. Each block's writer learns where its block lies ([`ChunkLoc`]) once the object is
 //! stored, and commits it to its own log's metadata (the transaction batcher then merges those
 //! commits into one round trip). An object nothing points into any more is deleted later by the
@@ -25,6 +26,9 @@ use crate::format::{encode_shared, ChunkEntry};
 use crate::metrics as m;
 use crate::storage::{put_retrying, ObjectStore, PutError, RetryPolicy};
 use crate::util::{now_ms, random_nonzero_id};
+
+/// Budgeted (not full) objects in flight at once: what arrives meanwhile goes into the next one.
+const EAGER_INFLIGHT: usize = 2;
 
 /// Blocks queued for the object writer at most (writers wait beyond it; their own buffers are
 /// bounded by bytes).
@@ -86,10 +90,13 @@ pub struct ObjectCutInput {
     pub max_chunks: usize,
 }
 
-/// Whether to cut an object now: data is queued, a PUT slot is free, and either the budget has
-/// a token or the queue fills an object anyway.
+/// Whether to cut an object now: data is queued, a PUT slot is free, and either the queue fills
+/// an object (PUTs follow bytes, whatever the budget) or the budget has a token and fewer than
+/// [`EAGER_INFLIGHT`] PUTs are in flight (group commit: what arrives meanwhile goes into the next
+/// object, so objects grow with the load).
 pub fn cut_object_now(i: ObjectCutInput) -> bool {
-    i.queued_chunks > 0 && i.inflight < i.max_inflight && (i.token || i.queued_bytes >= i.max_bytes || i.queued_chunks >= i.max_chunks)
+    let full = i.queued_bytes >= i.max_bytes || i.queued_chunks >= i.max_chunks;
+    i.queued_chunks > 0 && i.inflight < i.max_inflight && (full || (i.token && i.inflight < EAGER_INFLIGHT))
 }
 
 struct Queued {
@@ -193,7 +200,8 @@ async fn run(store: Arc<dyn ObjectStore>, mut rx: mpsc::Receiver<Queued>, l: Lim
         if !open && queue.is_empty() && inflight.is_empty() {
             return;
         }
-        let wait_token = !queue.is_empty() && inflight.len() < l.max_inflight;
+        // (with the eager PUTs in flight, a completion is what wakes the loop)
+        let wait_token = !queue.is_empty() && inflight.len() < EAGER_INFLIGHT;
         let next_token = budget.next_at(Instant::now());
         tokio::select! {
             q = rx.recv(), if open => match q {
@@ -238,6 +246,9 @@ mod tests {
         assert!(cut_object_now(ObjectCutInput { queued_bytes: 1000, ..input() }), "full by bytes: PUTs follow bytes");
         assert!(cut_object_now(ObjectCutInput { queued_chunks: 10, ..input() }), "full by chunks");
         assert!(!cut_object_now(ObjectCutInput { token: true, inflight: 4, ..input() }));
+        assert!(cut_object_now(ObjectCutInput { token: true, inflight: 1, ..input() }));
+        assert!(!cut_object_now(ObjectCutInput { token: true, inflight: 2, ..input() }), "two budgeted PUTs in flight: accumulate");
+        assert!(cut_object_now(ObjectCutInput { queued_bytes: 1000, inflight: 3, ..input() }), "full objects go in parallel");
         assert!(!cut_object_now(ObjectCutInput { token: true, queued_chunks: 0, queued_bytes: 0, ..input() }));
     }
 
