@@ -244,3 +244,38 @@ async fn any_crash_point_leaves_every_acknowledged_entry_readable_once() {
         }
     }
 }
+
+/// A takeover while segment flushing runs: the old owner (still flushing, as a paused gateway
+/// would after it resumes) and the new owner rewrite the same sealed segments at once; the
+/// compare-and-swap on each segment record lets exactly one rewrite win, and the new owner's
+/// appends, the old owner's acknowledged entries and the collector all stay consistent.
+#[tokio::test]
+async fn a_takeover_while_segment_flushing_runs_keeps_every_entry() {
+    let cfg = WalConfig { segment_max_chunks: 2, ..shared_config() };
+    let m = mem_wal(cfg.clone());
+    m.wal.create_log("t").await.unwrap();
+    let old = m.wal.open_writer("t").await.unwrap();
+    let mut want = Vec::new();
+    for seq in 0..24 {
+        old.append(entry(seq, 400)).await.unwrap();
+        want.push(seq);
+    }
+    let other = reopen(&m, cfg.clone());
+    // The new owner takes over (sealing what the old one left) while the old process flushes.
+    let (flushed_old, new) = tokio::join!(m.wal.flush_segments_once(true), other.open_writer("t"));
+    let new = new.unwrap();
+    flushed_old.unwrap();
+    let (a, b) = tokio::join!(m.wal.flush_segments_once(true), other.flush_segments_once(true));
+    println!("old owner: {:?}, new owner: {:?}", a.unwrap(), b.unwrap());
+    assert!(matches!(old.append(entry(999, 10)).await, Err(WalError::Fenced { .. })));
+    for seq in 24..30 {
+        new.append(entry(seq, 400)).await.unwrap();
+        want.push(seq);
+    }
+    other.flush_segments_once(true).await.unwrap();
+    let segs = other.segments("t").await.unwrap();
+    let sealed: Vec<_> = segs.iter().filter(|s| s.state == wal_core::log::SegmentState::Sealed).collect();
+    assert!(sealed.iter().all(|s| s.layout == wal_core::log::Layout::Flushed), "{segs:?}");
+    assert_eq!(seqs(&reopen(&m, cfg.clone()), "t").await, want);
+    assert_eq!(seqs(&other, "t").await, want);
+}
