@@ -116,3 +116,51 @@ async fn producer_state_snapshot_outlives_truncation_and_restart() {
     .unwrap();
     running.shutdown().await;
 }
+
+/// `buffer.mode` is a topic config: DescribeConfigs shows the process default, CreateTopics and
+/// AlterConfigs validate it, and QuorumBuffer is refused where LogStore nodes cannot register
+/// (embedded metadata).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buffer_mode_is_a_validated_topic_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = gateway::GatewayConfig { listen: "127.0.0.1:0".parse().unwrap(), data_dir: dir.path().to_path_buf(), ..Default::default() };
+    let running = gateway::start(cfg).await.unwrap();
+    let addr = running.addr;
+    tokio::task::spawn_blocking(move || {
+        let create = |topic: &'static str, mode: &'static str| {
+            let t = create_topics_request::CreatableTopic::default()
+                .with_name(name(topic))
+                .with_num_partitions(1)
+                .with_replication_factor(1)
+                .with_configs(vec![create_topics_request::CreatableTopicConfig::default()
+                    .with_name(StrBytes::from_static_str("buffer.mode"))
+                    .with_value(Some(StrBytes::from_static_str(mode)))]);
+            let req = CreateTopicsRequest::default().with_timeout_ms(5000).with_topics(vec![t]);
+            let ResponseKind::CreateTopics(r) = call(addr, ApiKey::CreateTopics, 5, RequestKind::CreateTopics(req)) else { panic!() };
+            r.topics[0].error_code
+        };
+        assert_eq!(create("bulk", "memory"), 0);
+        assert_eq!(create("fast", "quorum"), kafka_protocol::ResponseError::InvalidConfig.code(), "no LogStore nodes without etcd");
+        assert_eq!(create("odd", "disk"), kafka_protocol::ResponseError::InvalidConfig.code());
+        let describe = DescribeConfigsRequest::default().with_resources(vec![describe_configs_request::DescribeConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(StrBytes::from_static_str("bulk"))
+            .with_configuration_keys(None)]);
+        let ResponseKind::DescribeConfigs(r) = call(addr, ApiKey::DescribeConfigs, 4, RequestKind::DescribeConfigs(describe)) else {
+            panic!()
+        };
+        let mode = r.results[0].configs.iter().find(|c| c.name.as_str() == "buffer.mode").expect("buffer.mode is described");
+        assert_eq!(mode.value.as_ref().map(|v| v.as_str()), Some("memory"));
+        // And the topic works in that mode.
+        let produce = ProduceRequest::default().with_acks(-1).with_timeout_ms(5000).with_topic_data(vec![
+            produce_request::TopicProduceData::default()
+                .with_name(name("bulk"))
+                .with_partition_data(vec![produce_request::PartitionProduceData::default().with_records(Some(batch(3)))]),
+        ]);
+        let ResponseKind::Produce(r) = call(addr, ApiKey::Produce, 9, RequestKind::Produce(produce)) else { panic!() };
+        assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
+    })
+    .await
+    .unwrap();
+    running.shutdown().await;
+}

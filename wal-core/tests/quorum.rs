@@ -360,3 +360,30 @@ async fn journaled_nodes_remember_their_fences_across_a_restart() {
         n.shutdown().await;
     }
 }
+
+/// The buffer mode is a per-log choice: in one process, a log on LogStore nodes (QuorumBuffer)
+/// and a log straight to shared objects (MemoryBuffer), whichever the process default is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_log_chooses_its_buffer_mode_in_one_process() {
+    use wal_core::log::{Layout, WriterOptions};
+    for default in [BufferMode::Memory, BufferMode::Quorum] {
+        let cfg = WalConfig { buffer: default, ..quorum_config() };
+        let m = mem_wal(cfg.clone());
+        let _nodes = three_nodes(&m).await;
+        for (name, mode) in [("fast", BufferMode::Quorum), ("bulk", BufferMode::Memory)] {
+            m.wal.create_log(name).await.unwrap();
+            let w = m.wal.open_writer_with(name, WriterOptions { buffer: Some(mode), ..Default::default() }).await.unwrap();
+            let mut seqs = Vec::new();
+            append_seqs(&w, 0..20, 200, &mut seqs).await;
+            w.close().await.unwrap();
+            let segs = m.wal.segments(name).await.unwrap();
+            let with_data: Vec<_> = segs.iter().filter(|s| s.end_offset > s.base_offset).collect();
+            assert!(!with_data.is_empty());
+            match mode {
+                BufferMode::Quorum => assert!(with_data.iter().all(|s| !s.replicas.is_empty() && s.layout == Layout::Blocks), "{segs:?}"),
+                BufferMode::Memory => assert!(with_data.iter().all(|s| s.replicas.is_empty() && s.layout == Layout::Chunks), "{segs:?}"),
+            }
+            check_dense(&read_all(&reopen(&m, cfg.clone()), name, 0).await, &seqs);
+        }
+    }
+}

@@ -15,6 +15,20 @@ use super::topics::{self, topic_key, TopicMeta};
 use super::{wal_err, AdminError, Broker, Topic};
 
 impl Broker {
+    /// Checks explicit topic configs, and that a QuorumBuffer topic has what it needs (LogStore
+    /// nodes register in etcd).
+    fn validate_topic_configs(&self, configs: &BTreeMap<String, String>) -> Result<(), AdminError> {
+        topics::validate_configs(configs.iter().map(|(k, v)| (k.as_str(), v.as_str()))).map_err(|m| (ResponseError::InvalidConfig, m))?;
+        let quorum = configs.get(topics::BUFFER_MODE).and_then(|v| topics::parse_buffer_mode(v)) == Some(wal_core::BufferMode::Quorum);
+        if quorum && self.cfg.metadata == crate::config::MetadataKind::Embedded {
+            return Err((
+                ResponseError::InvalidConfig,
+                "buffer.mode=quorum needs metadata = \"etcd\" (LogStore nodes register there)".into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// Creates a topic (or only validates the request).
     pub async fn create_topic(
         &self,
@@ -30,7 +44,7 @@ impl Broker {
         if !(1..=100_000).contains(&partitions) {
             return Err((ResponseError::InvalidPartitions, format!("invalid partition count {partitions}")));
         }
-        topics::validate_configs(configs.iter().map(|(k, v)| (k.as_str(), v.as_str()))).map_err(|m| (ResponseError::InvalidConfig, m))?;
+        self.validate_topic_configs(&configs)?;
         let _g = self.admin.lock().await;
         if self.topic(name).is_some() {
             return Err((ResponseError::TopicAlreadyExists, format!("topic {name} already exists")));
@@ -153,7 +167,7 @@ impl Broker {
                 }
             }
         }
-        topics::validate_configs(configs.iter().map(|(k, v)| (k.as_str(), v.as_str()))).map_err(|m| (ResponseError::InvalidConfig, m))?;
+        self.validate_topic_configs(&configs)?;
         if validate_only {
             return Ok(());
         }

@@ -164,6 +164,10 @@ impl Broker {
 
     pub fn writer_options(&self, tm: &TopicMeta) -> wal_core::log::WriterOptions {
         let s = tm.settings(&self.cfg.wal);
-        wal_core::log::WriterOptions { segment_max_bytes: Some(s.segment_bytes), segment_max_age_ms: Some(s.segment_ms) }
+        wal_core::log::WriterOptions {
+            segment_max_bytes: Some(s.segment_bytes),
+            segment_max_age_ms: Some(s.segment_ms),
+            buffer: Some(s.buffer),
+        }
     }
 }

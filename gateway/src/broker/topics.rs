@@ -96,12 +96,36 @@ pub const CONFIGS: &[ConfigDef] = &[
         doc: "Batches are stored as the producer compressed them.",
     },
     ConfigDef {
+        name: BUFFER_MODE,
+        default: |w| buffer_mode_name(w.buffer).into(),
+        valid: |v| parse_buffer_mode(v).is_some(),
+        doc: "memory (MemoryBuffer: shared objects, throughput-first) or quorum (QuorumBuffer: LogStore nodes, latency-first; needs etcd). Takes effect when the partition's writer next opens.",
+    },
+    ConfigDef {
         name: "min.insync.replicas",
         default: |_| "1".into(),
         valid: |v| long_at_least(v, 1),
         doc: "Accepted for compatibility; durability comes from object storage.",
     },
 ];
+
+/// The topic config choosing a topic's buffer mode.
+pub const BUFFER_MODE: &str = "buffer.mode";
+
+pub fn buffer_mode_name(m: wal_core::BufferMode) -> &'static str {
+    match m {
+        wal_core::BufferMode::Memory => "memory",
+        wal_core::BufferMode::Quorum => "quorum",
+    }
+}
+
+pub fn parse_buffer_mode(v: &str) -> Option<wal_core::BufferMode> {
+    match v {
+        "memory" => Some(wal_core::BufferMode::Memory),
+        "quorum" => Some(wal_core::BufferMode::Quorum),
+        _ => None,
+    }
+}
 
 pub fn config_def(name: &str) -> Option<&'static ConfigDef> {
     CONFIGS.iter().find(|c| c.name == name)
@@ -127,6 +151,7 @@ pub struct TopicSettings {
     pub segment_bytes: u64,
     pub segment_ms: u64,
     pub max_message_bytes: usize,
+    pub buffer: wal_core::BufferMode,
 }
 
 impl TopicMeta {
@@ -146,6 +171,7 @@ impl TopicMeta {
             segment_bytes: get("segment.bytes").max(1) as u64,
             segment_ms: get("segment.ms").max(1) as u64,
             max_message_bytes: get("max.message.bytes").max(0) as usize,
+            buffer: self.value(BUFFER_MODE, wal).and_then(|(v, _)| parse_buffer_mode(&v)).unwrap_or(wal.buffer),
         }
     }
 }

@@ -243,8 +243,8 @@ pub(crate) struct WalInner {
     pub objects: Option<objects::ObjectWriter>,
     /// Writers' metadata commits, merged when concurrent.
     pub txns: crate::meta::batcher::TxnBatcher,
-    /// QuorumBuffer mode: connections to LogStore nodes and discovery.
-    pub replication: Option<Arc<crate::logstore::Replication>>,
+    /// QuorumBuffer: connections to LogStore nodes and discovery (for the logs in that mode).
+    pub replication: Arc<crate::logstore::Replication>,
     pub store: Arc<dyn ObjectStore>,
     pub meta: Arc<dyn MetaStore>,
     pub cfg: WalConfig,
@@ -263,9 +263,9 @@ impl Wal {
     pub fn new(store: Arc<dyn ObjectStore>, meta: Arc<dyn MetaStore>, cfg: WalConfig) -> Result<Wal> {
         cfg.validate()?;
         let buffer_space = Arc::new(tokio::sync::Semaphore::new(cfg.max_total_buffered_bytes));
-        let quorum = cfg.buffer == crate::config::BufferMode::Quorum;
-        let replication = quorum.then(|| Arc::new(crate::logstore::Replication::new(meta.clone())));
-        let objects = (!quorum && cfg.shared_objects).then(|| objects::ObjectWriter::start(store.clone(), &cfg));
+        // Both are cheap until used: a log's writer options may choose either buffer mode.
+        let replication = Arc::new(crate::logstore::Replication::new(meta.clone()));
+        let objects = cfg.shared_objects.then(|| objects::ObjectWriter::start(store.clone(), &cfg));
         let txns = crate::meta::batcher::TxnBatcher::start(meta.clone(), crate::meta::batcher::DEFAULT_MAX_TXN_OPS);
         Ok(Wal { inner: Arc::new(WalInner { objects, txns, replication, store, meta, cfg, logs: DashMap::new(), buffer_space }) })
     }

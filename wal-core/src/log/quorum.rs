@@ -209,7 +209,7 @@ enum Answer {
 
 /// Recovers an active QuorumBuffer segment left by a previous writer and returns it sealed.
 pub(crate) async fn recover(wal: &WalInner, log_id: u64, seg: &SegmentMeta, epoch: u64) -> Result<SegmentMeta> {
-    let rep = wal.replication.clone().unwrap_or_else(|| Arc::new(Replication::new(wal.meta.clone())));
+    let rep = wal.replication.clone();
     let key = SegKey { log_id, segment: seg.id };
     // Walk the contiguous run from the base: stored objects first, then replica copies.
     let listed = wal.store.list(&keys::segment_objects(log_id, seg.id, seg.epoch)).await?;

@@ -106,9 +106,9 @@ fn take(st: &mut WState, max_bytes: usize) -> (Vec<Pending>, usize) {
 impl WriterInner {
     pub(super) fn seg_limits(&self) -> SegLimits {
         // Blocks in shared objects are metadata keys until segment flushing: fewer per segment.
-        let max_blocks = match self.wal.objects {
-            Some(_) => self.wal.cfg.segment_max_blocks.min(self.wal.cfg.segment_max_chunks),
-            None => self.wal.cfg.segment_max_blocks,
+        let max_blocks = match (&self.rep, &self.wal.objects) {
+            (None, Some(_)) => self.wal.cfg.segment_max_blocks.min(self.wal.cfg.segment_max_chunks),
+            _ => self.wal.cfg.segment_max_blocks,
         };
         SegLimits { max_bytes: self.segment_max_bytes, max_blocks, max_age: self.segment_max_age }
     }

@@ -73,11 +73,14 @@ impl AppendTicket {
     }
 }
 
-/// Per-writer overrides of the WAL configuration (Kafka's per-topic segment settings).
+/// Per-writer overrides of the WAL configuration (Kafka's per-topic settings).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WriterOptions {
     pub segment_max_bytes: Option<u64>,
     pub segment_max_age_ms: Option<u64>,
+    /// This log's buffer mode (the process's `buffer` when unset): latency-critical logs on
+    /// LogStore nodes, bulk logs straight to object storage, in one process.
+    pub buffer: Option<crate::config::BufferMode>,
 }
 
 /// An accepted entry waiting for its acknowledgement, holding its share of the buffer bounds.

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Notify, Semaphore};
 
 use super::{cut, pipeline, quorum, LogWriter, SegCursor, Strategy, WState, WriterInner, WriterOptions};
+use crate::config::BufferMode;
 use crate::error::{Result, WalError};
 use crate::log::recovery::{chunk_info, load_chunks, seal_abandoned, seal_segment};
 use crate::log::shared::{get_or_load, load_segments};
@@ -70,7 +71,10 @@ pub(crate) async fn open(wal: Arc<WalInner>, name: &str, opts: WriterOptions) ->
     tracing::info!(log = name, epoch, segment = next_id, offset = base, "opened writer");
 
     let log_id = shared.id;
-    let rep = wal.replication.clone();
+    let rep = match opts.buffer.unwrap_or(wal.cfg.buffer) {
+        BufferMode::Quorum => Some(wal.replication.clone()),
+        BufferMode::Memory => None,
+    };
     let segment_max_bytes = opts.segment_max_bytes.unwrap_or(wal.cfg.segment_max_bytes).max(1);
     let segment_max_age = Duration::from_millis(opts.segment_max_age_ms.unwrap_or(wal.cfg.segment_max_age_ms).max(1));
     let strategy = match &rep {
