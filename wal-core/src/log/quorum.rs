@@ -212,25 +212,21 @@ pub(crate) async fn recover(wal: &WalInner, log_id: u64, seg: &SegmentMeta, epoc
     let rep = wal.replication.clone();
     let key = SegKey { log_id, segment: seg.id };
     // Walk the contiguous run from the base: stored objects first, then replica copies.
+    let limit = seg.fixed_end.unwrap_or(u64::MAX);
+    // Stored runs by base, the longest within the limit (replicas may store overlapping runs:
+    // one merged, another block by block).
     let listed = wal.store.list(&keys::segment_objects(log_id, seg.id, seg.epoch)).await?;
-    let mut stored: BTreeMap<u64, u64> = BTreeMap::new();
+    let mut stored: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
     for o in listed {
         if let Some((b, e)) = keys::parse_block(&o.key) {
-            if e > b {
-                stored.insert(b, e);
+            if e > b && e <= limit {
+                stored.entry(b).or_default().push(e);
             }
         }
     }
-    let limit = seg.fixed_end.unwrap_or(u64::MAX);
     // A segment whose end was fixed at a roll needs no replica once its blocks are all stored
     // (and its writer moved on, so there is nobody to fence).
-    let stored_end = {
-        let mut p = seg.base_offset;
-        while let Some(e) = stored.get(&p).copied().filter(|e| *e <= limit) {
-            p = e;
-        }
-        p
-    };
+    let stored_end = furthest(&stored, seg.base_offset).last().map(|r| r.1).unwrap_or(seg.base_offset);
     let fenced = if seg.fixed_end == Some(stored_end) {
         Fenced { held: Vec::new(), lost: 0, replicas: seg.replicas.len() }
     } else {
@@ -239,16 +235,17 @@ pub(crate) async fn recover(wal: &WalInner, log_id: u64, seg: &SegmentMeta, epoc
     if fenced.replicas > 0 && fenced.lost == fenced.replicas {
         tracing::warn!(log_id, segment = seg.id, "every replica of the segment restarted empty: keeping what is in object storage");
     }
-    // The contiguous run: stored blocks, then blocks only replicas hold (copied below).
+    // The contiguous run: stored runs as far as they reach, then blocks only replicas hold
+    // (copied below), then stored runs again, and so on.
     let mut pos = seg.base_offset;
+    let mut count = 0usize;
     let mut copies: Vec<(u64, u64, String)> = Vec::new();
     loop {
+        let chain = furthest(&stored, pos);
+        count += chain.len();
+        pos = chain.last().map(|r| r.1).unwrap_or(pos);
         if pos >= limit {
             break;
-        }
-        if let Some(e) = stored.get(&pos).copied().filter(|e| *e <= limit) {
-            pos = e;
-            continue;
         }
         let Some((end, addr)) =
             fenced.held.iter().find_map(|h| h.blocks.iter().find(|(b, e)| *b == pos && *e <= limit).map(|(_, e)| (*e, h.addr.clone())))
@@ -256,6 +253,7 @@ pub(crate) async fn recover(wal: &WalInner, log_id: u64, seg: &SegmentMeta, epoc
             break;
         };
         copies.push((pos, end, addr));
+        count += 1;
         pos = end;
     }
     // Copy them concurrently (a lagging upload can leave many small blocks behind).
@@ -267,27 +265,32 @@ pub(crate) async fn recover(wal: &WalInner, log_id: u64, seg: &SegmentMeta, epoc
     for r in results {
         r?;
     }
-    for (base, end, _) in copies {
-        stored.insert(base, end);
-    }
-    let blocks: Vec<(u64, u64)> = {
-        let mut v = Vec::new();
-        let mut p = seg.base_offset;
-        while p < pos {
-            let e = stored[&p];
-            v.push((p, e));
-            p = e;
-        }
-        v
-    };
     let mut s = seg.clone();
     s.end_offset = pos;
-    s.blocks = blocks.len() as u32;
+    s.blocks = count as u32;
     let (sealed, infos) = seal_abandoned(&*wal.store, log_id, &s).await?;
     let mut sealed = sealed;
     sealed.bytes = infos.iter().map(|b| b.size as u64).sum();
     tracing::info!(log_id, segment = seg.id, end = pos, "recovered QuorumBuffer segment");
     Ok(sealed)
+}
+
+/// The chain of stored runs from `from` that reaches furthest (replicas may store overlapping
+/// runs, so the longest run first is not always the way on).
+fn furthest(stored: &BTreeMap<u64, Vec<u64>>, from: u64) -> Vec<(u64, u64)> {
+    // Where each run start can reach, computed from the highest start down.
+    let mut reach: BTreeMap<u64, (u64, Option<u64>)> = BTreeMap::new();
+    for (&b, ends) in stored.range(from..).rev() {
+        let best = ends.iter().map(|&e| (reach.get(&e).map(|r| r.0).unwrap_or(e), Some(e))).max().unwrap_or((b, None));
+        reach.insert(b, best);
+    }
+    let mut chain = Vec::new();
+    let mut pos = from;
+    while let Some((_, Some(e))) = reach.get(&pos) {
+        chain.push((pos, *e));
+        pos = *e;
+    }
+    chain
 }
 
 /// What fencing a segment's replicas found.
@@ -394,4 +397,25 @@ async fn fence_replicas(wal: &WalInner, rep: &Arc<Replication>, key: SegKey, seg
         )));
     }
     Ok(Fenced { held, lost, replicas: n })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_furthest_chain_of_overlapping_runs_is_found() {
+        let runs = |v: &[(u64, u64)]| {
+            let mut m: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+            for (b, e) in v {
+                m.entry(*b).or_default().push(*e);
+            }
+            m
+        };
+        // One replica merged [0,100) and nothing after it; another stored its runs to 150.
+        assert_eq!(furthest(&runs(&[(0, 100), (0, 30), (30, 60), (60, 150)]), 0), vec![(0, 30), (30, 60), (60, 150)]);
+        assert_eq!(furthest(&runs(&[(0, 10), (10, 20), (0, 20), (20, 25)]), 0).last(), Some(&(20, 25)));
+        assert_eq!(furthest(&runs(&[(5, 10)]), 0), vec![]);
+        assert_eq!(furthest(&runs(&[(0, 10), (20, 30)]), 0), vec![(0, 10)]);
+    }
 }

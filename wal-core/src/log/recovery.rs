@@ -3,6 +3,8 @@
 //! fenced) writer left behind. A left-behind segment is sealed at its durable `end_offset`, never
 //! beyond: blocks stored after the last commit are orphans and are ignored.
 
+use std::collections::BTreeMap;
+
 use bytes::Bytes;
 use futures::stream::{self, StreamExt, TryStreamExt};
 
@@ -21,20 +23,27 @@ pub(crate) async fn discover_blocks(
     with_timestamps: bool,
 ) -> Result<Vec<BlockInfo>> {
     let listed = store.list(&keys::segment_objects(log_id, seg.id, seg.epoch)).await?;
-    let mut found: Vec<(u64, u64, u64, String)> = listed
+    let found: Vec<(u64, u64, u64, String)> = listed
         .into_iter()
         .filter_map(|o| keys::parse_block(&o.key).map(|(b, e)| (b, e, o.size, o.key)))
         .filter(|(b, e, _, _)| *e <= seg.end_offset && *b >= seg.base_offset && e > b)
         .collect();
-    found.sort();
-    let mut chain = Vec::new();
-    let mut expect = seg.base_offset;
+    // LogStore replicas may store overlapping runs (one merged run, another replica's single
+    // blocks): find a chain from base to end, preferring the longest runs (fewest GETs).
+    let mut by_base: BTreeMap<u64, Vec<(u64, u64, String)>> = BTreeMap::new();
     for (b, e, size, key) in found {
-        if b == expect {
-            chain.push((BlockInfo { base_offset: b, end_offset: e, max_timestamp: i64::MAX, size: size as u32 }, key));
-            expect = e;
-        }
+        by_base.entry(b).or_default().push((e, size, key));
     }
+    for v in by_base.values_mut() {
+        v.sort_by_key(|r| std::cmp::Reverse(r.0));
+    }
+    let path = chain_to(&by_base, seg.base_offset, seg.end_offset);
+    let expect = path.as_ref().map(|_| seg.end_offset).unwrap_or(seg.base_offset);
+    let chain: Vec<(BlockInfo, String)> = path
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(b, e, size, key)| (BlockInfo { base_offset: b, end_offset: e, max_timestamp: i64::MAX, size: size as u32 }, key))
+        .collect();
     if expect != seg.end_offset {
         return Err(WalError::Format {
             key: keys::segment_objects(log_id, seg.id, seg.epoch),
@@ -63,6 +72,35 @@ pub(crate) async fn discover_blocks(
         .buffered(8)
         .try_collect()
         .await
+}
+
+/// A chain of stored runs `(base, end, size, key)` from `from` to exactly `to`, trying longer
+/// runs first (depth first, each offset visited once).
+fn chain_to(by_base: &BTreeMap<u64, Vec<(u64, u64, String)>>, from: u64, to: u64) -> Option<Vec<(u64, u64, u64, String)>> {
+    let mut dead: std::collections::HashSet<u64> = std::collections::HashSet::new();
+    let mut path: Vec<(u64, u64, u64, String)> = Vec::new();
+    // (offset, index of the next candidate to try there)
+    let mut stack: Vec<(u64, usize)> = vec![(from, 0)];
+    while let Some((pos, i)) = stack.pop() {
+        if pos == to {
+            return Some(path);
+        }
+        let next = by_base.get(&pos).and_then(|c| c.iter().enumerate().skip(i).find(|(_, (e, _, _))| *e <= to && !dead.contains(e)));
+        match next {
+            Some((j, (e, size, key))) => {
+                stack.push((pos, j + 1));
+                path.push((pos, *e, *size, key.clone()));
+                stack.push((*e, 0));
+            }
+            None => {
+                dead.insert(pos);
+                if !stack.is_empty() {
+                    path.pop();
+                }
+            }
+        }
+    }
+    None
 }
 
 /// Stores the index of a segment (idempotently) and returns the segment's sealed metadata.
@@ -182,4 +220,37 @@ pub(crate) async fn load_index(store: &dyn ObjectStore, log_id: u64, seg: &Segme
         });
     }
     Ok(idx.blocks)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn runs(v: &[(u64, u64)]) -> BTreeMap<u64, Vec<(u64, u64, String)>> {
+        let mut m: BTreeMap<u64, Vec<(u64, u64, String)>> = BTreeMap::new();
+        for (b, e) in v {
+            m.entry(*b).or_default().push((*e, 1, format!("{b}-{e}")));
+        }
+        for c in m.values_mut() {
+            c.sort_by_key(|r| std::cmp::Reverse(r.0));
+        }
+        m
+    }
+
+    fn ends(p: Option<Vec<(u64, u64, u64, String)>>) -> Option<Vec<(u64, u64)>> {
+        p.map(|v| v.into_iter().map(|(b, e, _, _)| (b, e)).collect())
+    }
+
+    #[test]
+    fn a_chain_prefers_long_runs_and_backs_out_of_dead_ends() {
+        // A merged run and the same blocks one by one: the merged run is taken.
+        assert_eq!(ends(chain_to(&runs(&[(0, 10), (10, 20), (0, 20)]), 0, 20)), Some(vec![(0, 20)]));
+        // The long run leads nowhere (nothing stored after 100); the short ones reach the end.
+        assert_eq!(ends(chain_to(&runs(&[(0, 100), (0, 30), (30, 60)]), 0, 60)), Some(vec![(0, 30), (30, 60)]));
+        assert_eq!(ends(chain_to(&runs(&[(0, 100), (0, 30), (30, 60), (60, 150)]), 0, 150)), Some(vec![(0, 30), (30, 60), (60, 150)]));
+        // A hole: no chain.
+        assert_eq!(ends(chain_to(&runs(&[(0, 10), (20, 30)]), 0, 30)), None);
+        // An empty range needs nothing.
+        assert_eq!(ends(chain_to(&runs(&[]), 5, 5)), Some(vec![]));
+    }
 }

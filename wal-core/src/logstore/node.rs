@@ -61,6 +61,8 @@ pub mod metric {
     pub const UPLOADS_TOTAL: &str = "logstore_uploads_total";
     pub const UPLOAD_ERRORS_TOTAL: &str = "logstore_upload_errors_total";
     pub const UPLOAD_SECONDS: &str = "logstore_upload_seconds";
+    /// Blocks merged into one uploaded object.
+    pub const UPLOAD_BLOCKS: &str = "logstore_upload_blocks";
 }
 
 #[derive(Debug, Clone)]
@@ -420,7 +422,8 @@ async fn uploader(node: Arc<Node>) {
                 let ok = upload(&n, &job).await;
                 drop(permit);
                 let mut st = lock(&n.state);
-                let (rose, fx) = st.upload_done(job.seg, job.base, ok, Instant::now(), takeover, UPLOAD_RETRY);
+                let bases: Vec<u64> = job.blocks.iter().map(|(b, _)| *b).collect();
+                let (rose, fx) = st.upload_done(job.seg, &bases, ok, Instant::now(), takeover, UPLOAD_RETRY);
                 n.journal(fx);
                 metrics::gauge!(metric::HELD_BYTES).set(st.held() as f64);
                 drop(st);
@@ -437,10 +440,32 @@ async fn uploader(node: Arc<Node>) {
     }
 }
 
+/// The object of a run: its one block as it is, or its blocks' entries encoded as one block
+/// (every replica encodes the same entries to the same bytes, so a key names one content).
+fn run_object(job: &Upload) -> Result<Bytes, crate::error::FormatError> {
+    if let [(_, only)] = job.blocks.as_slice() {
+        return Ok(only.clone());
+    }
+    let mut entries = Vec::new();
+    for (_, b) in &job.blocks {
+        entries.extend(crate::format::decode_block(b)?.1);
+    }
+    Ok(crate::format::encode_block(job.seg.log_id, job.seg.segment, job.epoch, &entries))
+}
+
 async fn upload(node: &Node, job: &Upload) -> bool {
     let key = block_key(job.seg.log_id, job.seg.segment, job.epoch, job.base, job.end);
+    let data = match run_object(job) {
+        Ok(d) => d,
+        Err(e) => {
+            // Cannot happen for blocks a writer encoded; refuse to store what we cannot read.
+            tracing::error!(%key, error = %e, "logstore: a held block does not decode; not uploading it");
+            return false;
+        }
+    };
     let started = Instant::now();
-    match node.store.put_if_absent(&key, job.data.clone()).await {
+    metrics::histogram!(metric::UPLOAD_BLOCKS).record(job.blocks.len() as f64);
+    match node.store.put_if_absent(&key, data).await {
         // Every replica holds the same bytes for a key: an existing object is this block.
         Ok(()) | Err(StorageError::AlreadyExists(_)) => {
             metrics::counter!(metric::UPLOADS_TOTAL).increment(1);

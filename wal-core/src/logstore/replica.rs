@@ -109,15 +109,19 @@ pub enum Appended {
     Full,
 }
 
-/// A block due for upload, marked as uploading.
+/// A run of consecutive blocks of one segment due for upload (as one object), marked as
+/// uploading: `[base, end)`, and each block's `(base, bytes)`.
 #[derive(Debug, Clone)]
 pub struct Upload {
     pub seg: SegKey,
     pub epoch: u64,
     pub base: u64,
     pub end: u64,
-    pub data: Bytes,
+    pub blocks: Vec<(u64, Bytes)>,
 }
+
+/// A run uploaded as one object holds at most this many bytes.
+pub const MAX_UPLOAD_RUN_BYTES: usize = 8 << 20;
 
 /// What a fence answers: what the node holds of the segment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -241,40 +245,63 @@ impl Replica {
         fx
     }
 
-    /// Blocks to upload now: the designated uploader's at once, every other once it is
-    /// `takeover` old (its uploader may be gone). Forgets idle empty segments first.
+    /// Runs to upload now, one per segment and only while none of the segment is uploading
+    /// (what arrives during an upload joins the next run: PUTs follow the upload latency, not
+    /// the append rate): from the first block not yet uploaded, the consecutive blocks that are
+    /// due (the designated uploader's at once, every other once it is `takeover` old: its
+    /// uploader may be gone), up to [`MAX_UPLOAD_RUN_BYTES`]. Forgets idle empty segments first.
     pub fn due(&mut self, now: Instant, takeover: Duration) -> Vec<Upload> {
         self.segs.retain(|_, s| !(s.blocks.is_empty() && now.duration_since(s.touched) > IDLE_SEGMENT_TTL));
         let mut due = Vec::new();
         for (k, s) in self.segs.iter_mut() {
+            if s.blocks.values().any(|b| b.uploading) {
+                continue;
+            }
+            let mut run: Vec<(u64, Bytes)> = Vec::new();
+            let (mut end, mut bytes) = (0u64, 0usize);
             for (base, b) in s.blocks.iter_mut() {
-                if !b.uploading && !b.uploaded && (b.upload_now || now.duration_since(b.at) >= takeover) {
-                    b.uploading = true;
-                    due.push(Upload { seg: *k, epoch: s.epoch, base: *base, end: b.end, data: b.data.clone() });
+                if b.uploaded {
+                    if run.is_empty() {
+                        continue;
+                    }
+                    break;
                 }
+                let ready = b.upload_now || now.duration_since(b.at) >= takeover;
+                if !ready || (!run.is_empty() && (*base != end || bytes + b.data.len() > MAX_UPLOAD_RUN_BYTES)) {
+                    break;
+                }
+                b.uploading = true;
+                end = b.end;
+                bytes += b.data.len();
+                run.push((*base, b.data.clone()));
+            }
+            if let Some((first, _)) = run.first() {
+                due.push(Upload { seg: *k, epoch: s.epoch, base: *first, end, blocks: run });
             }
         }
         due
     }
 
-    /// An upload finished. A failed one is retried `retry_in` from now. Returns the segment's
-    /// new stored end when it rose (the writers are told).
+    /// A run's upload finished (`bases`: its blocks). A failed one is retried `retry_in` from
+    /// now. Returns the segment's new stored end when it rose (the writers are told).
     pub fn upload_done(
         &mut self,
         seg: SegKey,
-        base: u64,
+        bases: &[u64],
         ok: bool,
         now: Instant,
         takeover: Duration,
         retry_in: Duration,
     ) -> (Option<u64>, Effects) {
         let mut fx = Effects::default();
-        if let Some(b) = self.segs.get_mut(&seg).and_then(|s| s.blocks.get_mut(&base)) {
-            b.uploading = false;
-            b.uploaded = ok;
-            if !ok {
-                b.at = now.checked_sub(takeover.saturating_sub(retry_in)).unwrap_or(now);
-                b.upload_now = false;
+        for base in bases {
+            if let Some(b) = self.segs.get_mut(&seg).and_then(|s| s.blocks.get_mut(base)) {
+                b.uploading = false;
+                b.uploaded = ok;
+                if !ok {
+                    b.at = now.checked_sub(takeover.saturating_sub(retry_in)).unwrap_or(now);
+                    b.upload_now = false;
+                }
             }
         }
         let rose = self.advance(seg, 0, &mut fx);
@@ -438,7 +465,8 @@ mod tests {
                     Op::Uploads { ok } => {
                         let due = live.due(now, Duration::ZERO);
                         for (job, ok) in due.iter().zip(ok.iter().chain(std::iter::repeat(&true))) {
-                            let (_, fx) = live.upload_done(job.seg, job.base, *ok, now, Duration::ZERO, Duration::ZERO);
+                            let bases: Vec<u64> = job.blocks.iter().map(|(b, _)| *b).collect();
+                            let (_, fx) = live.upload_done(job.seg, &bases, *ok, now, Duration::ZERO, Duration::ZERO);
                             record(&mut journal, fx);
                         }
                     }
@@ -507,5 +535,41 @@ mod tests {
             block: Bytes::from_static(b"x"),
         };
         assert_eq!(r.append(&a, 1 << 20, now).0, Appended::Ok { stored_end: 100 });
+    }
+
+    #[test]
+    fn consecutive_due_blocks_upload_as_one_run_one_run_per_segment_at_a_time() {
+        let now = Instant::now();
+        let mut r = Replica::default();
+        let a = |base: u64| Append {
+            id: 1,
+            seg: key(0),
+            epoch: 1,
+            seg_base: 0,
+            base,
+            end: base + 1,
+            upload_now: true,
+            stored_end: 0,
+            block: Bytes::from(vec![base as u8; 4]),
+        };
+        for b in 0..5 {
+            r.append(&a(b), 1 << 20, now);
+        }
+        let due = r.due(now, Duration::from_secs(60));
+        assert_eq!(due.len(), 1);
+        assert_eq!((due[0].base, due[0].end, due[0].blocks.len()), (0, 5, 5));
+        // Blocks arriving during the upload wait for the next run.
+        r.append(&a(5), 1 << 20, now);
+        r.append(&a(6), 1 << 20, now);
+        assert!(r.due(now, Duration::from_secs(60)).is_empty());
+        let (rose, _) = r.upload_done(key(0), &[0, 1, 2, 3, 4], true, now, Duration::from_secs(60), Duration::ZERO);
+        assert_eq!(rose, Some(5));
+        let due = r.due(now, Duration::from_secs(60));
+        assert_eq!((due[0].base, due[0].end, due[0].blocks.len()), (5, 7, 2));
+        // A failed run is tried again whole.
+        r.upload_done(key(0), &[5, 6], false, now, Duration::from_secs(60), Duration::ZERO);
+        let later = now + Duration::from_secs(61);
+        let due = r.due(later, Duration::from_secs(60));
+        assert_eq!((due[0].base, due[0].end), (5, 7));
     }
 }

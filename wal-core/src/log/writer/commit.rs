@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::{InFlight, SegCursor, WriterInner};
 use crate::error::SharedFailure;
-use crate::log::recovery::seal_segment;
+use crate::log::recovery::{seal_abandoned, seal_segment};
 use crate::log::{json, keys, ChunkRef, Layout, SegmentMeta};
 use crate::meta::{Compare, Op, Txn};
 use crate::metrics as m;
@@ -32,9 +32,7 @@ impl WriterInner {
             let mut next = if seg_id != cur.committed.id {
                 // The first block of a new segment: seal the current one in the same transaction.
                 if !cur.committed_deleted {
-                    let sealed = seal_segment(&*self.wal.store, self.log_id, &cur.committed, &cur.committed_blocks)
-                        .await
-                        .map_err(|e| SharedFailure::Retriable(format!("sealing segment failed: {e}")))?;
+                    let sealed = self.seal(cur).await.map_err(|e| SharedFailure::Retriable(format!("sealing segment failed: {e}")))?;
                     txn = txn.then(Op::put(keys::segment(&self.name, sealed.id), json(&sealed)));
                     self.shared.merge_segments_one(sealed);
                 }
@@ -80,10 +78,22 @@ impl WriterInner {
                     tail.push(p.entry.clone());
                 }
             }
-            self.shared.commit_blocks(&cur.committed, &blocks, locs);
+            // QuorumBuffer: the nodes store runs of blocks as they choose (see
+            // `logstore::replica`), so readers learn the stored objects from storage.
+            let published = if self.rep.is_some() { &[][..] } else { &blocks[..] };
+            self.shared.commit_blocks(&cur.committed, published, locs);
         }
         metrics::histogram!(m::COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
         Ok(())
+    }
+
+    /// Seals the committed segment: from the blocks this writer committed, or (QuorumBuffer,
+    /// whose nodes store merged runs) from the objects listed in storage.
+    async fn seal(&self, cur: &SegCursor) -> crate::error::Result<SegmentMeta> {
+        match self.rep {
+            Some(_) => Ok(seal_abandoned(&*self.wal.store, self.log_id, &cur.committed).await?.0),
+            None => seal_segment(&*self.wal.store, self.log_id, &cur.committed, &cur.committed_blocks).await,
+        }
     }
 
     /// Runs one metadata transaction, retrying transient failures (it is idempotent) until
@@ -117,7 +127,7 @@ impl WriterInner {
         if cur.committed_deleted || cur.committed.end_offset == cur.committed.base_offset {
             return;
         }
-        match seal_segment(&*self.wal.store, self.log_id, &cur.committed, &cur.committed_blocks).await {
+        match self.seal(cur).await {
             Ok(sealed) => {
                 let txn = self.fenced_txn().then(Op::put(keys::segment(&self.name, sealed.id), json(&sealed)));
                 if self.commit_txn(txn).await.is_ok() {
