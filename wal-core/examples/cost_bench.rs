@@ -64,6 +64,13 @@ fn pct(sorted: &[Duration], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p) as usize].as_secs_f64() * 1000.0
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    PerBlock,
+    Shared,
+    Quorum,
+}
+
 struct Figures {
     mb_s: f64,
     puts_s: f64,
@@ -80,9 +87,19 @@ async fn s3(server: &wal_core::testing::servers::ChildServer, prefix: &str) -> A
 
 /// `logs` partitions sharing `rate` bytes/s of 1 KiB entries for `secs` (or, `rate` = 0, as
 /// fast as `window` appends in flight allow for `full_bytes`: a producer's in-flight window).
-async fn run(store: Arc<Counting>, shared: bool, logs: usize, rate: f64, secs: f64, full_bytes: usize, window: usize) -> (Figures, Wal) {
-    let cfg = WalConfig { shared_objects: shared, ..WalConfig::default() };
-    let wal = Wal::new(store.clone(), Arc::new(EmbeddedMeta::in_memory()), cfg).unwrap();
+async fn run(store: Arc<Counting>, mode: Mode, logs: usize, rate: f64, secs: f64, full_bytes: usize, window: usize) -> (Figures, Wal) {
+    let meta: Arc<dyn wal_core::MetaStore> = Arc::new(EmbeddedMeta::in_memory());
+    let mut cfg = WalConfig { shared_objects: mode == Mode::Shared, ..WalConfig::default() };
+    let mut nodes = Vec::new();
+    if mode == Mode::Quorum {
+        cfg.buffer = wal_core::BufferMode::Quorum;
+        for i in 0..3 {
+            let s: Arc<dyn ObjectStore> = store.clone();
+            let n = wal_core::logstore::LogStoreNode::start(wal_core::logstore::NodeConfig::new(format!("ls-{i}")), "127.0.0.1:0".parse().unwrap(), s, meta.clone());
+            nodes.push(n.await.unwrap());
+        }
+    }
+    let wal = Wal::new(store.clone(), meta, cfg).unwrap();
     let mut writers = Vec::new();
     for i in 0..logs {
         let name = format!("p{i}");
@@ -146,8 +163,13 @@ async fn run(store: Arc<Counting>, shared: bool, logs: usize, rate: f64, secs: f
         lat.extend(l);
         bytes += b;
     }
+    // QuorumBuffer: count the nodes' uploads too, once they stored everything (closed writers
+    // waited for that).
     let secs = started.elapsed().as_secs_f64();
     let puts = (store.puts.load(Ordering::Relaxed) - puts0) as f64;
+    for n in nodes {
+        n.shutdown().await;
+    }
     lat.sort();
     let f = Figures {
         mb_s: bytes as f64 / secs / 1e6,
@@ -190,10 +212,14 @@ async fn main() {
     println!("raw PUT, 4 MiB objects: 1 stream {:.0} MB/s, 4 streams {:.0} MB/s", raw_mb[&1], raw_mb[&4]);
     println!();
     println!("{:<44} {:>8} {:>8} {:>10} {:>8} {:>8}", "case", "MB/s", "PUT/s", "PUTs/GiB", "p50 ms", "p99 ms");
-    for shared in [false, true] {
-        let mode = if shared { "shared objects" } else { "one object per block" };
-        let store = s3(&server, &format!("full-{shared}")).await;
-        let (f, wal) = run(store.clone(), shared, 1, 0.0, 0.0, full, window).await;
+    for m in [Mode::PerBlock, Mode::Shared, Mode::Quorum] {
+        let mode = match m {
+            Mode::PerBlock => "one object per block",
+            Mode::Shared => "shared objects",
+            Mode::Quorum => "QuorumBuffer (merged runs)",
+        };
+        let store = s3(&server, &format!("full-{m:?}")).await;
+        let (f, wal) = run(store.clone(), m, 1, 0.0, 0.0, full, window).await;
         println!(
             "{:<44} {:>8.1} {:>8.0} {:>10.0} {:>8.2} {:>8.2}",
             format!("{mode}, full speed, 1 partition"),
@@ -216,8 +242,8 @@ async fn main() {
         }
         println!("{:<44} {:>8.1}", format!("{mode}, catch-up read"), bytes as f64 / t.elapsed().as_secs_f64() / 1e6);
         for logs in [1usize, 10, 100] {
-            let store = s3(&server, &format!("steady-{shared}-{logs}")).await;
-            let (f, _) = run(store, shared, logs, rate, secs, 0, 0).await;
+            let store = s3(&server, &format!("steady-{m:?}-{logs}")).await;
+            let (f, _) = run(store, m, logs, rate, secs, 0, 0).await;
             println!(
                 "{:<44} {:>8.1} {:>8.0} {:>10.0} {:>8.2} {:>8.2}",
                 format!("{mode}, {:.0} MB/s, {logs} partitions", rate / 1e6),
