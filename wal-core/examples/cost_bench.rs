@@ -95,7 +95,12 @@ async fn run(store: Arc<Counting>, mode: Mode, logs: usize, rate: f64, secs: f64
         cfg.buffer = wal_core::BufferMode::Quorum;
         for i in 0..3 {
             let s: Arc<dyn ObjectStore> = store.clone();
-            let n = wal_core::logstore::LogStoreNode::start(wal_core::logstore::NodeConfig::new(format!("ls-{i}")), "127.0.0.1:0".parse().unwrap(), s, meta.clone());
+            let n = wal_core::logstore::LogStoreNode::start(
+                wal_core::logstore::NodeConfig::new(format!("ls-{i}")),
+                "127.0.0.1:0".parse().unwrap(),
+                s,
+                meta.clone(),
+            );
             nodes.push(n.await.unwrap());
         }
     }
