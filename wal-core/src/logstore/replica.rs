@@ -248,8 +248,8 @@ impl Replica {
     /// Runs to upload now, one per segment and only while none of the segment is uploading
     /// (what arrives during an upload joins the next run: PUTs follow the upload latency, not
     /// the append rate): from the first block not yet uploaded, the consecutive blocks that are
-    /// due (the designated uploader's at once, every other once it is `takeover` old: its
-    /// uploader may be gone), up to [`MAX_UPLOAD_RUN_BYTES`]. Forgets idle empty segments first.
+    /// due (all of them once this node is named the uploader of any, every other once it is
+    /// `takeover` old: its uploader may be gone), up to [`MAX_UPLOAD_RUN_BYTES`]. Forgets idle empty segments first.
     pub fn due(&mut self, now: Instant, takeover: Duration) -> Vec<Upload> {
         self.segs.retain(|_, s| !(s.blocks.is_empty() && now.duration_since(s.touched) > IDLE_SEGMENT_TTL));
         let mut due = Vec::new();
@@ -257,6 +257,9 @@ impl Replica {
             if s.blocks.values().any(|b| b.uploading) {
                 continue;
             }
+            // Named the uploader of a later block: this node took over from the previous
+            // uploader, so the earlier blocks it holds are its to upload too, at once.
+            let uploader = s.blocks.values().any(|b| b.upload_now && !b.uploaded);
             let mut run: Vec<(u64, Bytes)> = Vec::new();
             let (mut end, mut bytes) = (0u64, 0usize);
             for (base, b) in s.blocks.iter_mut() {
@@ -266,7 +269,7 @@ impl Replica {
                     }
                     break;
                 }
-                let ready = b.upload_now || now.duration_since(b.at) >= takeover;
+                let ready = uploader || now.duration_since(b.at) >= takeover;
                 if !ready || (!run.is_empty() && (*base != end || bytes + b.data.len() > MAX_UPLOAD_RUN_BYTES)) {
                     break;
                 }
@@ -571,5 +574,31 @@ mod tests {
         let later = now + Duration::from_secs(61);
         let due = r.due(later, Duration::from_secs(60));
         assert_eq!((due[0].base, due[0].end), (5, 7));
+    }
+
+    /// Found by the compat suite's node-loss test: a replica named uploader after the previous
+    /// one died held older blocks it was not named for; they must not hold its uploads back
+    /// until they are `takeover` old.
+    #[test]
+    fn a_new_uploader_uploads_the_older_blocks_it_holds_at_once() {
+        let now = Instant::now();
+        let mut r = Replica::default();
+        let a = |base: u64, upload_now: bool| Append {
+            id: 1,
+            seg: key(0),
+            epoch: 1,
+            seg_base: 0,
+            base,
+            end: base + 1,
+            upload_now,
+            stored_end: 0,
+            block: Bytes::from(vec![1u8; 4]),
+        };
+        r.append(&a(0, false), 1 << 20, now);
+        r.append(&a(1, false), 1 << 20, now);
+        assert!(r.due(now, Duration::from_secs(60)).is_empty(), "not the uploader, not old");
+        r.append(&a(2, true), 1 << 20, now);
+        let due = r.due(now, Duration::from_secs(60));
+        assert_eq!((due[0].base, due[0].end), (0, 3));
     }
 }
