@@ -247,9 +247,12 @@ impl Replica {
 
     /// Runs to upload now, one per segment and only while none of the segment is uploading
     /// (what arrives during an upload joins the next run: PUTs follow the upload latency, not
-    /// the append rate): from the first block not yet uploaded, the consecutive blocks that are
-    /// due (all of them once this node is named the uploader of any, every other once it is
-    /// `takeover` old: its uploader may be gone), up to [`MAX_UPLOAD_RUN_BYTES`]. Forgets idle empty segments first.
+    /// the append rate). A run is the first due block not yet uploaded, and, when this node is
+    /// that block's designated uploader, the consecutive blocks it is designated for after it,
+    /// up to [`MAX_UPLOAD_RUN_BYTES`]. A block another replica was named for is due once it is
+    /// `takeover` old (that uploader may be gone) and goes alone: runs of different replicas then
+    /// never overlap partly (each block has one designated uploader), so stored objects always
+    /// chain at block boundaries. Forgets idle empty segments first.
     pub fn due(&mut self, now: Instant, takeover: Duration) -> Vec<Upload> {
         self.segs.retain(|_, s| !(s.blocks.is_empty() && now.duration_since(s.touched) > IDLE_SEGMENT_TTL));
         let mut due = Vec::new();
@@ -257,26 +260,25 @@ impl Replica {
             if s.blocks.values().any(|b| b.uploading) {
                 continue;
             }
-            // Named the uploader of a later block: this node took over from the previous
-            // uploader, so the earlier blocks it holds are its to upload too, at once.
-            let uploader = s.blocks.values().any(|b| b.upload_now && !b.uploaded);
             let mut run: Vec<(u64, Bytes)> = Vec::new();
-            let (mut end, mut bytes) = (0u64, 0usize);
+            let (mut end, mut bytes, mut merging) = (0u64, 0usize, false);
             for (base, b) in s.blocks.iter_mut() {
-                if b.uploaded {
-                    if run.is_empty() {
+                let ready = !b.uploaded && (b.upload_now || now.duration_since(b.at) >= takeover);
+                if run.is_empty() {
+                    if !ready {
                         continue;
                     }
-                    break;
-                }
-                let ready = uploader || now.duration_since(b.at) >= takeover;
-                if !ready || (!run.is_empty() && (*base != end || bytes + b.data.len() > MAX_UPLOAD_RUN_BYTES)) {
+                    merging = b.upload_now;
+                } else if !(merging && ready && b.upload_now && *base == end && bytes + b.data.len() <= MAX_UPLOAD_RUN_BYTES) {
                     break;
                 }
                 b.uploading = true;
                 end = b.end;
                 bytes += b.data.len();
                 run.push((*base, b.data.clone()));
+                if !merging {
+                    break;
+                }
             }
             if let Some((first, _)) = run.first() {
                 due.push(Upload { seg: *k, epoch: s.epoch, base: *first, end, blocks: run });
@@ -569,18 +571,18 @@ mod tests {
         assert_eq!(rose, Some(5));
         let due = r.due(now, Duration::from_secs(60));
         assert_eq!((due[0].base, due[0].end, due[0].blocks.len()), (5, 7, 2));
-        // A failed run is tried again whole.
+        // A failed run is tried again block by block (as a takeover would be).
         r.upload_done(key(0), &[5, 6], false, now, Duration::from_secs(60), Duration::ZERO);
         let later = now + Duration::from_secs(61);
         let due = r.due(later, Duration::from_secs(60));
-        assert_eq!((due[0].base, due[0].end), (5, 7));
+        assert_eq!((due[0].base, due[0].end), (5, 6));
     }
 
     /// Found by the compat suite's node-loss test: a replica named uploader after the previous
-    /// one died held older blocks it was not named for; they must not hold its uploads back
-    /// until they are `takeover` old.
+    /// one died held older blocks it was not named for; they must not hold its own uploads back.
+    /// They go alone once `takeover` old, so no run of this replica overlaps one of another.
     #[test]
-    fn a_new_uploader_uploads_the_older_blocks_it_holds_at_once() {
+    fn a_new_uploader_uploads_its_blocks_at_once_and_the_older_ones_alone_later() {
         let now = Instant::now();
         let mut r = Replica::default();
         let a = |base: u64, upload_now: bool| Append {
@@ -598,7 +600,13 @@ mod tests {
         r.append(&a(1, false), 1 << 20, now);
         assert!(r.due(now, Duration::from_secs(60)).is_empty(), "not the uploader, not old");
         r.append(&a(2, true), 1 << 20, now);
+        r.append(&a(3, true), 1 << 20, now);
         let due = r.due(now, Duration::from_secs(60));
-        assert_eq!((due[0].base, due[0].end), (0, 3));
+        assert_eq!((due[0].base, due[0].end), (2, 4), "its own blocks, merged, at once");
+        r.upload_done(key(0), &[2, 3], true, now, Duration::from_secs(60), Duration::ZERO);
+        assert!(r.due(now, Duration::from_secs(60)).is_empty());
+        let later = now + Duration::from_secs(61);
+        let due = r.due(later, Duration::from_secs(60));
+        assert_eq!((due[0].base, due[0].end), (0, 1), "another replica's block: alone");
     }
 }
