@@ -73,8 +73,10 @@ impl Broker {
 
     /// Follows topics created, deleted or changed by other gateways.
     pub(super) async fn sync_topics(&self) -> anyhow::Result<()> {
-        let listing = self.meta.list(TOPIC_PREFIX).await?;
+        // The registry is read under the admin lock: read before a local delete finished, it
+        // brought the deleted topic back (and re-created its logs) until the next round.
         let _g = self.admin.lock().await;
+        let listing = self.meta.list(TOPIC_PREFIX).await?;
         let mut seen = std::collections::HashSet::new();
         for kv in listing.kvs {
             let tm: TopicMeta = serde_json::from_slice(&kv.value)?;
