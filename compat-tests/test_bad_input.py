@@ -29,7 +29,7 @@ DOCUMENTED = {
 
 def assert_healthy(gw):
     """Alive, answers Metadata v1 on a fresh connection, RSS under the limit."""
-    assert gw.alive(), f"gateway died (rc={gw.proc.returncode})\n{gw.log_tail()}"
+    assert gw.alive(), f"gateway died (rc={gw.returncode})\n{gw.log_tail()}"
     with wire.Conn(gw.port) as c:
         md = wire.parse_metadata_v1(c.call(wire.METADATA, 1, wire.metadata_v1(), correlation_id=4242))
     assert md["brokers"] == [(0, "127.0.0.1", gw.port, None)]

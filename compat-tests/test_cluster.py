@@ -9,12 +9,11 @@ is printed. The same run in QuorumBuffer mode (three LogStores as well).
 import threading
 import time
 
-import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from test_quorum import ETCD, MOTO, REQUIRE, Cluster, ENV, Proc, wait_port
-from conftest import GATEWAY_BIN, free_port
+from conftest import GATEWAY_BIN, require_servers
+from test_quorum import ENV, Cluster
 
 import os
 
@@ -23,25 +22,29 @@ PARTITIONS = 6
 
 
 class Gateways(Cluster):
-    """etcd + moto (+ LogStores) from test_quorum's Cluster, and three gateways with node ids."""
+    """etcd + moto (+ LogStores) from test_quorum's Cluster, and three gateways with node ids (a
+    restarted gateway keeps its Kafka port: the bootstrap list stays valid)."""
 
-    def __init__(self, tmp, quorum):
-        super().__init__(tmp)
+    def __init__(self, procs, quorum):
+        super().__init__(procs)
         self.quorum = quorum
         self.gws = {}
         self.ports = {}
 
     def start_gw(self, node_id):
-        port = self.ports.setdefault(node_id, free_port())
-        args = [GATEWAY_BIN, *self.common, "--node-id", str(node_id),
-                "--data-dir", os.path.join(self.tmp, f"gw{node_id}"),
-                "--listen", f"127.0.0.1:{port}", "--metrics-listen", f"127.0.0.1:{free_port()}",
-                "--default-partitions", str(PARTITIONS)]
-        if self.quorum:
-            args += ["--buffer", "quorum"]
-        p = Proc(args, os.path.join(self.tmp, f"gw{node_id}.log"), ENV).start()
-        self.procs.append(p)
-        assert wait_port(port, 60), f"gateway {node_id} did not start\n" + self.log_tail(f"gw{node_id}")
+        common = list(self.common)
+
+        def argv(p):
+            args = [GATEWAY_BIN, *common, "--node-id", str(node_id),
+                    "--data-dir", os.path.join(self.tmp, f"gw{node_id}"),
+                    "--listen", p.addr("kafka"), "--metrics-listen", p.addr("metrics"),
+                    "--default-partitions", str(PARTITIONS)]
+            if self.quorum:
+                args += ["--buffer", "quorum"]
+            return args
+        p = self.procs.start(f"gw{node_id}", argv, ports={"kafka": self.ports.get(node_id), "metrics": None}, env=ENV,
+                             ready_timeout=60)
+        self.ports[node_id] = p.ports["kafka"]
         self.gws[node_id] = p
         return p
 
@@ -157,99 +160,93 @@ def read_back(bootstrap):
     return got, ends
 
 
-def run_cluster_faults(tmp_path, quorum):
-    if not (ETCD and MOTO):
-        if REQUIRE:
-            pytest.fail("etcd and moto_server are required (WAL_REQUIRE_SERVERS=1)")
-        pytest.skip("etcd or moto_server not installed")
-    c = Gateways(tmp_path, quorum)
+def run_cluster_faults(procs, quorum):
+    require_servers()
+    c = Gateways(procs, quorum)
+    if quorum:
+        for n in ("ls-a", "ls-b", "ls-c"):
+            c.start_node(n)
+    for node in (1, 2, 3):
+        c.start_gw(node)
+    boot = c.bootstrap()
+    admin = AdminClient({"bootstrap.servers": boot})
+    admin.create_topics([NewTopic(TOPIC, PARTITIONS, 1)])[TOPIC].result(30)
+    # Ownership is spread over the three gateways.
+    wait_until(lambda: set(leaders(boot).values()) == {1, 2, 3}, 30, "partitions led by all three gateways")
+    # QuorumBuffer uploads every replicated block as its own object: on moto_server a load of
+    # many small batches leaves uploads far behind, and a new owner first copies what is not
+    # uploaded yet. A lighter load (larger, fewer batches) keeps this run in bounds.
+    load = Load(boot, linger_ms=50, burst=5) if quorum else Load(boot)
+    load.start()
+    wait_until(lambda: len(load.acked) > 500 and len(load.consumed) > 200, 60, "load running")
+
+    # 1. SIGKILL gateway 2, restart it later.
+    victim_parts = {p for p, l in leaders(boot).items() if l == 2}
+    t_kill = time.monotonic()
+    c.gws[2].kill()
+    # (bounded generously: in QuorumBuffer mode on moto_server the new owner first copies the
+    # blocks the LogStores have not uploaded yet; the figure printed is what it took)
+    wait_until(lambda: all(v is not None for v in load.unavailable_after(t_kill, victim_parts).values()), 150,
+               "the killed gateway's partitions to take writes again")
+    failover = load.unavailable_after(t_kill, victim_parts)
+    worst = max(failover.values())
+    print(f"\nfailover after SIGKILL ({'quorum' if quorum else 'memory'} mode): partitions {sorted(victim_parts)} "
+          f"unavailable for {failover} s; worst {worst:.2f} s (target < 10 s)")
+    c.start_gw(2)
+    wait_until(lambda: 2 in set(leaders(boot).values()), 30, "gateway 2 to lead partitions again")
+    time.sleep(2)
+
+    # 2. SIGSTOP gateway 3 past its lease (6 s), then SIGCONT.
+    paused_parts = {p for p, l in leaders(boot).items() if l == 3}
+    t_stop = time.monotonic()
+    c.gws[3].pause()
     try:
-        if quorum:
-            for n in ("ls-a", "ls-b", "ls-c"):
-                c.start_node(n)
-        for node in (1, 2, 3):
-            c.start_gw(node)
-        boot = c.bootstrap()
-        admin = AdminClient({"bootstrap.servers": boot})
-        admin.create_topics([NewTopic(TOPIC, PARTITIONS, 1)])[TOPIC].result(30)
-        # Ownership is spread over the three gateways.
-        wait_until(lambda: set(leaders(boot).values()) == {1, 2, 3}, 30, "partitions led by all three gateways")
-        # QuorumBuffer uploads every replicated block as its own object: on moto_server a load of
-        # many small batches leaves uploads far behind, and a new owner first copies what is not
-        # uploaded yet. A lighter load (larger, fewer batches) keeps this run in bounds.
-        load = Load(boot, linger_ms=50, burst=5) if quorum else Load(boot)
-        load.start()
-        wait_until(lambda: len(load.acked) > 500 and len(load.consumed) > 200, 60, "load running")
-
-        # 1. SIGKILL gateway 2, restart it later.
-        victim_parts = {p for p, l in leaders(boot).items() if l == 2}
-        t_kill = time.monotonic()
-        c.gws[2].kill()
-        # (bounded generously: in QuorumBuffer mode on moto_server the new owner first copies the
-        # blocks the LogStores have not uploaded yet; the figure printed is what it took)
-        wait_until(lambda: all(v is not None for v in load.unavailable_after(t_kill, victim_parts).values()), 150,
-                   "the killed gateway's partitions to take writes again")
-        failover = load.unavailable_after(t_kill, victim_parts)
-        worst = max(failover.values())
-        print(f"\nfailover after SIGKILL ({'quorum' if quorum else 'memory'} mode): partitions {sorted(victim_parts)} "
-              f"unavailable for {failover} s; worst {worst:.2f} s (target < 10 s)")
-        c.start_gw(2)
-        wait_until(lambda: 2 in set(leaders(boot).values()), 30, "gateway 2 to lead partitions again")
-        time.sleep(2)
-
-        # 2. SIGSTOP gateway 3 past its lease (6 s), then SIGCONT.
-        paused_parts = {p for p, l in leaders(boot).items() if l == 3}
-        t_stop = time.monotonic()
-        c.gws[3].p.send_signal(__import__("signal").SIGSTOP)
-        try:
-            wait_until(lambda: all(v is not None for v in load.unavailable_after(t_stop, paused_parts).values()), 150,
-                       "the paused gateway's partitions to move")
-            moved = load.unavailable_after(t_stop, paused_parts)
-            print(f"failover after SIGSTOP: partitions {sorted(paused_parts)} unavailable for {moved} s")
-        finally:
-            c.gws[3].p.send_signal(__import__("signal").SIGCONT)
-        wait_until(lambda: 3 in set(leaders(boot).values()), 30, "gateway 3 to rejoin and lead partitions")
-        n_before = len(load.acked)
-        wait_until(lambda: len(load.acked) > n_before + 500, 60, "producing to continue after the resume")
-
-        load.stop_producing.set()
-        load.threads[0].join(200)
-        assert not load.threads[0].is_alive(), "producer did not finish"
-        assert not load.failed, f"{len(load.failed)} deliveries failed: {load.failed[:3]}"
-        acked = dict(load.acked)
-        wait_until(lambda: all(v in load.consumed for v in acked), 120, "the group to consume every message")
-        load.stop_consuming.set()
-        for t in load.threads[1:]:
-            t.join(30)
-
-        # The checker.
-        got, ends = read_back(boot)
-        by_value = {}
-        for part, msgs in got.items():
-            offsets = [o for o, _ in msgs]
-            assert offsets == sorted(set(offsets)), f"partition {part}: offsets not strictly increasing"
-            assert len(msgs) == ends[part], f"partition {part}: read {len(msgs)} of {ends[part]}"
-            for o, v in msgs:
-                assert v not in by_value, f"{v!r} stored twice: {by_value[v]} and {(part, o)}"
-                by_value[v] = (part, o)
-        lost = [v for v in acked if v not in by_value]
-        assert not lost, f"{len(lost)} acknowledged messages lost, e.g. {lost[:3]}"
-        # (librdkafka reports no offset, None, for a batch it learned was persisted only from the
-        # sequence state of a later one: then only the partition is checked.)
-        wrong = [(v, acked[v][:2], by_value[v]) for v in acked
-                 if by_value[v][0] != acked[v][0] or (acked[v][1] is not None and by_value[v][1] != acked[v][1])]
-        assert not wrong, f"acknowledged at one offset, stored at another: {wrong[:3]}"
-        unconsumed = [v for v in acked if v not in load.consumed]
-        assert not unconsumed, f"{len(unconsumed)} messages never consumed by the group"
-        print(f"checked {len(acked)} acknowledged messages over {PARTITIONS} partitions; "
-              f"{sum(len(v) > 1 for v in load.consumed.values())} redelivered to the group after rebalances")
+        wait_until(lambda: all(v is not None for v in load.unavailable_after(t_stop, paused_parts).values()), 150,
+                   "the paused gateway's partitions to move")
+        moved = load.unavailable_after(t_stop, paused_parts)
+        print(f"failover after SIGSTOP: partitions {sorted(paused_parts)} unavailable for {moved} s")
     finally:
-        c.close()
+        c.gws[3].resume()
+    wait_until(lambda: 3 in set(leaders(boot).values()), 30, "gateway 3 to rejoin and lead partitions")
+    n_before = len(load.acked)
+    wait_until(lambda: len(load.acked) > n_before + 500, 60, "producing to continue after the resume")
+
+    load.stop_producing.set()
+    load.threads[0].join(200)
+    assert not load.threads[0].is_alive(), "producer did not finish"
+    assert not load.failed, f"{len(load.failed)} deliveries failed: {load.failed[:3]}"
+    acked = dict(load.acked)
+    wait_until(lambda: all(v in load.consumed for v in acked), 120, "the group to consume every message")
+    load.stop_consuming.set()
+    for t in load.threads[1:]:
+        t.join(30)
+
+    # The checker.
+    got, ends = read_back(boot)
+    by_value = {}
+    for part, msgs in got.items():
+        offsets = [o for o, _ in msgs]
+        assert offsets == sorted(set(offsets)), f"partition {part}: offsets not strictly increasing"
+        assert len(msgs) == ends[part], f"partition {part}: read {len(msgs)} of {ends[part]}"
+        for o, v in msgs:
+            assert v not in by_value, f"{v!r} stored twice: {by_value[v]} and {(part, o)}"
+            by_value[v] = (part, o)
+    lost = [v for v in acked if v not in by_value]
+    assert not lost, f"{len(lost)} acknowledged messages lost, e.g. {lost[:3]}"
+    # (librdkafka reports no offset, None, for a batch it learned was persisted only from the
+    # sequence state of a later one: then only the partition is checked.)
+    wrong = [(v, acked[v][:2], by_value[v]) for v in acked
+             if by_value[v][0] != acked[v][0] or (acked[v][1] is not None and by_value[v][1] != acked[v][1])]
+    assert not wrong, f"acknowledged at one offset, stored at another: {wrong[:3]}"
+    unconsumed = [v for v in acked if v not in load.consumed]
+    assert not unconsumed, f"{len(unconsumed)} messages never consumed by the group"
+    print(f"checked {len(acked)} acknowledged messages over {PARTITIONS} partitions; "
+          f"{sum(len(v) > 1 for v in load.consumed.values())} redelivered to the group after rebalances")
 
 
-def test_three_gateways_survive_sigkill_and_sigstop(tmp_path):
-    run_cluster_faults(tmp_path, quorum=False)
+def test_three_gateways_survive_sigkill_and_sigstop(procs):
+    run_cluster_faults(procs, quorum=False)
 
 
-def test_three_gateways_survive_sigkill_and_sigstop_in_quorum_mode(tmp_path):
-    run_cluster_faults(tmp_path, quorum=True)
+def test_three_gateways_survive_sigkill_and_sigstop_in_quorum_mode(procs):
+    run_cluster_faults(procs, quorum=True)

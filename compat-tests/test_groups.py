@@ -24,7 +24,6 @@ GATEWAY_BIN overrides the binary (see conftest.py).
 import asyncio
 import os
 import shutil
-import signal
 import subprocess
 import threading
 import time
@@ -42,7 +41,8 @@ KCAT = shutil.which("kcat") or "/usr/bin/kcat"
 
 # --------------------------------------------------------------------------------------------
 # gateway process: conftest.py's gateway_factory (SIGKILL with .kill(), .start(keep_ports=True)
-# restarts on the same data dir and ports; its log tail is attached to failing tests)
+# restarts on the same data dir and ports; its log tail is attached to failing tests); other
+# processes through conftest.py's `procs` too
 
 
 @pytest.fixture()
@@ -1167,7 +1167,7 @@ while True:
 """
 
 
-def test_groups_killed_member_expires_after_session_timeout(groups_gw):
+def test_groups_killed_member_expires_after_session_timeout(groups_gw, procs):
     import sys
     bs = groups_gw.bootstrap
     topic, group = _uniq("grp-expire"), _uniq("g-expire")
@@ -1176,7 +1176,7 @@ def test_groups_killed_member_expires_after_session_timeout(groups_gw):
     script = os.path.join(groups_gw.workdir, "external_member.py")
     with open(script, "w") as f:
         f.write(EXTERNAL_MEMBER)
-    z = subprocess.Popen([sys.executable, script, bs, group, topic, "0.005"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    z = procs.spawn("external-member", [sys.executable, script, bs, group, topic, "0.005"], stdout=subprocess.PIPE, text=True)
     zlines = []
     reader = threading.Thread(target=lambda: zlines.extend(iter(z.stdout.readline, "")), daemon=True)
     reader.start()
@@ -1193,8 +1193,7 @@ def test_groups_killed_member_expires_after_session_timeout(groups_gw):
         z_parts = set(range(6)) - a.owned
         sc.start_producer()
         wait_for(lambda: sum(1 for l in list(zlines) if l.startswith("C ")) >= 60, 60, "external member consuming and committing")
-        z.send_signal(signal.SIGKILL)
-        z.wait(10)
+        z.kill()
         t_kill = time.monotonic()
         reader.join(10)
         sc.ingest_external("Z", list(zlines))
@@ -1212,9 +1211,7 @@ def test_groups_killed_member_expires_after_session_timeout(groups_gw):
         dups = sc.analyze(ends)
         _report(sc, "expire", dups)
     finally:
-        if z.poll() is None:
-            z.kill()
-            z.wait(10)
+        z.kill()
         for m in sc.members.values():
             m.stop.set()
         for m in sc.members.values():

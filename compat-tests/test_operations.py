@@ -8,46 +8,22 @@ import json
 import os
 import re
 import socket
-import subprocess
-import tempfile
 import time
 import urllib.request
 
 import pytest
 from confluent_kafka import Consumer, Producer
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+from conftest import ROOT
+
 DASHBOARD = os.path.join(ROOT, "grafana", "dashboards", "wal-gateway.json")
-BIN = os.environ.get("GATEWAY_BIN", os.path.join(ROOT, "target", "debug", "gateway"))
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture()
-def ops_gateway():
-    data = tempfile.mkdtemp(prefix="ops-gw-")
-    port, mport = _free_port(), _free_port()
-    log = open(os.path.join(data, "gateway.log"), "w")
-    proc = subprocess.Popen([BIN, "--data-dir", data, "--listen", f"127.0.0.1:{port}", "--metrics-listen", f"127.0.0.1:{mport}",
-                             "--group-initial-rebalance-delay-ms", "100"], stdout=log, stderr=log)
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            break
-        except OSError:
-            time.sleep(0.05)
-    else:
-        proc.kill()
-        pytest.fail("gateway did not start")
-    yield f"127.0.0.1:{port}", f"http://127.0.0.1:{mport}"
-    proc.kill()
-    proc.wait()
-    log.close()
+def ops_gateway(procs):
+    # ready="tcp": /readyz is what test_health_endpoints checks, so it is not waited for
+    gw = procs.gateway("--group-initial-rebalance-delay-ms", "100", ready="tcp")
+    return gw.bootstrap, gw.metrics_url
 
 
 def _get(url):

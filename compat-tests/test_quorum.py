@@ -9,137 +9,63 @@ and the gateway with `--buffer quorum`, driven by confluent-kafka (librdkafka).
   (killed, restarted empty) and a fresh gateway on a new data directory reads it all back.
 """
 import os
-import shutil
-import signal
-import socket
-import subprocess
 import time
 import urllib.request
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from conftest import GATEWAY_BIN, free_port
-
-ETCD = shutil.which("etcd")
-MOTO = shutil.which("moto_server")
-REQUIRE = os.environ.get("WAL_REQUIRE_SERVERS") == "1"
-
-
-def wait_port(port, timeout):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return True
-        except OSError:
-            time.sleep(0.05)
-    return False
-
-
-class Proc:
-    def __init__(self, args, log_path, env=None):
-        self.args, self.log_path, self.env = args, log_path, env
-        self.p = None
-
-    def start(self):
-        log = open(self.log_path, "ab")
-        self.p = subprocess.Popen(self.args, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                  env=dict(os.environ, **(self.env or {})))
-        log.close()
-        return self
-
-    def kill(self):
-        if self.p and self.p.poll() is None:
-            self.p.send_signal(signal.SIGKILL)
-            self.p.wait(10)
-
-    def stop(self):
-        if self.p and self.p.poll() is None:
-            self.p.send_signal(signal.SIGTERM)
-            try:
-                self.p.wait(60)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
+from conftest import GATEWAY_BIN, require_servers
 
 ENV = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "NO_COLOR": "1"}
 
 
 class Cluster:
-    def __init__(self, tmp):
-        self.tmp = str(tmp)
-        self.procs = []
-        cport, pport = free_port(), free_port()
-        self.etcd = Proc([ETCD, "--data-dir", os.path.join(self.tmp, "etcd"),
-                          "--listen-client-urls", f"http://127.0.0.1:{cport}",
-                          "--advertise-client-urls", f"http://127.0.0.1:{cport}",
-                          "--listen-peer-urls", f"http://127.0.0.1:{pport}",
-                          "--initial-advertise-peer-urls", f"http://127.0.0.1:{pport}",
-                          "--initial-cluster", f"default=http://127.0.0.1:{pport}", "--log-level", "error"],
-                         os.path.join(self.tmp, "etcd.log")).start()
-        self.procs.append(self.etcd)
-        sport = free_port()
-        self.moto = Proc([MOTO, "-H", "127.0.0.1", "-p", str(sport)], os.path.join(self.tmp, "moto.log")).start()
-        self.procs.append(self.moto)
-        assert wait_port(cport, 30), "etcd did not start"
-        assert wait_port(sport, 30), "moto_server did not start"
-        self.common = ["--storage", "s3", "--s3-endpoint", f"http://127.0.0.1:{sport}", "--s3-bucket", "quorum",
+    """etcd, moto_server, LogStores and a QuorumBuffer gateway, as processes of `procs` (the
+    conftest harness: it closes them when the test ends)."""
+
+    def __init__(self, procs):
+        self.procs = procs
+        self.tmp = procs.dir
+        etcd, moto = procs.etcd(wait=False), procs.moto(wait=False)
+        self.etcd, self.moto = etcd.wait_ready(), moto.wait_ready()
+        self.common = ["--storage", "s3", "--s3-endpoint", self.moto.url("s3"), "--s3-bucket", "quorum",
                        "--s3-path-style", "true", "--metadata", "etcd",
-                       "--etcd-endpoints", f"http://127.0.0.1:{cport}", "--log", "info"]
+                       "--etcd-endpoints", self.etcd.url("client"), "--log", "info"]
         self.nodes = {}
+        self.node_metrics = {}
         self.gw = None
 
     def start_node(self, name, journal=False):
-        port, mport = free_port(), free_port()
-        self.node_metrics = getattr(self, "node_metrics", {})
-        self.node_metrics[name] = f"http://127.0.0.1:{mport}/metrics"
+        common = list(self.common)
         extra = ["--logstore-data-dir", os.path.join(self.tmp, name, "journal")] if journal else []
-        p = Proc([GATEWAY_BIN, "logstore", *self.common, "--data-dir", os.path.join(self.tmp, name),
-                  "--logstore-listen", f"127.0.0.1:{port}", "--logstore-node-id", name,
-                  "--metrics-listen", f"127.0.0.1:{mport}", *extra],
-                 os.path.join(self.tmp, f"{name}.log"), ENV).start()
-        self.procs.append(p)
-        assert wait_port(port, 30), f"{name} did not start"
+        p = self.procs.start(name, lambda p: [GATEWAY_BIN, "logstore", *common, "--data-dir", os.path.join(self.tmp, name),
+                                              "--logstore-listen", p.addr("logstore"), "--logstore-node-id", name,
+                                              "--metrics-listen", p.addr("metrics"), *extra],
+                             ports=("logstore", "metrics"), env=ENV)
+        self.node_metrics[name] = p.url("metrics", "/metrics")
         self.nodes[name] = p
         return p
 
     def start_gateway(self, data="gw"):
-        self.port, self.mport = free_port(), free_port()
-        p = Proc([GATEWAY_BIN, *self.common, "--buffer", "quorum", "--data-dir", os.path.join(self.tmp, data),
-                  "--listen", f"127.0.0.1:{self.port}", "--metrics-listen", f"127.0.0.1:{self.mport}"],
-                 os.path.join(self.tmp, "gateway.log"), ENV).start()
-        self.procs.append(p)
-        assert wait_port(self.port, 60), "gateway did not start\n" + self.log_tail("gateway")
+        common = list(self.common)
+        p = self.procs.start("gateway", lambda p: [GATEWAY_BIN, *common, "--buffer", "quorum",
+                                                   "--data-dir", os.path.join(self.tmp, data),
+                                                   "--listen", p.addr("kafka"), "--metrics-listen", p.addr("metrics")],
+                             ports=("kafka", "metrics"), env=ENV, ready_timeout=60)
+        self.port, self.mport = p.ports["kafka"], p.ports["metrics"]
         self.gw = p
         return p
 
-    def log_tail(self, name, n=4000):
-        try:
-            with open(os.path.join(self.tmp, f"{name}.log"), "rb") as f:
-                return f.read()[-n:].decode(errors="replace")
-        except OSError:
-            return ""
-
-    def close(self):
-        for p in reversed(self.procs):
-            p.kill()
-
 
 @pytest.fixture
-def cluster(tmp_path):
-    if not (ETCD and MOTO):
-        if REQUIRE:
-            pytest.fail("etcd and moto_server are required (WAL_REQUIRE_SERVERS=1)")
-        pytest.skip("etcd or moto_server not installed")
-    c = Cluster(tmp_path)
-    try:
-        for n in ("ls-a", "ls-b", "ls-c"):
-            c.start_node(n)
-        c.start_gateway()
-        yield c
-    finally:
-        c.close()
+def cluster(procs):
+    require_servers()
+    c = Cluster(procs)
+    for n in ("ls-a", "ls-b", "ls-c"):
+        c.start_node(n)
+    c.start_gateway()
+    return c
 
 
 def producer(c, **extra):
@@ -250,8 +176,8 @@ def test_everything_reaches_object_storage(cluster):
     produce(p, "q3", [b"stored-%05d" % i for i in range(3000)], acked, errors)
     assert not errors
     # Graceful stop: the gateway waits until the replicas stored everything, then seals.
-    c.gw.stop()
-    assert c.gw.p.returncode == 0, c.log_tail("gateway")
+    c.gw.stop(timeout=60)
+    assert c.gw.returncode == 0, c.gw.log_tail()
     for name in list(c.nodes):
         c.nodes[name].kill()
     for name in ("ls-a", "ls-b", "ls-c"):
@@ -260,111 +186,35 @@ def test_everything_reaches_object_storage(cluster):
     check_exactly_once(consume_all(c, "q3", 3000), acked)
 
 
-
-class S3Cut:
-    """A TCP relay in front of moto_server that can cut object storage off: `cut()` drops every
-    open connection (a request in flight never arrives) and swallows new ones, `heal()` relays
-    again. (SIGSTOP on moto is no cut: the kernel keeps the requests and moto runs them later.)"""
-
-    def __init__(self, target_port):
-        import threading
-        self.target = target_port
-        self.cut_off = False
-        self.conns = []
-        self.lock = threading.Lock()
-        self.srv = socket.socket()
-        self.srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.srv.bind(("127.0.0.1", 0))
-        self.srv.listen(128)
-        self.port = self.srv.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        import threading
-        while True:
-            try:
-                a, _ = self.srv.accept()
-            except OSError:
-                return
-            with self.lock:
-                self.conns.append(a)
-                if self.cut_off:
-                    continue  # held open, never answered
-            try:
-                b = socket.create_connection(("127.0.0.1", self.target), timeout=5)
-            except OSError:
-                a.close()
-                continue
-            with self.lock:
-                self.conns.append(b)
-            for x, y in ((a, b), (b, a)):
-                threading.Thread(target=self._pipe, args=(x, y), daemon=True).start()
-
-    def _pipe(self, x, y):
-        try:
-            while True:
-                d = x.recv(65536)
-                if not d or self.cut_off:
-                    break
-                y.sendall(d)
-        except OSError:
-            pass
-        for s_ in (x, y):
-            try:
-                s_.close()
-            except OSError:
-                pass
-
-    def cut(self):
-        with self.lock:
-            self.cut_off = True
-            for s_ in self.conns:
-                try:
-                    s_.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-            self.conns = []
-
-    def heal(self):
-        with self.lock:
-            self.cut_off = False
-
-    def close(self):
-        self.cut()
-        self.srv.close()
-
-
 def test_journaled_logstores_survive_a_crash_of_everything(cluster):
     """With `--logstore-data-dir`, acknowledged data that never reached object storage survives
     SIGKILL of the gateway and of every LogStore (memory-only nodes lose exactly that: see
     test_everything_reaches_object_storage for what they keep)."""
     c = cluster
-    # Everything goes through a relay that can cut object storage off; the fixture's gateway and
-    # memory-only nodes make way for ones using it (and journaled nodes).
-    relay = S3Cut(int(c.common[c.common.index("--s3-endpoint") + 1].rsplit(":", 1)[1]))
-    try:
-        c.gw.kill()
-        for name in list(c.nodes):
-            c.nodes[name].kill()
-        i = c.common.index("--s3-endpoint") + 1
-        c.common[i] = f"http://127.0.0.1:{relay.port}"
-        for name in ("ls-a", "ls-b", "ls-c"):
-            c.start_node(name, journal=True)
-        c.start_gateway(data="gw-relay")
-        p = producer(c)
-        acked, errors = {}, []
-        produce(p, "q4", [b"stored-%05d" % i for i in range(500)], acked, errors)
-        # Object storage is cut off: what follows is acknowledged by the replicas' journals only.
-        relay.cut()
-        produce(p, "q4", [b"journal-%05d" % i for i in range(1500)], acked, errors)
-        assert not errors, f"{len(errors)} deliveries failed: {errors[:3]}"
-        c.gw.kill()
-        for name in list(c.nodes):
-            c.nodes[name].kill()
-        relay.heal()
-        for name in ("ls-a", "ls-b", "ls-c"):
-            c.start_node(name, journal=True)
-        c.start_gateway(data="gw-relay")
-        check_exactly_once(consume_all(c, "q4", len(acked)), acked)
-    finally:
-        relay.close()
+    # Everything goes through a relay that can cut object storage off (conftest.Relay); the
+    # fixture's gateway and memory-only nodes make way for ones using it (and journaled nodes).
+    relay = c.procs.relay(c.moto.ports["s3"])
+    c.gw.kill()
+    for name in list(c.nodes):
+        c.nodes[name].kill()
+    i = c.common.index("--s3-endpoint") + 1
+    c.common[i] = f"http://127.0.0.1:{relay.port}"
+    for name in ("ls-a", "ls-b", "ls-c"):
+        c.start_node(name, journal=True)
+    c.start_gateway(data="gw-relay")
+    p = producer(c)
+    acked, errors = {}, []
+    produce(p, "q4", [b"stored-%05d" % i for i in range(500)], acked, errors)
+    # Object storage is cut off: what follows is acknowledged by the replicas' journals only.
+    relay.cut()
+    produce(p, "q4", [b"journal-%05d" % i for i in range(1500)], acked, errors)
+    assert not errors, f"{len(errors)} deliveries failed: {errors[:3]}"
+    c.gw.kill()
+    for name in list(c.nodes):
+        c.nodes[name].kill()
+    relay.heal()
+    for name in ("ls-a", "ls-b", "ls-c"):
+        c.start_node(name, journal=True)
+    c.start_gateway(data="gw-relay")
+    check_exactly_once(consume_all(c, "q4", len(acked)), acked)
+

@@ -8,8 +8,6 @@ the same directory, in the same run. Prints figures; judges nothing.
 import argparse
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,29 +15,8 @@ import time
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_gateway(data_dir):
-    port, mport = free_port(), free_port()
-    proc = subprocess.Popen(
-        [os.path.join(ROOT, "target/release/gateway"), "--data-dir", data_dir, "--listen", f"127.0.0.1:{port}",
-         "--metrics-listen", f"127.0.0.1:{mport}", "--log", "warn"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return proc, f"127.0.0.1:{port}"
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    raise SystemExit("gateway did not start")
+sys.path.insert(0, os.path.join(ROOT, "compat-tests"))
+from conftest import Procs  # noqa: E402  (the compat tests' process harness)
 
 
 def pct(values, p):
@@ -115,8 +92,10 @@ def main():
                     "--mib-per-case", str(a.mib)], check=True)
 
     print(f"== gateway end to end (librdkafka {__import__('confluent_kafka').libversion()[0]}, acks=all, idempotent)", flush=True)
-    proc, bootstrap = start_gateway(os.path.join(a.dir, "gw"))
+    procs = Procs(a.dir)
     try:
+        bootstrap = procs.gateway(workdir=os.path.join(a.dir, "gw"), bin=os.path.join(ROOT, "target/release/gateway"),
+                                  log="warn", env={}).bootstrap
         n, secs, lat = produce(bootstrap, "bench-1k", 1024, total)
         print(f"{'produce 1 KiB':<28} {n * 1024 / secs / 1e6:>10.1f} MB/s {n / secs:>12.0f} msg/s  "
               f"p50 {pct(lat, 0.5) * 1e3:.2f} ms  p99 {pct(lat, 0.99) * 1e3:.2f} ms", flush=True)
@@ -128,11 +107,7 @@ def main():
         if got != n:
             raise SystemExit("consumer did not read back every message")
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        procs.close(term_timeout=30)
     shutil.rmtree(a.dir, ignore_errors=True)
 
 

@@ -8,9 +8,7 @@ throughput and latency for one group committing 100 partitions per request, and 
 import argparse
 import os
 import shutil
-import signal
-import socket
-import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -19,12 +17,8 @@ from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+sys.path.insert(0, os.path.join(ROOT, "compat-tests"))
+from conftest import Procs  # noqa: E402  (the compat tests' process harness)
 
 
 def pct(v, p):
@@ -38,17 +32,9 @@ def main():
     ap.add_argument("--bin", default=os.path.join(ROOT, "target/release/gateway"))
     a = ap.parse_args()
     data = tempfile.mkdtemp(prefix="group-bench-")
-    port, mport = free_port(), free_port()
-    gw = subprocess.Popen([a.bin, "--data-dir", data, "--listen", f"127.0.0.1:{port}", "--metrics-listen", f"127.0.0.1:{mport}",
-                           "--log", "warn", "--group-initial-rebalance-delay-ms", "0"], stdout=subprocess.DEVNULL)
-    bootstrap = f"127.0.0.1:{port}"
+    procs = Procs(data)
     try:
-        for _ in range(300):
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.2).close()
-                break
-            except OSError:
-                time.sleep(0.05)
+        bootstrap = procs.gateway("--group-initial-rebalance-delay-ms", "0", bin=a.bin, log="warn", env={}).bootstrap
         admin = AdminClient({"bootstrap.servers": bootstrap})
         for f in admin.create_topics([NewTopic("commits", 100, 1), NewTopic("rebalance", 6, 1)]).values():
             f.result(30)
@@ -122,11 +108,7 @@ def main():
         for th in threads:
             th.join(30)
     finally:
-        gw.send_signal(signal.SIGTERM)
-        try:
-            gw.wait(30)
-        except subprocess.TimeoutExpired:
-            gw.kill()
+        procs.close(term_timeout=30)
         shutil.rmtree(data, ignore_errors=True)
 
 
