@@ -542,21 +542,26 @@ mod tests {
         assert_eq!(r.append(&a, 1 << 20, now).0, Appended::Ok { stored_end: 100 });
     }
 
-    #[test]
-    fn consecutive_due_blocks_upload_as_one_run_one_run_per_segment_at_a_time() {
-        let now = Instant::now();
-        let mut r = Replica::default();
-        let a = |base: u64| Append {
+    /// A one-offset block at `base` of segment 0 (epoch 1, base 0).
+    fn one_block(base: u64, upload_now: bool) -> Append {
+        Append {
             id: 1,
             seg: key(0),
             epoch: 1,
             seg_base: 0,
             base,
             end: base + 1,
-            upload_now: true,
+            upload_now,
             stored_end: 0,
             block: Bytes::from(vec![base as u8; 4]),
-        };
+        }
+    }
+
+    #[test]
+    fn consecutive_due_blocks_upload_as_one_run_one_run_per_segment_at_a_time() {
+        let now = Instant::now();
+        let mut r = Replica::default();
+        let a = |base: u64| one_block(base, true);
         for b in 0..5 {
             r.append(&a(b), 1 << 20, now);
         }
@@ -585,17 +590,7 @@ mod tests {
     fn a_new_uploader_uploads_its_blocks_at_once_and_the_older_ones_alone_later() {
         let now = Instant::now();
         let mut r = Replica::default();
-        let a = |base: u64, upload_now: bool| Append {
-            id: 1,
-            seg: key(0),
-            epoch: 1,
-            seg_base: 0,
-            base,
-            end: base + 1,
-            upload_now,
-            stored_end: 0,
-            block: Bytes::from(vec![1u8; 4]),
-        };
+        let a = one_block;
         r.append(&a(0, false), 1 << 20, now);
         r.append(&a(1, false), 1 << 20, now);
         assert!(r.due(now, Duration::from_secs(60)).is_empty(), "not the uploader, not old");
