@@ -200,7 +200,9 @@ async fn run_logstore(cfg: gateway::config::GatewayConfig) -> anyhow::Result<()>
     let ready = Arc::new(AtomicBool::new(false));
     let _http = gateway::metrics::serve(cfg.metrics_listen, prom, ready.clone(), Default::default()).await?;
     let (store, meta) = gateway::broker::backends(&cfg).await?;
-    let node = wal_core::logstore::LogStoreNode::start(cfg.logstore.node_config(), cfg.logstore.listen, store, meta).await?;
+    // (the node cuts shared objects with the process's `wal.*` object settings)
+    let node_cfg = wal_core::logstore::NodeConfig { objects: cfg.wal.object_limits(), ..cfg.logstore.node_config() };
+    let node = wal_core::logstore::LogStoreNode::start(node_cfg, cfg.logstore.listen, store, meta).await?;
     tracing::info!(addr = %node.addr, node = %cfg.logstore.node_id, "LogStore node listening");
     ready.store(true, Ordering::Release);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

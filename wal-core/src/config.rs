@@ -167,7 +167,38 @@ impl Default for WalConfig {
     }
 }
 
+/// How a process cuts shared write objects: a MemoryBuffer gateway for its writers, a LogStore
+/// node for the blocks it uploads (both from the `wal.*` settings of the same names).
+#[derive(Debug, Clone, Copy)]
+pub struct ObjectLimits {
+    pub put_budget_per_sec: u32,
+    pub max_object_bytes: usize,
+    pub max_object_chunks: usize,
+    pub max_inflight_objects: usize,
+    pub retry: crate::storage::RetryPolicy,
+}
+
+impl Default for ObjectLimits {
+    fn default() -> Self {
+        WalConfig::default().object_limits()
+    }
+}
+
 impl WalConfig {
+    pub fn object_limits(&self) -> ObjectLimits {
+        ObjectLimits {
+            put_budget_per_sec: self.put_budget_per_sec,
+            max_object_bytes: self.max_object_bytes,
+            max_object_chunks: self.max_object_chunks,
+            max_inflight_objects: self.max_inflight_objects,
+            retry: crate::storage::RetryPolicy {
+                attempts: self.upload_attempts,
+                backoff_ms: self.retry_backoff_ms,
+                backoff_max_ms: self.retry_backoff_max_ms,
+            },
+        }
+    }
+
     pub fn validate(&self) -> Result<(), WalError> {
         let bad = |m: &str| Err(WalError::Config(m.to_string()));
         if self.flush_max_bytes == 0 || self.flush_max_bytes > u32::MAX as usize / 2 {

@@ -24,7 +24,12 @@ fn quorum_config() -> WalConfig {
 }
 
 async fn node(m: &MemWal, id: &str, takeover_ms: u64) -> LogStoreNode {
+    node_with(m, id, takeover_ms, m.wal.config().put_budget_per_sec).await
+}
+
+async fn node_with(m: &MemWal, id: &str, takeover_ms: u64, put_budget_per_sec: u32) -> LogStoreNode {
     let mut cfg = NodeConfig::new(id);
+    cfg.objects.put_budget_per_sec = put_budget_per_sec;
     cfg.takeover_ms = takeover_ms;
     cfg.lease_ttl_secs = 2;
     let store: Arc<dyn ObjectStore> = m.store.clone();
@@ -320,6 +325,7 @@ async fn journaled_nodes_remember_their_fences_across_a_restart() {
             base: 100,
             end: 101,
             upload_now: false,
+            shared: false,
             stored_end: 0,
             block: bytes::Bytes::from_static(b"block"),
         })
@@ -380,10 +386,109 @@ async fn each_log_chooses_its_buffer_mode_in_one_process() {
             let with_data: Vec<_> = segs.iter().filter(|s| s.end_offset > s.base_offset).collect();
             assert!(!with_data.is_empty());
             match mode {
-                BufferMode::Quorum => assert!(with_data.iter().all(|s| !s.replicas.is_empty() && s.layout == Layout::Blocks), "{segs:?}"),
+                BufferMode::Quorum => assert!(with_data.iter().all(|s| !s.replicas.is_empty() && s.layout == Layout::Chunks), "{segs:?}"),
                 BufferMode::Memory => assert!(with_data.iter().all(|s| s.replicas.is_empty() && s.layout == Layout::Chunks), "{segs:?}"),
             }
             check_dense(&read_all(&reopen(&m, cfg.clone()), name, 0).await, &seqs);
+        }
+    }
+}
+
+/// LogStore nodes put the blocks of every log they hold into shared objects (one PUT for many
+/// logs' blocks), each block's place a chunk record; segment flushing rewrites the sealed
+/// segments like MemoryBuffer ones, and the collector drops a replica's late record of a block
+/// whose segment was already rewritten. With shared objects off, segments keep objects of
+/// their own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_share_objects_across_logs_and_flushing_rewrites_them() {
+    use wal_core::log::{Layout, SegmentState};
+    for shared in [true, false] {
+        let cfg = WalConfig { shared_objects: shared, shared_gc_grace_ms: 0, ..quorum_config() };
+        let m = mem_wal(cfg.clone());
+        // (a low PUT budget: in-memory storage answers at once, so eager objects would hold one block)
+        let mut nodes = Vec::new();
+        for id in ["ls-a", "ls-b", "ls-c"] {
+            nodes.push(node_with(&m, id, 5_000, 4).await);
+        }
+        let logs: Vec<String> = (0..8).map(|i| format!("q{i}")).collect();
+        let mut tasks = Vec::new();
+        for (i, name) in logs.iter().enumerate() {
+            m.wal.create_log(name).await.unwrap();
+            let w = m.wal.open_writer(name).await.unwrap();
+            tasks.push(tokio::spawn(async move {
+                let mut tickets = Vec::new();
+                for k in 0..60u64 {
+                    let seq = i as u64 * 1_000 + k;
+                    tickets.push((seq, w.submit(entry(seq, 200)).await.unwrap()));
+                }
+                let mut acked = Vec::new();
+                for (seq, t) in tickets {
+                    acked.push((seq, t.durable().await.unwrap().end_offset));
+                }
+                (w, acked)
+            }));
+        }
+        let mut writers = Vec::new();
+        let mut acked = Vec::new();
+        for t in tasks {
+            let (w, a) = t.await.unwrap();
+            writers.push(w);
+            acked.push(a);
+        }
+        for (name, a) in logs.iter().zip(&acked) {
+            wait_stored(&m.wal, name, a.last().unwrap().1).await;
+        }
+        let objects = m.store.inner().list("shared/").await.unwrap().len();
+        let records = m.meta.list("chunk/").await.unwrap().kvs.len();
+        println!("shared {shared}: {objects} shared objects, {records} chunk records");
+        if shared {
+            assert!(records >= logs.len(), "every log's blocks have chunk records");
+            assert!(objects * 2 <= records, "{objects} objects for {records} blocks: the nodes merge logs' blocks");
+        } else {
+            assert_eq!((objects, records), (0, 0));
+        }
+        for w in writers {
+            w.close().await.unwrap();
+        }
+        let other = reopen(&m, cfg.clone());
+        for (name, a) in logs.iter().zip(&acked) {
+            let want: Vec<u64> = a.iter().map(|(s, _)| *s).collect();
+            check_dense(&read_all(&other, name, 0).await, &want);
+        }
+        // The owner flushes the sealed segments out of the nodes' shared objects.
+        let mut again = Vec::new();
+        for name in &logs {
+            again.push(m.wal.open_writer(name).await.unwrap());
+        }
+        let pass = m.wal.flush_segments_once(true).await.unwrap();
+        for name in &logs {
+            let segs = m.wal.segments(name).await.unwrap();
+            let want = if shared { Layout::Flushed } else { Layout::Blocks };
+            assert!(segs.iter().filter(|s| s.state == SegmentState::Sealed).all(|s| s.layout == want), "{segs:?}");
+        }
+        if shared {
+            assert!(pass.segments_flushed >= logs.len() && pass.shared_objects_deleted > 0, "{pass:?}");
+            assert_eq!(m.meta.list("chunk/").await.unwrap().kvs.len(), 0, "flushing deletes the records");
+            // A replica's late record for a rewritten segment is stray: the collector drops it.
+            let seg = m.wal.segments(&logs[0]).await.unwrap()[0].clone();
+            let id = m.wal.log_info(&logs[0]).await.unwrap().id;
+            let late = format!(
+                r#"{{"base_offset":{},"end_offset":{},"max_timestamp":0,"object":"shared/0000000000001-00000000000000aa.obj","pos":0,"len":1}}"#,
+                seg.base_offset, seg.end_offset
+            );
+            let key = format!("chunk/{id:016x}/{:010}/{:020}", seg.id, seg.base_offset);
+            m.meta.txn(wal_core::meta::Txn::new().then(wal_core::meta::Op::put(key, late.into_bytes()))).await.unwrap();
+            m.wal.flush_segments_once(true).await.unwrap();
+            assert_eq!(m.meta.list("chunk/").await.unwrap().kvs.len(), 0, "the stray record is collected");
+        }
+        let other = reopen(&m, cfg.clone());
+        for (name, a) in logs.iter().zip(&acked) {
+            let want: Vec<u64> = a.iter().map(|(s, _)| *s).collect();
+            check_dense(&read_all(&other, name, 0).await, &want);
+        }
+        drop(again);
+        for n in nodes {
+            n.shutdown().await;
         }
     }
 }

@@ -11,9 +11,10 @@
 //! rewritten identically next time); after it, readers that still hold a chunk's place find
 //! the shared object until the collector removes it, and learn the new place on a miss.
 //!
-//! The collector (every `GC_EVERY` passes) lists every chunk record of every log and deletes
-//! shared objects older than `shared_gc_grace_ms` that none of them names: an object is only
-//! ever referenced by commits that finish within seconds of its upload.
+//! The collector (every `GC_EVERY` passes) lists every chunk record of every log, deletes those
+//! of segments that are gone or flushed, and deletes shared objects older than
+//! `shared_gc_grace_ms` that none of the rest names: an object is only ever referenced by
+//! commits that finish within seconds of its upload.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -110,7 +111,7 @@ async fn flush_segment(wal: &Wal, name: &str, log_id: u64, seg: &SegmentMeta) ->
     if current != *seg {
         return Ok(0); // changed since listed: the next pass sees it as it is
     }
-    let refs: Vec<ChunkRef> = load_chunks(meta, name, seg).await?;
+    let refs: Vec<ChunkRef> = load_chunks(meta, log_id, seg).await?;
     let blocks: Vec<_> = refs.iter().map(chunk_info).collect();
     let locs: Vec<super::ChunkLoc> = refs.iter().map(|r| r.loc.clone()).collect();
     let parts: Vec<bytes::Bytes> = stream::iter(locs)
@@ -148,7 +149,7 @@ async fn flush_segment(wal: &Wal, name: &str, log_id: u64, seg: &SegmentMeta) ->
     let txn = Txn::new()
         .when(Compare::ModRevision(keys::segment(name, seg.id), kv.mod_revision))
         .then(Op::put(keys::segment(name, seg.id), json(&flushed_meta)))
-        .then(Op::DeletePrefix(keys::chunks(name, seg.id)));
+        .then(Op::DeletePrefix(keys::chunks(log_id, seg.id)));
     if !meta.txn(txn).await?.succeeded {
         return Ok(0); // changed under us (deleted by retention, say): nothing to do
     }
@@ -158,17 +159,44 @@ async fn flush_segment(wal: &Wal, name: &str, log_id: u64, seg: &SegmentMeta) ->
     Ok(bytes)
 }
 
-/// Deletes shared objects past their grace period that no chunk record names.
+/// The segments, among those chunk records name, whose records are stray: the segment is gone
+/// or no longer in shared objects. (A LogStore replica can commit a block's place late, after
+/// another replica's copy was committed and the segment flushed or deleted.) A segment's record
+/// is always written before any of its chunk records, so one missing here is gone.
+async fn stray_chunk_segments(wal: &Wal, named: impl Iterator<Item = (u64, u64)>) -> Result<HashSet<(u64, u64)>> {
+    let named: HashSet<(u64, u64)> = named.collect();
+    if named.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let logs: std::collections::HashMap<u64, String> = wal.list_logs().await?.into_iter().map(|l| (l.id, l.name)).collect();
+    let mut chunked: std::collections::HashMap<u64, HashSet<u64>> = std::collections::HashMap::new();
+    for log_id in named.iter().map(|(l, _)| *l).collect::<HashSet<_>>() {
+        let Some(name) = logs.get(&log_id) else { continue };
+        let segs = load_segments(&**wal.meta(), name).await?;
+        chunked.insert(log_id, segs.iter().filter(|s| s.layout == Layout::Chunks).map(|s| s.id).collect());
+    }
+    Ok(named.into_iter().filter(|(l, s)| !chunked.get(l).is_some_and(|c| c.contains(s))).collect())
+}
+
+/// Deletes shared objects past their grace period that no chunk record names (after deleting
+/// stray chunk records).
 async fn collect_shared_objects(wal: &Wal) -> Result<usize> {
     let grace = wal.config().shared_gc_grace_ms;
     // Objects first, then the records: an object listed here and committed by a writer after
     // the records were read is younger than the grace period.
     let objects = wal.store().list(keys::SHARED_OBJECTS).await?;
     let records = wal.meta().list(keys::ALL_CHUNKS).await?;
+    let strays = stray_chunk_segments(wal, records.kvs.iter().filter_map(|kv| keys::parse_chunk(&kv.key))).await?;
     let mut live: HashSet<String> = HashSet::new();
     for kv in &records.kvs {
+        if keys::parse_chunk(&kv.key).is_some_and(|k| strays.contains(&k)) {
+            continue;
+        }
         let r: ChunkRef = decode_json(&kv.key, &kv.value)?;
         live.insert(r.loc.object);
+    }
+    for (log_id, seg) in &strays {
+        wal.meta().txn(Txn::new().then(Op::DeletePrefix(keys::chunks(*log_id, *seg)))).await?;
     }
     let now = now_ms();
     let mut deleted = 0;

@@ -6,7 +6,7 @@
 //! - `epoch/{name}`: the writer epoch. Opening a writer bumps it by CAS; every commit of that
 //!   writer compares the key's revision, so a newer writer fences every older one;
 //! - `seg/{name}/{segment:010}`: [`SegmentMeta`] (epoch, offset range, state, layout);
-//! - `chunk/{name}/{segment:010}/{base:020}`: [`ChunkRef`], where a block inside a shared
+//! - `chunk/{log_id:016x}/{segment:010}/{base:020}`: [`ChunkRef`], where a block inside a shared
 //!   object lies (layout `Chunks`; deleted when segment flushing rewrites the segment).
 //!
 //! # Object layout (keys in the [`ObjectStore`])
@@ -17,7 +17,7 @@
 
 mod cleaner;
 mod flusher;
-mod objects;
+pub(crate) mod objects;
 mod quorum;
 mod reader;
 mod recovery;
@@ -80,7 +80,7 @@ pub struct ChunkLoc {
     pub len: u32,
 }
 
-/// The metadata record of one block stored in a shared object (`chunk/{log}/{seg}/{base}`).
+/// The metadata record of one block stored in a shared object (`chunk/{log_id}/{seg}/{base}`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChunkRef {
     pub base_offset: u64,
@@ -195,15 +195,23 @@ pub(crate) mod keys {
         key.strip_prefix(SHARED_OBJECTS)?.split('-').next()?.parse().ok()
     }
     /// Where a segment's blocks lie in shared objects: one small key per block.
-    pub fn log_chunks(name: &str) -> String {
-        format!("chunk/{name}/")
+    /// (Keyed by log id, not name: a LogStore node, which knows only the id, commits them too.)
+    pub fn log_chunks(log_id: u64) -> String {
+        format!("chunk/{log_id:016x}/")
     }
     pub const ALL_CHUNKS: &str = "chunk/";
-    pub fn chunks(name: &str, seg: u64) -> String {
-        format!("chunk/{name}/{seg:010}/")
+    pub fn chunks(log_id: u64, seg: u64) -> String {
+        format!("chunk/{log_id:016x}/{seg:010}/")
     }
-    pub fn chunk(name: &str, seg: u64, base: u64) -> String {
-        format!("chunk/{name}/{seg:010}/{base:020}")
+    pub fn chunk(log_id: u64, seg: u64, base: u64) -> String {
+        format!("chunk/{log_id:016x}/{seg:010}/{base:020}")
+    }
+    /// The log id and segment of a chunk key.
+    pub fn parse_chunk(key: &str) -> Option<(u64, u64)> {
+        let mut parts = key.strip_prefix(ALL_CHUNKS)?.split('/');
+        let log_id = u64::from_str_radix(parts.next()?, 16).ok()?;
+        let seg = parts.next()?.parse().ok()?;
+        Some((log_id, seg))
     }
     /// A flushed segment's blocks, concatenated in index order.
     pub fn segment_data(log_id: u64, seg: u64, epoch: u64) -> String {
@@ -265,7 +273,7 @@ impl Wal {
         let buffer_space = Arc::new(tokio::sync::Semaphore::new(cfg.max_total_buffered_bytes));
         // Both are cheap until used: a log's writer options may choose either buffer mode.
         let replication = Arc::new(crate::logstore::Replication::new(meta.clone()));
-        let objects = cfg.shared_objects.then(|| objects::ObjectWriter::start(store.clone(), &cfg));
+        let objects = cfg.shared_objects.then(|| objects::ObjectWriter::start(store.clone(), cfg.object_limits()));
         let txns = crate::meta::batcher::TxnBatcher::start(meta.clone(), crate::meta::batcher::DEFAULT_MAX_TXN_OPS);
         Ok(Wal { inner: Arc::new(WalInner { objects, txns, replication, store, meta, cfg, logs: DashMap::new(), buffer_space }) })
     }
@@ -338,7 +346,7 @@ impl Wal {
                     .then(Op::Delete(keys::log(name)))
                     .then(Op::Delete(keys::epoch(name)))
                     .then(Op::DeletePrefix(keys::segments(name)))
-                    .then(Op::DeletePrefix(keys::log_chunks(name))),
+                    .then(Op::DeletePrefix(keys::log_chunks(lm.id))),
             )
             .await?;
         if !r.succeeded {

@@ -21,10 +21,10 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
 use super::{keys, ChunkLoc};
-use crate::config::WalConfig;
+use crate::config::ObjectLimits;
 use crate::format::{encode_shared, ChunkEntry};
 use crate::metrics as m;
-use crate::storage::{put_retrying, ObjectStore, PutError, RetryPolicy};
+use crate::storage::{put_retrying, ObjectStore, PutError};
 use crate::util::{now_ms, random_nonzero_id};
 
 /// Budgeted (not full) objects in flight at once: what arrives meanwhile goes into the next one.
@@ -111,30 +111,9 @@ pub(crate) struct ObjectWriter {
     tx: mpsc::Sender<Queued>,
 }
 
-/// The object-writer settings taken from the WAL configuration.
-#[derive(Debug, Clone, Copy)]
-struct Limits {
-    budget: u32,
-    max_bytes: usize,
-    max_chunks: usize,
-    max_inflight: usize,
-    retry: RetryPolicy,
-}
-
 impl ObjectWriter {
-    pub fn start(store: Arc<dyn ObjectStore>, cfg: &WalConfig) -> ObjectWriter {
+    pub fn start(store: Arc<dyn ObjectStore>, limits: ObjectLimits) -> ObjectWriter {
         let (tx, rx) = mpsc::channel(QUEUE);
-        let limits = Limits {
-            budget: cfg.put_budget_per_sec,
-            max_bytes: cfg.max_object_bytes,
-            max_chunks: cfg.max_object_chunks,
-            max_inflight: cfg.max_inflight_objects,
-            retry: RetryPolicy {
-                attempts: cfg.upload_attempts,
-                backoff_ms: cfg.retry_backoff_ms,
-                backoff_max_ms: cfg.retry_backoff_max_ms,
-            },
-        };
         tokio::spawn(run(store, rx, limits));
         ObjectWriter { tx }
     }
@@ -150,10 +129,10 @@ impl ObjectWriter {
 
 type Replies = Vec<(oneshot::Sender<Result<ChunkLoc, PutError>>, ChunkLoc)>;
 
-async fn run(store: Arc<dyn ObjectStore>, mut rx: mpsc::Receiver<Queued>, l: Limits) {
+async fn run(store: Arc<dyn ObjectStore>, mut rx: mpsc::Receiver<Queued>, l: ObjectLimits) {
     let mut queue: VecDeque<Queued> = VecDeque::new();
     let mut queued_bytes = 0usize;
-    let mut budget = PutBudget::new(l.budget, Instant::now());
+    let mut budget = PutBudget::new(l.put_budget_per_sec, Instant::now());
     let mut inflight: JoinSet<(Result<(), PutError>, Replies)> = JoinSet::new();
     let mut open = true;
     loop {
@@ -164,9 +143,9 @@ async fn run(store: Arc<dyn ObjectStore>, mut rx: mpsc::Receiver<Queued>, l: Lim
                 queued_chunks: queue.len(),
                 token: budget.available(now),
                 inflight: inflight.len(),
-                max_inflight: l.max_inflight,
-                max_bytes: l.max_bytes,
-                max_chunks: l.max_chunks,
+                max_inflight: l.max_inflight_objects,
+                max_bytes: l.max_object_bytes,
+                max_chunks: l.max_object_chunks,
             };
             if !cut_object_now(input) {
                 break;
@@ -176,7 +155,7 @@ async fn run(store: Arc<dyn ObjectStore>, mut rx: mpsc::Receiver<Queued>, l: Lim
             let mut replies = Vec::new();
             let mut bytes = 0usize;
             while let Some(q) = queue.front() {
-                if !chunks.is_empty() && (bytes + q.data.len() > l.max_bytes || chunks.len() >= l.max_chunks) {
+                if !chunks.is_empty() && (bytes + q.data.len() > l.max_object_bytes || chunks.len() >= l.max_object_chunks) {
                     break;
                 }
                 let q = queue.pop_front().expect("front exists");

@@ -20,12 +20,13 @@ use bytes::Bytes;
 use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::watch;
 
-use super::recovery::seal_abandoned;
-use super::{keys, SegmentMeta, WalInner};
+use super::recovery::{chunk_info, load_chunks, seal_abandoned, seal_segment};
+use super::{decode_json, json, keys, ChunkLoc, ChunkRef, Layout, SegmentMeta, WalInner};
 use crate::error::{Result, StorageError, WalError};
 use crate::format::decode_block_header;
 use crate::logstore::proto::{Append, ErrorCode, Request, Response, SegKey};
 use crate::logstore::{NodeInfo, Replication};
+use crate::meta::{Op, Txn};
 use crate::metrics as m;
 use crate::util::lock;
 
@@ -36,6 +37,8 @@ pub(crate) struct QuorumSeg {
     pub base: u64,
     pub replicas: Vec<NodeInfo>,
     pub ack_quorum: usize,
+    /// The replicas store the blocks in their shared objects ([`Layout::Chunks`](super::Layout)).
+    pub shared: bool,
     /// Replicas still in the write set.
     healthy: Mutex<Vec<bool>>,
     /// Every block below this is in object storage.
@@ -49,9 +52,17 @@ pub(crate) enum ReplicateError {
 }
 
 impl QuorumSeg {
-    pub fn new(rep: &Replication, key: SegKey, epoch: u64, base: u64, replicas: Vec<NodeInfo>, ack_quorum: usize) -> Arc<Self> {
+    pub fn new(
+        rep: &Replication,
+        key: SegKey,
+        epoch: u64,
+        base: u64,
+        replicas: Vec<NodeInfo>,
+        ack_quorum: usize,
+        shared: bool,
+    ) -> Arc<Self> {
         let healthy = Mutex::new(vec![true; replicas.len()]);
-        Arc::new(QuorumSeg { stored: rep.stored(key, base), key, epoch, base, replicas, ack_quorum, healthy })
+        Arc::new(QuorumSeg { stored: rep.stored(key, base), key, epoch, base, replicas, ack_quorum, shared, healthy })
     }
 
     pub fn healthy_count(&self) -> usize {
@@ -105,6 +116,7 @@ impl QuorumSeg {
                 base,
                 end,
                 upload_now: Some(i) == uploader,
+                shared: self.shared,
                 stored_end,
                 block: block.clone(),
             });
@@ -214,14 +226,20 @@ pub(crate) async fn recover(wal: &WalInner, log_id: u64, seg: &SegmentMeta, epoc
     // Walk the contiguous run from the base: stored objects first, then replica copies.
     let limit = seg.fixed_end.unwrap_or(u64::MAX);
     // Stored runs by base, the longest within the limit (replicas may store overlapping runs:
-    // one merged, another block by block).
-    let listed = wal.store.list(&keys::segment_objects(log_id, seg.id, seg.epoch)).await?;
+    // one merged, another block by block); blocks in shared objects by their chunk keys.
+    let shared = seg.layout == Layout::Chunks;
+    let found: Vec<(u64, u64)> = if shared {
+        let listed = wal.meta.list(&keys::chunks(log_id, seg.id)).await?;
+        let refs: Vec<ChunkRef> = listed.kvs.iter().map(|kv| decode_json(&kv.key, &kv.value)).collect::<Result<_>>()?;
+        refs.iter().map(|r| (r.base_offset, r.end_offset)).collect()
+    } else {
+        let listed = wal.store.list(&keys::segment_objects(log_id, seg.id, seg.epoch)).await?;
+        listed.iter().filter_map(|o| keys::parse_block(&o.key)).collect()
+    };
     let mut stored: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
-    for o in listed {
-        if let Some((b, e)) = keys::parse_block(&o.key) {
-            if e > b && e <= limit {
-                stored.entry(b).or_default().push(e);
-            }
+    for (b, e) in found {
+        if e > b && e <= limit {
+            stored.entry(b).or_default().push(e);
         }
     }
     // A segment whose end was fixed at a roll needs no replica once its blocks are all stored
@@ -268,7 +286,12 @@ pub(crate) async fn recover(wal: &WalInner, log_id: u64, seg: &SegmentMeta, epoc
     let mut s = seg.clone();
     s.end_offset = pos;
     s.blocks = count as u32;
-    let (sealed, infos) = seal_abandoned(&*wal.store, log_id, &s).await?;
+    let (sealed, infos) = if shared {
+        let infos: Vec<_> = load_chunks(&*wal.meta, log_id, &s).await?.iter().map(chunk_info).collect();
+        (seal_segment(&*wal.store, log_id, &s, &infos).await?, infos)
+    } else {
+        seal_abandoned(&*wal.store, log_id, &s).await?
+    };
     let mut sealed = sealed;
     sealed.bytes = infos.iter().map(|b| b.size as u64).sum();
     tracing::info!(log_id, segment = seg.id, end = pos, "recovered QuorumBuffer segment");
@@ -313,6 +336,8 @@ struct HeldBlocks {
 const RECOVERY_COPIES: usize = 16;
 
 /// Copies one block a replica holds to object storage (or finds it stored since the listing).
+/// A block of a segment in shared objects is stored as an object of its own that its chunk key
+/// points to.
 async fn copy_block(
     wal: &WalInner,
     rep: &Arc<Replication>,
@@ -325,13 +350,19 @@ async fn copy_block(
     let id = rep.request_id();
     let k = keys::block(key.log_id, seg.id, seg.epoch, base, end);
     let rx = rep.client(&addr).call(id, &Request::Read { id, seg: key, base });
+    let shared = seg.layout == Layout::Chunks;
     let data = match tokio::time::timeout(Duration::from_secs(10), rx).await {
         Ok(Ok(Response::Block { data: Some(d), .. })) => d,
         _ => {
-            return match wal.store.get(&k).await {
-                // Uploaded (and dropped by the replica) since the listing.
-                Ok(_) => Ok(()),
-                Err(_) => Err(WalError::AppendFailed(format!("reading block {base} of segment {} from {addr} failed", seg.id))),
+            // Uploaded (and dropped by the replica) since the listing?
+            let there = if shared {
+                wal.meta.get(&keys::chunk(key.log_id, seg.id, base)).await.ok().flatten().is_some()
+            } else {
+                wal.store.get(&k).await.is_ok()
+            };
+            return match there {
+                true => Ok(()),
+                false => Err(WalError::AppendFailed(format!("reading block {base} of segment {} from {addr} failed", seg.id))),
             };
         }
     };
@@ -342,10 +373,17 @@ async fn copy_block(
             source: crate::error::FormatError::Inconsistent("replica block disagrees with its range".into()),
         });
     }
+    let len = data.len() as u32;
     match wal.store.put_if_absent(&k, data).await {
-        Ok(()) | Err(StorageError::AlreadyExists(_)) => Ok(()),
-        Err(e) => Err(e.into()),
+        Ok(()) | Err(StorageError::AlreadyExists(_)) => {}
+        Err(e) => return Err(e.into()),
     }
+    if shared {
+        let loc = ChunkLoc { object: k, pos: 0, len };
+        let r = ChunkRef { base_offset: base, end_offset: end, max_timestamp: h.max_timestamp, loc };
+        wal.meta.txn(Txn::new().then(Op::put(keys::chunk(key.log_id, seg.id, base), json(&r)))).await?;
+    }
+    Ok(())
 }
 
 /// Fences the segment's replicas with `epoch`; returns what the answering ones hold (blocks and

@@ -168,8 +168,8 @@ fn sealed_meta(seg: &SegmentMeta, blocks: &[BlockInfo]) -> SegmentMeta {
 /// The blocks of a segment whose blocks are in shared objects, from their metadata keys: the
 /// chain from the segment's base to its durable end (each key was committed with the segment
 /// record that covers it, so the chain is whole).
-pub(crate) async fn load_chunks(meta: &dyn MetaStore, name: &str, seg: &SegmentMeta) -> Result<Vec<ChunkRef>> {
-    let listing = meta.list(&keys::chunks(name, seg.id)).await?;
+pub(crate) async fn load_chunks(meta: &dyn MetaStore, log_id: u64, seg: &SegmentMeta) -> Result<Vec<ChunkRef>> {
+    let listing = meta.list(&keys::chunks(log_id, seg.id)).await?;
     let mut refs: Vec<ChunkRef> = listing.kvs.iter().map(|kv| decode_json(&kv.key, &kv.value)).collect::<Result<_>>()?;
     refs.sort_by_key(|r| r.base_offset);
     let mut chain = Vec::with_capacity(refs.len());
@@ -182,7 +182,7 @@ pub(crate) async fn load_chunks(meta: &dyn MetaStore, name: &str, seg: &SegmentM
     }
     if expect != seg.end_offset {
         return Err(WalError::Format {
-            key: keys::chunks(name, seg.id),
+            key: keys::chunks(log_id, seg.id),
             source: crate::error::FormatError::Inconsistent(format!(
                 "chunk records reach offset {expect}, metadata says {} is durable",
                 seg.end_offset

@@ -49,6 +49,8 @@ pub enum Record {
         seg_base: u64,
         base: u64,
         end: u64,
+        /// Bound for the node's shared objects (see [`Append::shared`](super::proto::Append)).
+        shared: bool,
         block: Bytes,
     },
     Fence {
@@ -85,8 +87,9 @@ impl Record {
                 b.put_u32(node_id.len() as u32);
                 b.put_slice(node_id.as_bytes());
             }
-            Record::Append { seg, epoch, seg_base, base, end, block } => {
-                b.put_u8(1);
+            Record::Append { seg, epoch, seg_base, base, end, shared, block } => {
+                // (kind 5: the same record of a block bound for shared objects)
+                b.put_u8(if *shared { 5 } else { 1 });
                 key(&mut b, seg);
                 for v in [*epoch, *seg_base, *base, *end] {
                     b.put_u64(v);
@@ -140,9 +143,9 @@ impl Record {
                 }
                 Record::Header { node_id: String::from_utf8(b.to_vec()).ok()?, incarnation }
             }
-            1 => {
+            1 | 5 => {
                 let [log_id, segment, epoch, seg_base, base, end] = u64s::<6>(&mut b)?;
-                Record::Append { seg: SegKey { log_id, segment }, epoch, seg_base, base, end, block: b }
+                Record::Append { seg: SegKey { log_id, segment }, epoch, seg_base, base, end, shared: kind == 5, block: b }
             }
             2 => {
                 let [log_id, segment, epoch] = u64s::<3>(&mut b)?;
@@ -388,7 +391,8 @@ mod tests {
     fn records() -> Vec<Record> {
         vec![
             Record::Seg { seg: seg(), epoch: 2, base: 10, fence: 1, stored_end: 10 },
-            Record::Append { seg: seg(), epoch: 2, seg_base: 10, base: 10, end: 15, block: Bytes::from_static(b"hello") },
+            Record::Append { seg: seg(), epoch: 2, seg_base: 10, base: 10, end: 15, shared: false, block: Bytes::from_static(b"hello") },
+            Record::Append { seg: seg(), epoch: 2, seg_base: 10, base: 15, end: 16, shared: true, block: Bytes::from_static(b"!") },
             Record::Fence { seg: seg(), epoch: 3 },
             Record::Stored { seg: seg(), stored_end: 15 },
         ]
@@ -418,10 +422,11 @@ mod tests {
         rewrite(dir.path(), &header, &records()).unwrap();
         let path = dir.path().join(FILE);
         let full = std::fs::read(&path).unwrap();
-        // Cut inside the last record: the three before it survive.
+        // Cut inside the last record: the ones before it survive.
         std::fs::write(&path, &full[..full.len() - 3]).unwrap();
         let back = replay(dir.path(), "n1").unwrap();
-        assert_eq!(back.records, records()[..3].to_vec());
+        let n = records().len();
+        assert_eq!(back.records, records()[..n - 1].to_vec());
         assert!(back.dropped_bytes > 0);
         // Flip a byte inside the Append record's block: it and everything after it go.
         let mut bad = full.clone();
@@ -453,8 +458,15 @@ mod tests {
         let snap: std::sync::Arc<dyn Snapshot> = live.clone();
         let j = Journal::open(dir.path(), header, Vec::new(), 64 << 10, std::sync::Arc::downgrade(&snap)).unwrap();
         let big = Bytes::from(vec![7u8; 8 << 10]);
-        let append =
-            |i| Record::Append { seg: SegKey { log_id: 1, segment: i }, epoch: 1, seg_base: 0, base: 0, end: 1, block: big.clone() };
+        let append = |i| Record::Append {
+            seg: SegKey { log_id: 1, segment: i },
+            epoch: 1,
+            seg_base: 0,
+            base: 0,
+            end: 1,
+            shared: true,
+            block: big.clone(),
+        };
         for i in 0..32u64 {
             // Only the newest block is live (the older ones reached object storage).
             *live.0.lock().unwrap() = vec![append(i)];

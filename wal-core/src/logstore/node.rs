@@ -5,9 +5,14 @@
 //! previous end), so a node's copy is always a contiguous run. The writer names one node of the
 //! segment's set as uploader (`upload_now`); every other node uploads a block itself once it is
 //! `takeover_ms` old and not known to be in storage, so a segment that lost replicas is still
-//! uploaded completely by a survivor. Blocks are stored under the same key a MemoryBuffer writer
-//! would use, with put-if-absent: every replica holds identical bytes, so a second upload of a
-//! block is harmless. A block is dropped once it is known to be in storage.
+//! uploaded completely by a survivor. A segment the writer marked `shared` (the default) goes
+//! into the node's shared objects: one object per cut holds the due blocks of every log the node
+//! holds, within the node's PUT budget (the same object writer a MemoryBuffer gateway uses), and
+//! each block's place is committed as its chunk key in metadata (merged into one transaction per
+//! object) before the node reports it stored; a second replica's upload of the same block just
+//! points the key at an identical copy. Other segments' runs of blocks are stored under the
+//! segment's prefix with put-if-absent (identical bytes on every replica). A block is dropped
+//! once it is known to be in storage.
 //!
 //! A fence raises the segment's minimum epoch: appends from older epochs are refused from then
 //! on. The node registers itself in the MetaStore under `logstore/nodes/{id}` with a lease.
@@ -35,9 +40,13 @@ use super::journal::{self, Journal, Record};
 use super::proto::{read_frame, Append, ErrorCode, Request, Response, SegKey};
 use super::replica::{Appended, Effects, Replica, Upload};
 use super::{registration_key, NodeInfo};
+use crate::config::ObjectLimits;
 use crate::error::{Result, StorageError, WalError};
-use crate::log::block_key;
-use crate::meta::{MetaStore, Registration};
+use crate::format::{decode_block_header, ChunkEntry};
+use crate::log::objects::ObjectWriter;
+use crate::log::{block_key, json, keys, ChunkRef};
+use crate::meta::batcher::{TxnBatcher, DEFAULT_MAX_TXN_OPS};
+use crate::meta::{MetaStore, Op, Registration, Txn};
 use crate::storage::ObjectStore;
 use crate::util::{lock, random_nonzero_id};
 
@@ -51,6 +60,8 @@ pub const DEFAULT_LEASE_TTL_SECS: i64 = 10;
 pub const DEFAULT_UPLOAD_CONCURRENCY: usize = 16;
 /// A failed upload is tried again this soon.
 const UPLOAD_RETRY: Duration = Duration::from_millis(500);
+/// Blocks queued for the node's shared objects at once (each waits for its object and commit).
+const SHARED_UPLOADS: usize = 4096;
 
 /// Metric names of the node.
 pub mod metric {
@@ -78,6 +89,8 @@ pub struct NodeConfig {
     pub data_dir: Option<PathBuf>,
     /// The journal is rewritten once it is this large and mostly holds uploaded data.
     pub journal_compact_bytes: u64,
+    /// How shared objects are cut (PUT budget, sizes): the process's `wal.*` settings.
+    pub objects: ObjectLimits,
 }
 
 impl NodeConfig {
@@ -91,6 +104,7 @@ impl NodeConfig {
             upload_concurrency: DEFAULT_UPLOAD_CONCURRENCY,
             data_dir: None,
             journal_compact_bytes: journal::DEFAULT_COMPACT_BYTES,
+            objects: ObjectLimits::default(),
         }
     }
     pub fn validate(&self) -> Result<()> {
@@ -118,6 +132,9 @@ struct Node {
     cfg: NodeConfig,
     incarnation: u64,
     store: Arc<dyn ObjectStore>,
+    /// Shared objects, and the chunk keys that say where their blocks lie.
+    objects: ObjectWriter,
+    txns: TxnBatcher,
     state: Mutex<Replica>,
     space: Notify,
     work: Notify,
@@ -179,10 +196,14 @@ impl LogStoreNode {
         }
         let info = NodeInfo { id: cfg.node_id.clone(), addr: cfg.advertise.clone().unwrap_or_else(|| addr.to_string()), incarnation };
         let (stored, _) = broadcast::channel(4096);
+        let objects = ObjectWriter::start(store.clone(), cfg.objects);
+        let txns = TxnBatcher::start(meta.clone(), DEFAULT_MAX_TXN_OPS);
         let node = Arc::new(Node {
             cfg,
             incarnation,
             store,
+            objects,
+            txns,
             state: Mutex::new(state),
             space: Notify::new(),
             work: Notify::new(),
@@ -412,14 +433,16 @@ impl Node {
 /// Uploads what the replica says is due, `upload_concurrency` at a time.
 async fn uploader(node: Arc<Node>) {
     let slots = Arc::new(Semaphore::new(node.cfg.upload_concurrency));
+    let shared_slots = Arc::new(Semaphore::new(SHARED_UPLOADS));
     let takeover = Duration::from_millis(node.cfg.takeover_ms);
     loop {
         let due = lock(&node.state).due(Instant::now(), takeover);
         for job in due {
+            let slots = if job.shared { &shared_slots } else { &slots };
             let permit = slots.clone().acquire_owned().await.expect("never closed");
             let n = node.clone();
             tokio::spawn(async move {
-                let ok = upload(&n, &job).await;
+                let ok = if job.shared { upload_shared(&n, &job).await } else { upload(&n, &job).await };
                 drop(permit);
                 let mut st = lock(&n.state);
                 let bases: Vec<u64> = job.blocks.iter().map(|(b, _)| *b).collect();
@@ -451,6 +474,45 @@ fn run_object(job: &Upload) -> Result<Bytes, crate::error::FormatError> {
         entries.extend(crate::format::decode_block(b)?.1);
     }
     Ok(crate::format::encode_block(job.seg.log_id, job.seg.segment, job.epoch, &entries))
+}
+
+/// Stores one block in the node's next shared object and commits its chunk key.
+async fn upload_shared(node: &Node, job: &Upload) -> bool {
+    let [(base, data)] = job.blocks.as_slice() else { return false };
+    let max_timestamp = match decode_block_header(data) {
+        Ok(h) if h.base_offset == *base && h.end_offset == job.end => h.max_timestamp,
+        _ => {
+            // Cannot happen for blocks a writer encoded; refuse to store what we cannot read.
+            tracing::error!(
+                log_id = job.seg.log_id,
+                segment = job.seg.segment,
+                base,
+                "logstore: a held block does not decode; not uploading it"
+            );
+            return false;
+        }
+    };
+    let (log_id, segment) = (job.seg.log_id, job.seg.segment);
+    let entry = ChunkEntry { log_id, segment, epoch: job.epoch, base_offset: *base, end_offset: job.end, pos: 0, len: 0 };
+    let started = Instant::now();
+    let failed = |what: &str, e: String| {
+        metrics::counter!(metric::UPLOAD_ERRORS_TOTAL).increment(1);
+        tracing::warn!(log_id, segment, base, error = %e, "logstore shared upload failed ({what}); will retry");
+        false
+    };
+    let loc = match node.objects.put(entry, data.clone()).await {
+        Ok(loc) => loc,
+        Err(e) => return failed("object", format!("{e:?}")),
+    };
+    let r = ChunkRef { base_offset: *base, end_offset: job.end, max_timestamp, loc };
+    match node.txns.txn(Txn::new().then(Op::put(keys::chunk(log_id, segment, *base), json(&r)))).await {
+        Ok(_) => {
+            metrics::counter!(metric::UPLOADS_TOTAL).increment(1);
+            metrics::histogram!(metric::UPLOAD_SECONDS).record(started.elapsed().as_secs_f64());
+            true
+        }
+        Err(e) => failed("chunk commit", e.to_string()),
+    }
 }
 
 async fn upload(node: &Node, job: &Upload) -> bool {

@@ -38,6 +38,9 @@ pub struct Append {
     pub end: u64,
     /// This node should upload the block at once (it is the segment's designated uploader).
     pub upload_now: bool,
+    /// The segment's blocks go into the node's shared objects (each block's place a chunk key
+    /// in metadata), not into objects of their own under the segment's prefix.
+    pub shared: bool,
     /// Every block of the segment below this is in object storage (learned by the writer).
     pub stored_end: u64,
     pub block: Bytes,
@@ -128,7 +131,7 @@ fn frame(kind: u8, body: impl FnOnce(&mut BytesMut), hint: usize) -> Bytes {
 impl Request {
     pub fn encode(&self) -> Bytes {
         match self {
-            Request::Append(Append { id, seg, epoch, seg_base, base, end, upload_now, stored_end, block }) => frame(
+            Request::Append(Append { id, seg, epoch, seg_base, base, end, upload_now, shared, stored_end, block }) => frame(
                 1,
                 |b| {
                     b.put_u64(*id);
@@ -137,7 +140,7 @@ impl Request {
                     b.put_u64(*seg_base);
                     b.put_u64(*base);
                     b.put_u64(*end);
-                    b.put_u8(*upload_now as u8);
+                    b.put_u8(*upload_now as u8 | (*shared as u8) << 1);
                     b.put_u64(*stored_end);
                     put_bytes(b, block);
                 },
@@ -177,17 +180,15 @@ impl Request {
         let mut r = Reader(body);
         let kind = r.u8()?;
         let req = match kind {
-            1 => Request::Append(Append {
-                id: r.u64()?,
-                seg: r.seg()?,
-                epoch: r.u64()?,
-                seg_base: r.u64()?,
-                base: r.u64()?,
-                end: r.u64()?,
-                upload_now: r.u8()? != 0,
-                stored_end: r.u64()?,
-                block: r.bytes()?,
-            }),
+            1 => {
+                let (id, seg, epoch, seg_base, base, end) = (r.u64()?, r.seg()?, r.u64()?, r.u64()?, r.u64()?, r.u64()?);
+                let flags = r.u8()?;
+                if flags > 3 {
+                    return Err(ProtoError(format!("unknown append flags {flags:#x}")));
+                }
+                let (upload_now, shared) = (flags & 1 != 0, flags & 2 != 0);
+                Request::Append(Append { id, seg, epoch, seg_base, base, end, upload_now, shared, stored_end: r.u64()?, block: r.bytes()? })
+            }
             2 => Request::Fence { id: r.u64()?, seg: r.seg()?, epoch: r.u64()? },
             3 => Request::Read { id: r.u64()?, seg: r.seg()?, base: r.u64()? },
             4 => Request::Progress { seg: r.seg()?, stored_end: r.u64()? },
@@ -382,6 +383,7 @@ mod tests {
                 base: 10,
                 end: 20,
                 upload_now: true,
+                shared: true,
                 stored_end: 10,
                 block: Bytes::from_static(b"block bytes"),
             }),
@@ -421,7 +423,7 @@ mod tests {
         fn truncated_frames_are_errors(cut in 1usize..60) {
             let f = Request::Append(Append {
                 id: 1, seg: SegKey { log_id: 1, segment: 1 }, epoch: 1, seg_base: 0, base: 0, end: 1,
-                upload_now: false, stored_end: 0, block: Bytes::from_static(b"0123456789"),
+                upload_now: false, shared: false, stored_end: 0, block: Bytes::from_static(b"0123456789"),
             }).encode();
             let b = body(f);
             let cut = cut.min(b.len() - 1);

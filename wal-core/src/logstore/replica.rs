@@ -25,6 +25,8 @@ struct Blk {
     data: Bytes,
     at: Instant,
     upload_now: bool,
+    /// Goes into a shared object (each block on its own: the node's object writer merges them).
+    shared: bool,
     uploading: bool,
     uploaded: bool,
 }
@@ -117,6 +119,8 @@ pub struct Upload {
     pub epoch: u64,
     pub base: u64,
     pub end: u64,
+    /// Into a shared object (one block), not an object of its own (a run).
+    pub shared: bool,
     pub blocks: Vec<(u64, Bytes)>,
 }
 
@@ -207,7 +211,15 @@ impl Replica {
         s.end = a.end;
         s.blocks.insert(
             a.base,
-            Blk { end: a.end, data: a.block.clone(), at: now, upload_now: a.upload_now, uploading: false, uploaded: false },
+            Blk {
+                end: a.end,
+                data: a.block.clone(),
+                at: now,
+                upload_now: a.upload_now,
+                shared: a.shared,
+                uploading: false,
+                uploaded: false,
+            },
         );
         let mut fx = Effects {
             wait: Some(Record::Append {
@@ -216,6 +228,7 @@ impl Replica {
                 seg_base: a.seg_base,
                 base: a.base,
                 end: a.end,
+                shared: a.shared,
                 block: a.block.clone(),
             }),
             notes: Vec::new(),
@@ -252,11 +265,23 @@ impl Replica {
     /// up to [`MAX_UPLOAD_RUN_BYTES`]. A block another replica was named for is due once it is
     /// `takeover` old (that uploader may be gone) and goes alone: runs of different replicas then
     /// never overlap partly (each block has one designated uploader), so stored objects always
-    /// chain at block boundaries. Forgets idle empty segments first.
+    /// chain at block boundaries. Blocks bound for shared objects are due one by one, as many
+    /// at once as are ready (the node's object writer merges them, across logs, within its PUT
+    /// budget). Forgets idle empty segments first.
     pub fn due(&mut self, now: Instant, takeover: Duration) -> Vec<Upload> {
         self.segs.retain(|_, s| !(s.blocks.is_empty() && now.duration_since(s.touched) > IDLE_SEGMENT_TTL));
         let mut due = Vec::new();
         for (k, s) in self.segs.iter_mut() {
+            if s.blocks.values().next().is_some_and(|b| b.shared) {
+                for (base, b) in s.blocks.iter_mut() {
+                    if !b.uploaded && !b.uploading && (b.upload_now || now.duration_since(b.at) >= takeover) {
+                        b.uploading = true;
+                        let blocks = vec![(*base, b.data.clone())];
+                        due.push(Upload { seg: *k, epoch: s.epoch, base: *base, end: b.end, shared: true, blocks });
+                    }
+                }
+                continue;
+            }
             if s.blocks.values().any(|b| b.uploading) {
                 continue;
             }
@@ -281,7 +306,7 @@ impl Replica {
                 }
             }
             if let Some((first, _)) = run.first() {
-                due.push(Upload { seg: *k, epoch: s.epoch, base: *first, end, blocks: run });
+                due.push(Upload { seg: *k, epoch: s.epoch, base: *first, end, shared: false, blocks: run });
             }
         }
         due
@@ -319,7 +344,15 @@ impl Replica {
         for (k, s) in &self.segs {
             out.push(Record::Seg { seg: *k, epoch: s.epoch, base: s.base, fence: s.fence, stored_end: s.stored_end });
             for (b, blk) in &s.blocks {
-                out.push(Record::Append { seg: *k, epoch: s.epoch, seg_base: s.base, base: *b, end: blk.end, block: blk.data.clone() });
+                out.push(Record::Append {
+                    seg: *k,
+                    epoch: s.epoch,
+                    seg_base: s.base,
+                    base: *b,
+                    end: blk.end,
+                    shared: blk.shared,
+                    block: blk.data.clone(),
+                });
             }
         }
         out
@@ -345,7 +378,7 @@ impl Replica {
                     self.held -= s.advance(stored_end);
                 }
             }
-            Record::Append { seg, epoch, seg_base, base, end, block } => {
+            Record::Append { seg, epoch, seg_base, base, end, shared, block } => {
                 let s = Seg::named(&mut self.segs, seg, epoch, seg_base, now);
                 if s.epoch != epoch || s.base != seg_base || base != s.end || end <= base {
                     // Already held (a snapshot and the records in flight when it was taken overlap).
@@ -353,7 +386,7 @@ impl Replica {
                 }
                 self.held += block.len();
                 s.end = end;
-                s.blocks.insert(base, Blk { end, data: block, at: now, upload_now: false, uploading: false, uploaded: false });
+                s.blocks.insert(base, Blk { end, data: block, at: now, upload_now: false, shared, uploading: false, uploaded: false });
             }
         }
     }
@@ -404,8 +437,8 @@ mod tests {
         SegKey { log_id: 1, segment: seg }
     }
 
-    /// A segment as (epoch, fence, base, end, stored end, blocks as (base, end, bytes)).
-    type SegDump = (u64, u64, u64, u64, u64, Vec<(u64, u64, Bytes)>);
+    /// A segment as (epoch, fence, base, end, stored end, blocks as (base, end, shared, bytes)).
+    type SegDump = (u64, u64, u64, u64, u64, Vec<(u64, u64, bool, Bytes)>);
 
     /// Everything that must survive a restart, in a comparable form: held bytes and segments.
     fn dump(r: &Replica) -> (usize, BTreeMap<SegKey, SegDump>) {
@@ -413,7 +446,7 @@ mod tests {
             .segs
             .iter()
             .map(|(k, s)| {
-                let blocks = s.blocks.iter().map(|(b, blk)| (*b, blk.end, blk.data.clone())).collect();
+                let blocks = s.blocks.iter().map(|(b, blk)| (*b, blk.end, blk.shared, blk.data.clone())).collect();
                 (*k, (s.epoch, s.fence, s.base, s.end, s.stored_end, blocks))
             })
             .collect();
@@ -447,7 +480,7 @@ mod tests {
                         let base = held_end.saturating_add_signed(skew as i64);
                         let a = Append {
                             id: 1, seg: key(seg), epoch, seg_base: seg * 100, base, end: base + count,
-                            upload_now: count % 2 == 0, stored_end: pick(&bounds, seg, stored_end),
+                            upload_now: count % 2 == 0, shared: seg % 2 == 0, stored_end: pick(&bounds, seg, stored_end),
                             block: Bytes::from(vec![(base % 251) as u8; len]),
                         };
                         let (_, fx) = live.append(&a, 256, now);
@@ -504,6 +537,7 @@ mod tests {
             base,
             end,
             upload_now: false,
+            shared: false,
             stored_end: 0,
             block: Bytes::from_static(b"x"),
         };
@@ -536,6 +570,7 @@ mod tests {
             base: 100,
             end: 101,
             upload_now: false,
+            shared: false,
             stored_end: 0,
             block: Bytes::from_static(b"x"),
         };
@@ -552,9 +587,36 @@ mod tests {
             base,
             end: base + 1,
             upload_now,
+            shared: false,
             stored_end: 0,
             block: Bytes::from(vec![base as u8; 4]),
         }
+    }
+
+    #[test]
+    fn blocks_bound_for_shared_objects_are_due_one_by_one_while_others_upload() {
+        let now = Instant::now();
+        let mut r = Replica::default();
+        let a = |base: u64, upload_now: bool| Append { shared: true, ..one_block(base, upload_now) };
+        for b in 0..3 {
+            r.append(&a(b, true), 1 << 20, now);
+        }
+        let due = r.due(now, Duration::from_secs(60));
+        assert_eq!(
+            due.iter().map(|u| (u.base, u.end, u.shared, u.blocks.len())).collect::<Vec<_>>(),
+            [(0, 1, true, 1), (1, 2, true, 1), (2, 3, true, 1)]
+        );
+        // A block arriving while they upload is due at once; those uploading are not due twice.
+        r.append(&a(3, true), 1 << 20, now);
+        assert_eq!(r.due(now, Duration::from_secs(60)).iter().map(|u| u.base).collect::<Vec<_>>(), [3]);
+        // Stored out of order: the stored end rises only over a contiguous prefix.
+        let t = Duration::from_secs(60);
+        assert_eq!(r.upload_done(key(0), &[1], true, now, t, Duration::ZERO).0, None);
+        assert_eq!(r.upload_done(key(0), &[0], true, now, t, Duration::ZERO).0, Some(2));
+        // A block another replica was named for is due only at takeover age.
+        r.append(&a(4, false), 1 << 20, now);
+        assert!(r.due(now, t).is_empty());
+        assert_eq!(r.due(now + t, t).iter().map(|u| u.base).collect::<Vec<_>>(), [4]);
     }
 
     #[test]

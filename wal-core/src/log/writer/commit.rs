@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::{InFlight, SegCursor, WriterInner};
 use crate::error::SharedFailure;
-use crate::log::recovery::{seal_abandoned, seal_segment};
+use crate::log::recovery::{chunk_info, load_chunks, seal_abandoned, seal_segment};
 use crate::log::{json, keys, ChunkRef, Layout, SegmentMeta};
 use crate::meta::{Compare, Op, Txn};
 use crate::metrics as m;
@@ -57,7 +57,7 @@ impl WriterInner {
                     next.layout = Layout::Chunks;
                     let r =
                         ChunkRef { base_offset: b.base_offset, end_offset: b.end_offset, max_timestamp: b.max_timestamp, loc: loc.clone() };
-                    txn = txn.then(Op::put(keys::chunk(&self.name, seg_id, b.base_offset), json(&r)));
+                    txn = txn.then(Op::put(keys::chunk(self.log_id, seg_id, b.base_offset), json(&r)));
                     locs.push((b.base_offset, loc.clone()));
                 }
                 blocks.push(b);
@@ -78,8 +78,8 @@ impl WriterInner {
                     tail.push(p.entry.clone());
                 }
             }
-            // QuorumBuffer: the nodes store runs of blocks as they choose (see
-            // `logstore::replica`), so readers learn the stored objects from storage.
+            // QuorumBuffer: the nodes store blocks as they choose (see `logstore::replica`), so
+            // readers learn where from storage or the nodes' chunk keys.
             let published = if self.rep.is_some() { &[][..] } else { &blocks[..] };
             self.shared.commit_blocks(&cur.committed, published, locs);
         }
@@ -88,11 +88,17 @@ impl WriterInner {
     }
 
     /// Seals the committed segment: from the blocks this writer committed, or (QuorumBuffer,
-    /// whose nodes store merged runs) from the objects listed in storage.
+    /// whose nodes store blocks as they choose) from the chunk keys the nodes committed or the
+    /// objects listed in storage.
     async fn seal(&self, cur: &SegCursor) -> crate::error::Result<SegmentMeta> {
-        match self.rep {
-            Some(_) => Ok(seal_abandoned(&*self.wal.store, self.log_id, &cur.committed).await?.0),
-            None => seal_segment(&*self.wal.store, self.log_id, &cur.committed, &cur.committed_blocks).await,
+        let seg = &cur.committed;
+        match (&self.rep, seg.layout) {
+            (Some(_), Layout::Chunks) => {
+                let blocks: Vec<_> = load_chunks(&*self.wal.meta, self.log_id, seg).await?.iter().map(chunk_info).collect();
+                seal_segment(&*self.wal.store, self.log_id, seg, &blocks).await
+            }
+            (Some(_), _) => Ok(seal_abandoned(&*self.wal.store, self.log_id, seg).await?.0),
+            (None, _) => seal_segment(&*self.wal.store, self.log_id, seg, &cur.committed_blocks).await,
         }
     }
 

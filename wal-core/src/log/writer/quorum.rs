@@ -19,7 +19,7 @@ use super::cut::Cut;
 use super::{InFlight, PersistError, SegCursor, WriterInner};
 use crate::error::{SharedFailure, StorageError};
 use crate::log::quorum::{choose_replicas, QuorumSeg, ReplicateError};
-use crate::log::{json, keys, SegmentMeta};
+use crate::log::{json, keys, Layout, SegmentMeta};
 use crate::logstore::proto::SegKey;
 use crate::logstore::Replication;
 use crate::meta::Op;
@@ -118,9 +118,12 @@ impl WriterInner {
             old.fixed_end = Some(base);
             txn = txn.then(Op::put(keys::segment(&self.name, old.id), json(&old)));
         }
+        // With shared objects on, the replicas put the blocks into their shared objects.
+        let shared = self.wal.cfg.shared_objects;
         let meta = SegmentMeta {
             replicas: nodes.clone(),
             ack_quorum: self.wal.cfg.quorum.ack_quorum,
+            layout: if shared { Layout::Chunks } else { Layout::Blocks },
             ..SegmentMeta::active(new_id, self.epoch, base)
         };
         txn = txn.then(Op::put(keys::segment(&self.name, new_id), json(&meta)));
@@ -140,8 +143,8 @@ impl WriterInner {
         } else if let Some(t) = cur.templates.get_mut(&old_id) {
             t.fixed_end = Some(base);
         }
-        let qs =
-            QuorumSeg::new(rep, SegKey { log_id: self.log_id, segment: new_id }, self.epoch, base, nodes, self.wal.cfg.quorum.ack_quorum);
+        let key = SegKey { log_id: self.log_id, segment: new_id };
+        let qs = QuorumSeg::new(rep, key, self.epoch, base, nodes, self.wal.cfg.quorum.ack_quorum, shared);
         tracing::info!(log = %self.name, segment = new_id, base, replicas = ?qs.replicas.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), "QuorumBuffer segment opened");
         cur.templates.insert(new_id, meta);
         q.segs.insert(new_id, qs.clone());
