@@ -117,6 +117,8 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
         w::SEGMENTS_FLUSHED_TOTAL,
         w::SEGMENT_FLUSH_BYTES_TOTAL,
         w::SHARED_OBJECTS_DELETED_TOTAL,
+        w::PREFETCHED_BLOCKS_TOTAL,
+        w::LOG_STORAGE_READS_TOTAL,
     ] {
         metrics::counter!(name).increment(0);
     }

@@ -87,7 +87,19 @@ async fn s3(server: &wal_core::testing::servers::ChildServer, prefix: &str) -> A
 
 /// `logs` partitions sharing `rate` bytes/s of 1 KiB entries for `secs` (or, `rate` = 0, as
 /// fast as `window` appends in flight allow for `full_bytes`: a producer's in-flight window).
-async fn run(store: Arc<Counting>, mode: Mode, logs: usize, rate: f64, secs: f64, full_bytes: usize, window: usize) -> (Figures, Wal) {
+/// `warm` bytes per log go first as fast as `window` allows, unmeasured (nodes that just took a
+/// full-speed load).
+#[allow(clippy::too_many_arguments)]
+async fn run(
+    store: Arc<Counting>,
+    mode: Mode,
+    logs: usize,
+    rate: f64,
+    secs: f64,
+    full_bytes: usize,
+    window: usize,
+    warm: usize,
+) -> (Figures, Wal) {
     let meta: Arc<dyn wal_core::MetaStore> = Arc::new(EmbeddedMeta::in_memory());
     let mut cfg = WalConfig { shared_objects: mode == Mode::Shared, ..WalConfig::default() };
     let mut nodes = Vec::new();
@@ -112,8 +124,38 @@ async fn run(store: Arc<Counting>, mode: Mode, logs: usize, rate: f64, secs: f64
         writers.push(wal.open_writer(&name).await.unwrap());
     }
     let payload = Bytes::from(vec![7u8; 1024]);
+    if warm > 0 {
+        let mut tasks = Vec::new();
+        for w in &writers {
+            let (w, payload) = (w.clone(), payload.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut inflight = std::collections::VecDeque::new();
+                for _ in 0..warm / 1024 {
+                    inflight.push_back(w.submit(Entry::new(1, 0, payload.clone())).await.unwrap());
+                    if inflight.len() >= window.max(1) {
+                        inflight.pop_front().unwrap().durable().await.unwrap();
+                    }
+                }
+                for t in inflight {
+                    t.durable().await.unwrap();
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+    }
     let puts0 = store.puts.load(Ordering::Relaxed);
     let started = Instant::now();
+    // Steady cases: PUTs counted over the offered window only (closing the writers at the end
+    // is not part of the load).
+    let window_puts = (rate > 0.0).then(|| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+            store.puts.load(Ordering::Relaxed)
+        })
+    });
     let mut tasks = Vec::new();
     for w in writers {
         let payload = payload.clone();
@@ -170,8 +212,10 @@ async fn run(store: Arc<Counting>, mode: Mode, logs: usize, rate: f64, secs: f64
     }
     // QuorumBuffer: count the nodes' uploads too, once they stored everything (closed writers
     // waited for that).
-    let secs = started.elapsed().as_secs_f64();
-    let puts = (store.puts.load(Ordering::Relaxed) - puts0) as f64;
+    let (secs, puts) = match window_puts {
+        Some(t) => (secs, (t.await.unwrap() - puts0) as f64),
+        None => (started.elapsed().as_secs_f64(), (store.puts.load(Ordering::Relaxed) - puts0) as f64),
+    };
     for n in nodes {
         n.shutdown().await;
     }
@@ -224,7 +268,7 @@ async fn main() {
             Mode::Quorum => "QuorumBuffer (merged runs)",
         };
         let store = s3(&server, &format!("full-{m:?}")).await;
-        let (f, wal) = run(store.clone(), m, 1, 0.0, 0.0, full, window).await;
+        let (f, wal) = run(store.clone(), m, 1, 0.0, 0.0, full, window, 0).await;
         println!(
             "{:<44} {:>8.1} {:>8.0} {:>10.0} {:>8.2} {:>8.2}",
             format!("{mode}, full speed, 1 partition"),
@@ -246,9 +290,14 @@ async fn main() {
             pos = batch.last().unwrap().end_offset();
         }
         println!("{:<44} {:>8.1}", format!("{mode}, catch-up read"), bytes as f64 / t.elapsed().as_secs_f64() / 1e6);
-        for logs in [1usize, 10, 100] {
+        for logs in [1usize, 10, 100, 1000] {
+            if m == Mode::PerBlock && logs == 1000 {
+                // (1,000 PUT streams: moto_server refuses connections and appends fail)
+                println!("{:<44} {:>8}", "one object per block, 4 MB/s, 1000 partitions", "skipped");
+                continue;
+            }
             let store = s3(&server, &format!("steady-{m:?}-{logs}")).await;
-            let (f, _) = run(store, m, logs, rate, secs, 0, 0).await;
+            let (f, _) = run(store, m, logs, rate, secs, 0, 0, 0).await;
             println!(
                 "{:<44} {:>8.1} {:>8.0} {:>10.0} {:>8.2} {:>8.2}",
                 format!("{mode}, {:.0} MB/s, {logs} partitions", rate / 1e6),
@@ -259,5 +308,21 @@ async fn main() {
                 f.p99
             );
         }
+    }
+    // QuorumBuffer holding 20,000 1 KiB messages/s on one partition for `--hold-secs`, after a
+    // full-speed load of the same nodes.
+    let hold = arg("--hold-secs", 0.0);
+    if hold > 0.0 {
+        let store = s3(&server, "hold").await;
+        let (f, _) = run(store, Mode::Quorum, 1, 20_000.0 * 1024.0, hold, 0, window, full).await;
+        println!(
+            "{:<44} {:>8.1} {:>8.0} {:>10.0} {:>8.2} {:>8.2}",
+            format!("QuorumBuffer, 20,000 msg/s for {hold:.0} s after full speed"),
+            f.mb_s,
+            f.puts_s,
+            f.puts_gib,
+            f.p50,
+            f.p99
+        );
     }
 }

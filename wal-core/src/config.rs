@@ -38,7 +38,7 @@ pub const DEFAULT_PUT_BUDGET_PER_SEC: u32 = 50;
 pub const DEFAULT_MAX_OBJECT_BYTES: usize = 8 << 20;
 /// ... or this many blocks (each costs two metadata operations in its log's commit, and etcd
 /// allows 128 per transaction).
-pub const DEFAULT_MAX_OBJECT_CHUNKS: usize = 60;
+pub const DEFAULT_MAX_OBJECT_CHUNKS: usize = 250;
 /// Shared-object PUTs in flight at once.
 pub const DEFAULT_MAX_INFLIGHT_OBJECTS: usize = 4;
 /// A segment whose blocks are in shared objects rolls at this many blocks (each is a small

@@ -17,6 +17,14 @@ pub const COMMIT_SECONDS: &str = "wal_writer_commit_seconds";
 pub const SEGMENTS_SEALED_TOTAL: &str = "wal_segment_sealed_total";
 pub const SEGMENTS_DELETED_TOTAL: &str = "wal_segment_deleted_total";
 pub const READ_BYTES_TOTAL: &str = "wal_reader_read_bytes_total";
+/// Per log (label `log`): bytes and blocks committed to object storage, and the storage reads
+/// of its readers (a log's blocks per GiB is its share of shared-object chunks or, with shared
+/// objects off, its objects per GiB).
+pub const LOG_STORED_BYTES_TOTAL: &str = "wal_log_stored_bytes_total";
+pub const LOG_STORED_BLOCKS_TOTAL: &str = "wal_log_stored_blocks_total";
+pub const LOG_STORAGE_READS_TOTAL: &str = "wal_log_storage_reads_total";
+/// Blocks a catch-up reader fetched ahead of its position.
+pub const PREFETCHED_BLOCKS_TOTAL: &str = "wal_reader_prefetched_blocks_total";
 pub const STORAGE_REQUESTS_TOTAL: &str = "wal_storage_requests_total";
 pub const STORAGE_REQUEST_SECONDS: &str = "wal_storage_request_seconds";
 pub const STORAGE_PUT_BYTES_TOTAL: &str = "wal_storage_put_bytes_total";
@@ -63,6 +71,10 @@ pub const ALL: &[&str] = &[
     SEGMENTS_SEALED_TOTAL,
     SEGMENTS_DELETED_TOTAL,
     READ_BYTES_TOTAL,
+    PREFETCHED_BLOCKS_TOTAL,
+    LOG_STORED_BYTES_TOTAL,
+    LOG_STORED_BLOCKS_TOTAL,
+    LOG_STORAGE_READS_TOTAL,
     STORAGE_REQUESTS_TOTAL,
     STORAGE_REQUEST_SECONDS,
     STORAGE_PUT_BYTES_TOTAL,

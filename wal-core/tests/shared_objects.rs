@@ -279,3 +279,68 @@ async fn a_takeover_while_segment_flushing_runs_keeps_every_entry() {
     assert_eq!(seqs(&reopen(&m, cfg.clone()), "t").await, want);
     assert_eq!(seqs(&other, "t").await, want);
 }
+
+/// Counts GETs (whole and ranged) of the store it wraps.
+struct CountingGets {
+    inner: std::sync::Arc<dyn ObjectStore>,
+    gets: std::sync::atomic::AtomicU64,
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for CountingGets {
+    async fn put_if_absent(&self, key: &str, data: bytes::Bytes) -> Result<(), wal_core::StorageError> {
+        self.inner.put_if_absent(key, data).await
+    }
+    async fn get(&self, key: &str) -> Result<bytes::Bytes, wal_core::StorageError> {
+        self.gets.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.get(key).await
+    }
+    async fn get_range(&self, key: &str, range: std::ops::Range<u64>) -> Result<bytes::Bytes, wal_core::StorageError> {
+        self.gets.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.get_range(key, range).await
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<wal_core::storage::ObjectMeta>, wal_core::StorageError> {
+        self.inner.list(prefix).await
+    }
+    async fn delete(&self, key: &str) -> Result<(), wal_core::StorageError> {
+        self.inner.delete(key).await
+    }
+    fn backend(&self) -> &'static str {
+        "counting"
+    }
+}
+
+/// A catch-up reader fetches the next blocks ahead of its position, and a block it asks for
+/// while its prefetch is in flight costs no second GET: one GET per block in all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_catch_up_reader_prefetches_and_fetches_each_block_once() {
+    use std::sync::atomic::Ordering;
+    let cfg = shared_config();
+    let m = mem_wal(cfg.clone());
+    m.wal.create_log("c").await.unwrap();
+    let acked = append_concurrently(&m.wal, &["c".to_string()], 300).await;
+    let blocks = chunk_records(&m).await as u64;
+    assert!(blocks >= 10, "{blocks} blocks");
+    let store = std::sync::Arc::new(CountingGets { inner: m.store.clone(), gets: Default::default() });
+    let other = Wal::new(store.clone(), m.meta.clone(), cfg).unwrap();
+    let r = other.open_reader("c").await.unwrap();
+    r.refresh().await.unwrap();
+    // One read of one block: the next ones are fetched in the background.
+    let first = r.read(0, 1).await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while store.gets.load(Ordering::Relaxed) < 3 {
+        assert!(std::time::Instant::now() < deadline, "no prefetch after the first read");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let mut got: Vec<u64> = first.iter().map(|e| seq_of(&e.data)).collect();
+    let mut pos = first.last().unwrap().end_offset();
+    while pos < r.durable_end() {
+        let batch = r.read(pos, 1).await.unwrap();
+        got.extend(batch.iter().map(|e| seq_of(&e.data)));
+        pos = batch.last().unwrap().end_offset();
+    }
+    assert_eq!(got, acked["c"]);
+    // (a prefetch past the last block the reader asked for may still be in flight: wait)
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(store.gets.load(Ordering::Relaxed), blocks, "one GET per block, none twice");
+}

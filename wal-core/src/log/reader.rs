@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use std::collections::BTreeMap;
 
+use futures::StreamExt;
+
 use super::recovery::{chunk_info, discover_blocks, load_chunks, load_index};
 use super::shared::LogShared;
 use super::{keys, ChunkLoc, Layout, SegmentMeta, SegmentState, WalInner};
@@ -16,6 +18,9 @@ use crate::entry::StoredEntry;
 use crate::error::{Result, StorageError, WalError};
 use crate::format::{decode_block, index::find_block, BlockInfo};
 use crate::metrics as m;
+
+/// Blocks a catch-up reader has fetched ahead of its position (at most half the block cache).
+const READ_AHEAD_BLOCKS: usize = 4;
 
 /// Where a block's bytes are.
 enum Source {
@@ -91,6 +96,9 @@ impl LogReader {
                 }
             }
             let (entries, info) = self.load_located(pos).await?;
+            if pos == from {
+                self.prefetch_after(info.end_offset, end);
+            }
             for e in entries.iter().filter(|e| e.end_offset() > pos) {
                 if !out.is_empty() && total + e.data.len() > max_bytes {
                     break 'blocks;
@@ -101,6 +109,9 @@ impl LogReader {
             pos = info.end_offset;
         }
         metrics::counter!(m::READ_BYTES_TOTAL, "source" => "storage").increment(total as u64);
+        if let Some(e) = out.last() {
+            self.sh.read_mark.fetch_max(e.end_offset(), Ordering::AcqRel);
+        }
         Ok(out)
     }
 
@@ -167,21 +178,76 @@ impl LogReader {
         })
     }
 
+    /// Catch-up readers: loads the next [`READ_AHEAD_BLOCKS`] stored blocks after `from` (into
+    /// the block cache, in the background, a few GETs at once; across segment boundaries), so a
+    /// sequential reader's next reads find them fetched or in flight. One prefetch per log at a
+    /// time, and never of a block a reader of this process has already read past.
+    fn prefetch_after(&self, from: u64, end: u64) {
+        let ahead = READ_AHEAD_BLOCKS.min(self.wal.cfg.block_cache_blocks / 2);
+        if ahead == 0 || from >= end || self.sh.prefetching.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut pos = from;
+            let mut srcs = Vec::new();
+            while srcs.len() < ahead && pos < end {
+                // (what the tail cache holds needs no GET)
+                if me.sh.tail().read(pos, 1).is_some() {
+                    break;
+                }
+                let Ok((src, info)) = me.locate(pos).await else { break };
+                pos = info.end_offset;
+                if info.end_offset > me.sh.read_mark.load(Ordering::Acquire) {
+                    srcs.push(src);
+                }
+            }
+            futures::stream::iter(srcs)
+                .for_each_concurrent(ahead, |src| {
+                    let me = me.clone();
+                    async move {
+                        if me.load_block(&src).await.is_ok() {
+                            metrics::counter!(m::PREFETCHED_BLOCKS_TOTAL).increment(1);
+                        }
+                    }
+                })
+                .await;
+            me.sh.prefetching.store(false, Ordering::Release);
+        });
+    }
+
+    /// A block's entries: from the block cache, from a fetch already in flight, or fetched now.
     async fn load_block(&self, src: &Source) -> Result<Arc<Vec<StoredEntry>>> {
         let cache_key = match src {
             Source::Object(k) => k.clone(),
             Source::Chunk(l) => format!("{}@{}", l.object, l.pos),
         };
-        if let Some(v) = self.sh.block_cache().get(&cache_key) {
-            return Ok(v);
+        let cell = {
+            // (the cache is checked under the loads lock: a fetch puts its block in the cache
+            // before it leaves the loads, so a block is never fetched twice at once)
+            let mut loads = crate::util::lock(&self.sh.loads);
+            if let Some(v) = self.sh.block_cache().get(&cache_key) {
+                return Ok(v);
+            }
+            loads.entry(cache_key.clone()).or_default().clone()
+        };
+        let r = cell.get_or_try_init(|| self.fetch_block(src, &cache_key)).await.cloned();
+        let mut loads = crate::util::lock(&self.sh.loads);
+        if loads.get(&cache_key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
+            loads.remove(&cache_key);
         }
+        r
+    }
+
+    async fn fetch_block(&self, src: &Source, cache_key: &str) -> Result<Arc<Vec<StoredEntry>>> {
+        metrics::counter!(m::LOG_STORAGE_READS_TOTAL, "log" => self.sh.name.clone()).increment(1);
         let (key, data) = match src {
             Source::Object(k) => (k.as_str(), self.wal.store.get(k).await?),
             Source::Chunk(l) => (l.object.as_str(), self.wal.store.get_range(&l.object, l.pos..l.pos + l.len as u64).await?),
         };
         let (_, entries) = decode_block(&data).map_err(|source| WalError::Format { key: key.to_string(), source })?;
         let v = Arc::new(entries);
-        self.sh.block_cache().put(cache_key, v.clone());
+        self.sh.block_cache().put(cache_key.to_string(), v.clone());
         Ok(v)
     }
 

@@ -136,6 +136,13 @@ pub(crate) struct LogShared {
     pub tail: Mutex<TailCache>,
     pub segs: Mutex<BTreeMap<u64, SegView>>,
     pub block_cache: Mutex<BlockCache>,
+    /// Blocks being fetched from storage, by cache key: a demand read and a prefetch of the
+    /// same block share one GET.
+    pub loads: Mutex<std::collections::HashMap<String, Arc<tokio::sync::OnceCell<Arc<Vec<StoredEntry>>>>>>,
+    /// Set while a prefetch of this log runs (one at a time).
+    pub prefetching: AtomicBool,
+    /// The furthest offset a reader of this process has read up to (prefetch skips below it).
+    pub read_mark: AtomicU64,
 }
 
 impl LogShared {
@@ -275,6 +282,9 @@ pub(crate) async fn get_or_load(wal: &Arc<WalInner>, name: &str) -> Result<Arc<L
         tail: Mutex::new(TailCache::new(wal.cfg.tail_cache_bytes)),
         segs: Mutex::new(BTreeMap::new()),
         block_cache: Mutex::new(BlockCache { blocks: VecDeque::new(), cap: wal.cfg.block_cache_blocks }),
+        loads: Mutex::new(std::collections::HashMap::new()),
+        prefetching: AtomicBool::new(false),
+        read_mark: AtomicU64::new(0),
     });
     fresh.merge_segments(segs);
     let entry = wal.logs.entry(name.to_string());

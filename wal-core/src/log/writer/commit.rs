@@ -65,6 +65,9 @@ impl WriterInner {
             }
             txn = txn.then(Op::put(keys::segment(&self.name, seg_id), json(&next)));
             self.commit_txn(txn).await?;
+            metrics::counter!(m::LOG_STORED_BLOCKS_TOTAL, "log" => self.name.clone()).increment(blocks.len() as u64);
+            metrics::counter!(m::LOG_STORED_BYTES_TOTAL, "log" => self.name.clone())
+                .increment(blocks.iter().map(|b| b.size as u64).sum::<u64>());
             if seg_id != cur.committed.id {
                 cur.committed_blocks.clear();
                 cur.committed_deleted = false;

@@ -2,8 +2,9 @@
 //! new segment. Both decisions are pure functions of a few numbers, tested below; the cutting
 //! itself takes entries off the buffer in order and encodes them.
 //!
-//! Group commit: while fewer than half the persist slots are busy, waiting data is flushed at
-//! once (a lightly loaded log acknowledges in about one PUT or one replication round). Beyond
+//! Group commit: while fewer than half the persist slots are busy (with shared objects: while
+//! none is), waiting data is flushed at once (a lightly loaded log acknowledges in about one PUT
+//! or one replication round). Beyond
 //! that, data accumulates until a block is full (`flush_max_bytes`), its oldest entry is
 //! `flush_max_age_ms` old, or a flush or close was asked for: a loaded log batches into large
 //! blocks, and the in-flight bound is never passed.
@@ -23,6 +24,8 @@ pub(super) struct FlushInput {
     /// Blocks being persisted now, and the bound on them.
     pub inflight: usize,
     pub max_inflight: usize,
+    /// Blocks in flight below which data is cut at once (group commit).
+    pub eager_below: usize,
     pub buffered_bytes: usize,
     pub max_bytes: usize,
     /// Age of the oldest buffered entry, and the bound on it.
@@ -34,7 +37,7 @@ pub(super) struct FlushInput {
 
 /// Whether to cut a block now (the caller checks there is data and a free slot).
 pub(super) fn should_flush(i: FlushInput) -> bool {
-    let eager = i.inflight < i.max_inflight.div_ceil(2);
+    let eager = i.inflight < i.eager_below.min(i.max_inflight);
     eager || i.buffered_bytes >= i.max_bytes || i.oldest_age >= i.max_age || i.requested
 }
 
@@ -119,9 +122,17 @@ impl WriterInner {
         let cfg = &self.wal.cfg;
         let mut st = lock(&self.state);
         let front = st.buffer.front()?;
+        // Shared objects: one block per log at a time, cut when the previous one is stored (the
+        // object writer groups logs' blocks; a second eager block would go out almost empty
+        // in the next object). Otherwise half the persist slots.
+        let eager_below = match (&self.rep, &self.wal.objects) {
+            (None, Some(_)) => 1,
+            _ => cfg.max_inflight_uploads.div_ceil(2),
+        };
         let input = FlushInput {
             inflight,
             max_inflight: cfg.max_inflight_uploads,
+            eager_below,
             buffered_bytes: st.buffer_bytes,
             max_bytes: cfg.flush_max_bytes,
             oldest_age: front.at.elapsed(),
@@ -163,6 +174,7 @@ mod tests {
         FlushInput {
             inflight: 0,
             max_inflight: 4,
+            eager_below: 2,
             buffered_bytes: 10,
             max_bytes: 1000,
             oldest_age: Duration::ZERO,
@@ -175,9 +187,10 @@ mod tests {
     fn flushes_eagerly_while_fewer_than_half_the_slots_are_busy() {
         assert!(should_flush(FlushInput { inflight: 1, ..input() }));
         assert!(!should_flush(FlushInput { inflight: 2, ..input() }));
-        // An odd bound rounds up: 2 of 3 busy is not yet half.
-        assert!(should_flush(FlushInput { inflight: 1, max_inflight: 3, ..input() }));
-        assert!(!should_flush(FlushInput { inflight: 2, max_inflight: 3, ..input() }));
+        // Shared objects: only with nothing of the log in flight.
+        assert!(should_flush(FlushInput { inflight: 0, eager_below: 1, ..input() }));
+        assert!(!should_flush(FlushInput { inflight: 1, eager_below: 1, ..input() }));
+        assert!(!should_flush(FlushInput { inflight: 4, eager_below: 8, ..input() }), "never past the slots");
     }
 
     #[test]
