@@ -3,7 +3,7 @@
 //! the same server. Metadata is the embedded in-memory store (the figures are about the object
 //! store). Needs `moto_server` on PATH.
 //!
-//! `cargo run --release -p wal-core --example cost_bench -- [--secs N] [--rate-mb N] [--full-mib N] [--window N]`
+//! `cargo run --release -p wal-core --example cost_bench -- [--secs N] [--rate-mb N] [--full-mib N] [--window N] [--hold-secs N] [--modes per-block,shared,quorum]`
 //! (`--window`: appends in flight in the full-speed cases, 8192 KiB entries by default, about a
 //! librdkafka producer's window)
 
@@ -101,12 +101,16 @@ async fn run(
     warm: usize,
 ) -> (Figures, Wal) {
     let meta: Arc<dyn wal_core::MetaStore> = Arc::new(EmbeddedMeta::in_memory());
-    let mut cfg = WalConfig { shared_objects: mode == Mode::Shared, ..WalConfig::default() };
+    let mut cfg = WalConfig { shared_objects: mode != Mode::PerBlock, ..WalConfig::default() };
     let mut nodes = Vec::new();
+    let mut node_stores: Vec<Arc<Counting>> = Vec::new();
     if mode == Mode::Quorum {
         cfg.buffer = wal_core::BufferMode::Quorum;
         for i in 0..3 {
-            let s: Arc<dyn ObjectStore> = store.clone();
+            // (each node's own count too: which nodes upload)
+            let c = Arc::new(Counting { inner: store.clone(), puts: AtomicU64::new(0), gets: AtomicU64::new(0) });
+            node_stores.push(c.clone());
+            let s: Arc<dyn ObjectStore> = c;
             let n = wal_core::logstore::LogStoreNode::start(
                 wal_core::logstore::NodeConfig::new(format!("ls-{i}")),
                 "127.0.0.1:0".parse().unwrap(),
@@ -216,6 +220,10 @@ async fn run(
         Some(t) => (secs, (t.await.unwrap() - puts0) as f64),
         None => (started.elapsed().as_secs_f64(), (store.puts.load(Ordering::Relaxed) - puts0) as f64),
     };
+    if !node_stores.is_empty() {
+        let per: Vec<u64> = node_stores.iter().map(|c| c.puts.load(Ordering::Relaxed)).collect();
+        eprintln!("  ({logs} partitions: PUTs by LogStore node {per:?})");
+    }
     for n in nodes {
         n.shutdown().await;
     }
@@ -261,11 +269,13 @@ async fn main() {
     println!("raw PUT, 4 MiB objects: 1 stream {:.0} MB/s, 4 streams {:.0} MB/s", raw_mb[&1], raw_mb[&4]);
     println!();
     println!("{:<44} {:>8} {:>8} {:>10} {:>8} {:>8}", "case", "MB/s", "PUT/s", "PUTs/GiB", "p50 ms", "p99 ms");
-    for m in [Mode::PerBlock, Mode::Shared, Mode::Quorum] {
+    let only = std::env::args().skip_while(|a| a != "--modes").nth(1).unwrap_or_else(|| "per-block,shared,quorum".into());
+    let modes = [(Mode::PerBlock, "per-block"), (Mode::Shared, "shared"), (Mode::Quorum, "quorum")];
+    for m in modes.iter().filter(|(_, n)| only.split(',').any(|o| o == *n)).map(|(m, _)| *m) {
         let mode = match m {
             Mode::PerBlock => "one object per block",
             Mode::Shared => "shared objects",
-            Mode::Quorum => "QuorumBuffer (merged runs)",
+            Mode::Quorum => "QuorumBuffer",
         };
         let store = s3(&server, &format!("full-{m:?}")).await;
         let (f, wal) = run(store.clone(), m, 1, 0.0, 0.0, full, window, 0).await;

@@ -492,3 +492,35 @@ async fn nodes_share_objects_across_logs_and_flushing_rewrites_them() {
         }
     }
 }
+
+/// The segment's designated uploader alone uploads (within its PUT budget) while the writer
+/// keeps the other replicas told what is stored: steady appends for two seconds make about
+/// budget x seconds objects, not three times as many.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_designated_uploader_uploads_within_its_budget() {
+    let m = mem_wal(quorum_config());
+    let mut nodes = Vec::new();
+    for id in ["ls-a", "ls-b", "ls-c"] {
+        nodes.push(node_with(&m, id, 2_000, 10).await);
+    }
+    m.wal.create_log("u").await.unwrap();
+    let w = m.wal.open_writer("u").await.unwrap();
+    let started = Instant::now();
+    let mut seqs = Vec::new();
+    let mut seq = 0;
+    while started.elapsed() < Duration::from_secs(2) {
+        append_seqs(&w, seq..seq + 5, 200, &mut seqs).await;
+        seq += 5;
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let objects = m.store.inner().list("shared/").await.unwrap().len();
+    let blocks = m.meta.list("chunk/").await.unwrap().kvs.len();
+    println!("{objects} shared objects for {blocks} blocks in 2 s");
+    // 10/s for 2 s, plus the saved burst and a full object or two: far below 3 nodes' 60.
+    assert!(objects <= 30, "{objects} objects: more than one node uploads");
+    w.close().await.unwrap();
+    check_dense(&read_all(&reopen(&m, quorum_config()), "u", 0).await, &seqs);
+    for n in nodes {
+        n.shutdown().await;
+    }
+}

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use std::collections::BTreeMap;
 
-use futures::StreamExt;
+use futures::FutureExt;
 
 use super::recovery::{chunk_info, discover_blocks, load_chunks, load_index};
 use super::shared::LogShared;
@@ -19,8 +19,18 @@ use crate::error::{Result, StorageError, WalError};
 use crate::format::{decode_block, index::find_block, BlockInfo};
 use crate::metrics as m;
 
-/// Blocks a catch-up reader has fetched ahead of its position (at most half the block cache).
-const READ_AHEAD_BLOCKS: usize = 4;
+/// Bytes of blocks a catch-up reader has fetched ahead of its position (at most half the block
+/// cache), and the range GETs of one prefetch at once.
+const READ_AHEAD_BYTES: u64 = 8 << 20;
+const READ_AHEAD_GETS: usize = 4;
+
+/// A block's key in the block cache and in the table of fetches in flight.
+fn cache_key(src: &Source) -> String {
+    match src {
+        Source::Object(k) => k.clone(),
+        Source::Chunk(l) => format!("{}@{}", l.object, l.pos),
+    }
+}
 
 /// Where a block's bytes are.
 enum Source {
@@ -178,77 +188,134 @@ impl LogReader {
         })
     }
 
-    /// Catch-up readers: loads the next [`READ_AHEAD_BLOCKS`] stored blocks after `from` (into
-    /// the block cache, in the background, a few GETs at once; across segment boundaries), so a
-    /// sequential reader's next reads find them fetched or in flight. One prefetch per log at a
-    /// time, and never of a block a reader of this process has already read past.
+    /// Catch-up readers: loads about [`READ_AHEAD_BYTES`] of stored blocks after `from` into
+    /// the block cache, in the background, across segment ends, fetching consecutive blocks of
+    /// one object (a shared object's chunks of this log, a flushed segment's data) in one range
+    /// GET, so a sequential reader's next reads find them fetched or in flight. One prefetch
+    /// per log at a time, never of a block a reader of this process has already read past.
     fn prefetch_after(&self, from: u64, end: u64) {
-        let ahead = READ_AHEAD_BLOCKS.min(self.wal.cfg.block_cache_blocks / 2);
-        if ahead == 0 || from >= end || self.sh.prefetching.swap(true, Ordering::AcqRel) {
+        if self.wal.cfg.block_cache_blocks == 0 || from >= end || self.sh.prefetching.swap(true, Ordering::AcqRel) {
             return;
         }
         let me = self.clone();
         tokio::spawn(async move {
-            let mut pos = from;
-            let mut srcs = Vec::new();
-            while srcs.len() < ahead && pos < end {
+            let budget = READ_AHEAD_BYTES.min(me.wal.cfg.block_cache_blocks.saturating_mul(me.wal.cfg.flush_max_bytes) as u64 / 2);
+            let (mut pos, mut bytes) = (from, 0u64);
+            let mut runs: Vec<Vec<Source>> = Vec::new();
+            while bytes < budget && pos < end {
                 // (what the tail cache holds needs no GET)
                 if me.sh.tail().read(pos, 1).is_some() {
                     break;
                 }
                 let Ok((src, info)) = me.locate(pos).await else { break };
                 pos = info.end_offset;
-                if info.end_offset > me.sh.read_mark.load(Ordering::Acquire) {
-                    srcs.push(src);
+                let key = cache_key(&src);
+                let have = me.sh.block_cache().contains(&key) || crate::util::lock(&me.sh.loads).contains_key(&key);
+                if have || info.end_offset <= me.sh.read_mark.load(Ordering::Acquire) {
+                    continue;
+                }
+                bytes += info.size as u64;
+                match (runs.last_mut().and_then(|r| r.last()), &src) {
+                    (Some(Source::Chunk(a)), Source::Chunk(b)) if a.object == b.object && a.pos + a.len as u64 == b.pos => {
+                        runs.last_mut().expect("a run").push(src)
+                    }
+                    _ => runs.push(vec![src]),
                 }
             }
-            futures::stream::iter(srcs)
-                .for_each_concurrent(ahead, |src| {
-                    let me = me.clone();
-                    async move {
-                        if me.load_block(&src).await.is_ok() {
-                            metrics::counter!(m::PREFETCHED_BLOCKS_TOTAL).increment(1);
-                        }
-                    }
-                })
-                .await;
+            // Every block's fetch is registered at once (a demand read of a block further on
+            // waits for its run rather than fetching it again); the GETs run a few at a time.
+            let gets = Arc::new(tokio::sync::Semaphore::new(READ_AHEAD_GETS));
+            futures::future::join_all(runs.into_iter().map(|run| me.fetch_run(run, gets.clone()))).await;
             me.sh.prefetching.store(false, Ordering::Release);
         });
     }
 
+    /// Loads consecutive blocks of one object with one range GET (a demand read of any of
+    /// them meanwhile waits for it).
+    async fn fetch_run(&self, run: Vec<Source>, gets: Arc<tokio::sync::Semaphore>) {
+        let (object, start, len) = match (run.first(), run.last()) {
+            (Some(Source::Chunk(a)), Some(Source::Chunk(b))) if run.len() > 1 => (a.object.clone(), a.pos, b.pos + b.len as u64 - a.pos),
+            _ => {
+                let loads = run.iter().map(|src| {
+                    self.load_cached(cache_key(src), || async {
+                        let _get = gets.acquire().await;
+                        self.fetch_block(src).await
+                    })
+                });
+                let done = futures::future::join_all(loads).await;
+                metrics::counter!(m::PREFETCHED_BLOCKS_TOTAL).increment(done.iter().filter(|r| r.is_ok()).count() as u64);
+                return;
+            }
+        };
+        let (store, key, name) = (self.wal.store.clone(), object.clone(), self.sh.name.clone());
+        let fetched = async move {
+            let _get = gets.acquire().await;
+            metrics::counter!(m::LOG_STORAGE_READS_TOTAL, "log" => name).increment(1);
+            store.get_range(&key, start..start + len).await.map_err(|e| e.to_string())
+        }
+        .boxed()
+        .shared();
+        let loads = run.iter().map(|src| {
+            let Source::Chunk(l) = src else { unreachable!("a run holds chunks") };
+            let part = (l.pos - start) as usize..(l.pos - start) as usize + l.len as usize;
+            let (fetched, object) = (fetched.clone(), object.clone());
+            self.load_cached(cache_key(src), move || async move {
+                let data = fetched.await.map_err(|message| WalError::Storage(StorageError::Transient { op: "get", message }))?;
+                let block = data.get(part.clone()).map(|_| data.slice(part)).ok_or_else(|| WalError::Format {
+                    key: object.clone(),
+                    source: crate::error::FormatError::Truncated { need: len as usize, have: data.len() },
+                })?;
+                let (_, entries) = decode_block(&block).map_err(|source| WalError::Format { key: object, source })?;
+                Ok(Arc::new(entries))
+            })
+        });
+        let done = futures::future::join_all(loads).await;
+        metrics::counter!(m::PREFETCHED_BLOCKS_TOTAL).increment(done.iter().filter(|r| r.is_ok()).count() as u64);
+    }
+
     /// A block's entries: from the block cache, from a fetch already in flight, or fetched now.
     async fn load_block(&self, src: &Source) -> Result<Arc<Vec<StoredEntry>>> {
-        let cache_key = match src {
-            Source::Object(k) => k.clone(),
-            Source::Chunk(l) => format!("{}@{}", l.object, l.pos),
-        };
+        self.load_cached(cache_key(src), || self.fetch_block(src)).await
+    }
+
+    /// The cached entries under `key`, or those of a fetch in flight, or `fetch`'s (then cached).
+    async fn load_cached<F, Fut>(&self, key: String, fetch: F) -> Result<Arc<Vec<StoredEntry>>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<Arc<Vec<StoredEntry>>>>,
+    {
         let cell = {
             // (the cache is checked under the loads lock: a fetch puts its block in the cache
             // before it leaves the loads, so a block is never fetched twice at once)
             let mut loads = crate::util::lock(&self.sh.loads);
-            if let Some(v) = self.sh.block_cache().get(&cache_key) {
+            if let Some(v) = self.sh.block_cache().get(&key) {
                 return Ok(v);
             }
-            loads.entry(cache_key.clone()).or_default().clone()
+            loads.entry(key.clone()).or_default().clone()
         };
-        let r = cell.get_or_try_init(|| self.fetch_block(src, &cache_key)).await.cloned();
+        let r = cell
+            .get_or_try_init(|| async {
+                let v = fetch().await?;
+                self.sh.block_cache().put(key.clone(), v.clone());
+                Ok(v)
+            })
+            .await
+            .cloned();
         let mut loads = crate::util::lock(&self.sh.loads);
-        if loads.get(&cache_key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
-            loads.remove(&cache_key);
+        if loads.get(&key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
+            loads.remove(&key);
         }
         r
     }
 
-    async fn fetch_block(&self, src: &Source, cache_key: &str) -> Result<Arc<Vec<StoredEntry>>> {
+    async fn fetch_block(&self, src: &Source) -> Result<Arc<Vec<StoredEntry>>> {
         metrics::counter!(m::LOG_STORAGE_READS_TOTAL, "log" => self.sh.name.clone()).increment(1);
         let (key, data) = match src {
             Source::Object(k) => (k.as_str(), self.wal.store.get(k).await?),
             Source::Chunk(l) => (l.object.as_str(), self.wal.store.get_range(&l.object, l.pos..l.pos + l.len as u64).await?),
         };
         let (_, entries) = decode_block(&data).map_err(|source| WalError::Format { key: key.to_string(), source })?;
-        let v = Arc::new(entries);
-        self.sh.block_cache().put(cache_key.to_string(), v.clone());
-        Ok(v)
+        Ok(Arc::new(entries))
     }
 
     /// [`LogReader::load_block`], learning the block's place anew once if it moved (segment

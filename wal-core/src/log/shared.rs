@@ -101,27 +101,38 @@ impl TailCache {
 }
 
 /// Recently decoded blocks, by object key.
+/// Decoded blocks of one log, bounded by bytes (`block_cache_blocks` full blocks' worth, so
+/// many small blocks fit), evicted oldest first: readers catching up read forward.
 pub(crate) struct BlockCache {
-    blocks: VecDeque<(String, Arc<Vec<StoredEntry>>)>,
-    cap: usize,
+    blocks: std::collections::HashMap<String, Arc<Vec<StoredEntry>>>,
+    order: VecDeque<(String, usize)>,
+    bytes: usize,
+    cap_bytes: usize,
 }
 
 impl BlockCache {
+    pub fn new(cap_bytes: usize) -> Self {
+        BlockCache { blocks: Default::default(), order: VecDeque::new(), bytes: 0, cap_bytes }
+    }
     pub fn get(&mut self, key: &str) -> Option<Arc<Vec<StoredEntry>>> {
-        let i = self.blocks.iter().position(|(k, _)| k == key)?;
-        let hit = self.blocks.remove(i)?;
-        let v = hit.1.clone();
-        self.blocks.push_back(hit);
-        Some(v)
+        self.blocks.get(key).cloned()
+    }
+    pub fn contains(&self, key: &str) -> bool {
+        self.blocks.contains_key(key)
     }
     pub fn put(&mut self, key: String, v: Arc<Vec<StoredEntry>>) {
-        if self.cap == 0 {
+        let size = v.iter().map(|e| e.data.len() + 64).sum::<usize>();
+        if size > self.cap_bytes || self.blocks.contains_key(&key) {
             return;
         }
-        if self.blocks.len() >= self.cap {
-            self.blocks.pop_front();
+        while self.bytes + size > self.cap_bytes {
+            let Some((old, n)) = self.order.pop_front() else { break };
+            self.blocks.remove(&old);
+            self.bytes -= n;
         }
-        self.blocks.push_back((key, v));
+        self.bytes += size;
+        self.order.push_back((key.clone(), size));
+        self.blocks.insert(key, v);
     }
 }
 
@@ -281,7 +292,7 @@ pub(crate) async fn get_or_load(wal: &Arc<WalInner>, name: &str) -> Result<Arc<L
         has_writer: AtomicBool::new(false),
         tail: Mutex::new(TailCache::new(wal.cfg.tail_cache_bytes)),
         segs: Mutex::new(BTreeMap::new()),
-        block_cache: Mutex::new(BlockCache { blocks: VecDeque::new(), cap: wal.cfg.block_cache_blocks }),
+        block_cache: Mutex::new(BlockCache::new(wal.cfg.block_cache_blocks.saturating_mul(wal.cfg.flush_max_bytes))),
         loads: Mutex::new(std::collections::HashMap::new()),
         prefetching: AtomicBool::new(false),
         read_mark: AtomicU64::new(0),
