@@ -124,10 +124,20 @@ impl ObjectWriter {
 
     /// Stores a block in the next shared object; returns where it lies.
     pub async fn put(&self, entry: ChunkEntry, data: Bytes) -> Result<ChunkLoc, PutError> {
+        self.queue(entry, data).await.await
+    }
+
+    /// Queues a block now (blocks queued one after another lie in that order, consecutive in
+    /// one object when they share it: a reader fetches them in one range GET); the returned
+    /// future resolves to where it lies once stored.
+    pub async fn queue(&self, entry: ChunkEntry, data: Bytes) -> impl std::future::Future<Output = Result<ChunkLoc, PutError>> {
         let stopped = || PutError::Failed(crate::error::StorageError::Transient { op: "put", message: "object writer stopped".into() });
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Queued { entry, data, at: Instant::now(), reply }).await.map_err(|_| stopped())?;
-        rx.await.unwrap_or_else(|_| Err(stopped()))
+        let sent = self.tx.send(Queued { entry, data, at: Instant::now(), reply }).await;
+        async move {
+            sent.map_err(|_| stopped())?;
+            rx.await.unwrap_or_else(|_| Err(stopped()))
+        }
     }
 }
 

@@ -106,9 +106,9 @@ impl LogReader {
                 }
             }
             let (entries, info) = self.load_located(pos).await?;
-            if pos == from {
-                self.prefetch_after(info.end_offset, end);
-            }
+            // (at every block: a read larger than one prefetch continues into blocks no
+            // prefetch has covered; a prefetch already running makes this a no-op)
+            self.prefetch_after(info.end_offset, end);
             for e in entries.iter().filter(|e| e.end_offset() > pos) {
                 if !out.is_empty() && total + e.data.len() > max_bytes {
                     break 'blocks;

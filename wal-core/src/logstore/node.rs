@@ -44,7 +44,7 @@ use crate::config::ObjectLimits;
 use crate::error::{Result, StorageError, WalError};
 use crate::format::{decode_block_header, ChunkEntry};
 use crate::log::objects::ObjectWriter;
-use crate::log::{block_key, json, keys, ChunkRef};
+use crate::log::{block_key, json, keys, ChunkLoc, ChunkRef};
 use crate::meta::batcher::{TxnBatcher, DEFAULT_MAX_TXN_OPS};
 use crate::meta::{MetaStore, Op, Registration, Txn};
 use crate::storage::ObjectStore;
@@ -441,8 +441,14 @@ async fn uploader(node: Arc<Node>) {
             let slots = if job.shared { &shared_slots } else { &slots };
             let permit = slots.clone().acquire_owned().await.expect("never closed");
             let n = node.clone();
+            // Shared blocks are queued here, in the order `due` lists them (offset order in a
+            // segment), so consecutive blocks lie consecutively in an object.
+            let queued = if job.shared { Some(queue_shared(&node, &job).await) } else { None };
             tokio::spawn(async move {
-                let ok = if job.shared { upload_shared(&n, &job).await } else { upload(&n, &job).await };
+                let ok = match queued {
+                    Some(q) => finish_shared(&n, &job, q).await,
+                    None => upload(&n, &job).await,
+                };
                 drop(permit);
                 let mut st = lock(&n.state);
                 let bases: Vec<u64> = job.blocks.iter().map(|(b, _)| *b).collect();
@@ -476,9 +482,12 @@ fn run_object(job: &Upload) -> Result<Bytes, crate::error::FormatError> {
     Ok(crate::format::encode_block(job.seg.log_id, job.seg.segment, job.epoch, &entries))
 }
 
-/// Stores one block in the node's next shared object and commits its chunk key.
-async fn upload_shared(node: &Node, job: &Upload) -> bool {
-    let [(base, data)] = job.blocks.as_slice() else { return false };
+/// A block queued for a shared object: its max timestamp and where it will lie.
+type QueuedShared = Option<(i64, Instant, futures::future::BoxFuture<'static, std::result::Result<ChunkLoc, crate::storage::PutError>>)>;
+
+/// Queues one block for the node's next shared object (`None`: it does not decode).
+async fn queue_shared(node: &Node, job: &Upload) -> QueuedShared {
+    let [(base, data)] = job.blocks.as_slice() else { return None };
     let max_timestamp = match decode_block_header(data) {
         Ok(h) if h.base_offset == *base && h.end_offset == job.end => h.max_timestamp,
         _ => {
@@ -489,18 +498,24 @@ async fn upload_shared(node: &Node, job: &Upload) -> bool {
                 base,
                 "logstore: a held block does not decode; not uploading it"
             );
-            return false;
+            return None;
         }
     };
     let (log_id, segment) = (job.seg.log_id, job.seg.segment);
     let entry = ChunkEntry { log_id, segment, epoch: job.epoch, base_offset: *base, end_offset: job.end, pos: 0, len: 0 };
-    let started = Instant::now();
+    Some((max_timestamp, Instant::now(), Box::pin(node.objects.queue(entry, data.clone()).await)))
+}
+
+/// Waits for a queued block's object, then commits its chunk key.
+async fn finish_shared(node: &Node, job: &Upload, queued: QueuedShared) -> bool {
+    let Some((max_timestamp, started, stored)) = queued else { return false };
+    let (log_id, segment, base) = (job.seg.log_id, job.seg.segment, &job.base);
     let failed = |what: &str, e: String| {
         metrics::counter!(metric::UPLOAD_ERRORS_TOTAL).increment(1);
         tracing::warn!(log_id, segment, base, error = %e, "logstore shared upload failed ({what}); will retry");
         false
     };
-    let loc = match node.objects.put(entry, data.clone()).await {
+    let loc = match stored.await {
         Ok(loc) => loc,
         Err(e) => return failed("object", format!("{e:?}")),
     };
