@@ -136,6 +136,9 @@ impl BlockCache {
     }
 }
 
+/// One block's fetch in flight: its decoded entries once there.
+pub(crate) type Loading = tokio::sync::OnceCell<Arc<Vec<StoredEntry>>>;
+
 pub(crate) struct LogShared {
     pub name: String,
     pub id: u64,
@@ -149,7 +152,7 @@ pub(crate) struct LogShared {
     pub block_cache: Mutex<BlockCache>,
     /// Blocks being fetched from storage, by cache key: a demand read and a prefetch of the
     /// same block share one GET.
-    pub loads: Mutex<std::collections::HashMap<String, Arc<tokio::sync::OnceCell<Arc<Vec<StoredEntry>>>>>>,
+    pub loads: Mutex<std::collections::HashMap<String, Arc<Loading>>>,
     /// Set while a prefetch of this log runs (one at a time).
     pub prefetching: AtomicBool,
     /// The furthest offset a reader of this process has read up to (prefetch skips below it).
