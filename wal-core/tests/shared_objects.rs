@@ -361,3 +361,35 @@ async fn a_catch_up_reader_prefetches_and_fetches_each_block_once() {
     assert!(fetched >= block_bytes && fetched * 4 <= block_bytes * 5, "{fetched} bytes fetched for {block_bytes}");
     assert!(gets < blocks, "{gets} GETs for {blocks} blocks: consecutive blocks of an object share one");
 }
+
+/// Chunk records written before they were keyed by log id (`chunk/{name}/...`) are still read,
+/// flushed and then deleted; the collector keeps the objects they name meanwhile.
+#[tokio::test]
+async fn chunk_records_keyed_by_name_from_before_are_still_read_and_flushed() {
+    let cfg = shared_config();
+    let m = mem_wal(cfg.clone());
+    m.wal.create_log("old-0").await.unwrap();
+    let acked = append_concurrently(&m.wal, &["old-0".to_string()], 50).await;
+    // Rewrite the records as the previous release keyed them.
+    let id = m.wal.log_info("old-0").await.unwrap().id;
+    let records = m.meta.list(&format!("chunk/{id:016x}/")).await.unwrap().kvs;
+    assert!(!records.is_empty());
+    let mut txn = wal_core::meta::Txn::new().then(wal_core::meta::Op::DeletePrefix(format!("chunk/{id:016x}/")));
+    for kv in &records {
+        let legacy = kv.key.replace(&format!("{id:016x}"), "old-0");
+        txn = txn.then(wal_core::meta::Op::put(legacy, kv.value.clone()));
+    }
+    m.meta.txn(txn).await.unwrap();
+    let other = reopen(&m, cfg.clone());
+    assert_eq!(seqs(&other, "old-0").await, acked["old-0"], "read through the legacy records");
+    // The collector keeps what they name (no writer here: a pass only collects)...
+    let pass = other.flush_segments_once(true).await.unwrap();
+    assert_eq!((pass.segments_flushed, pass.shared_objects_deleted), (0, 0), "{pass:?}");
+    assert_eq!(seqs(&reopen(&m, cfg.clone()), "old-0").await, acked["old-0"]);
+    // ... and flushing by the log's owner rewrites the segment and drops them.
+    let _w = other.open_writer("old-0").await.unwrap();
+    let pass = other.flush_segments_once(true).await.unwrap();
+    assert!(pass.segments_flushed >= 1, "{pass:?}");
+    assert_eq!(chunk_records(&m).await, 0, "legacy records deleted with the flush");
+    assert_eq!(seqs(&reopen(&m, cfg), "old-0").await, acked["old-0"]);
+}

@@ -25,7 +25,10 @@ pub(crate) async fn clean_once(wal: &Wal) -> Result<usize> {
             delete_objects(&**wal.store(), &keys::segment_objects(lm.id, s.id, s.epoch)).await?;
             // (blocks inside shared objects: their records go; the objects are collected once
             // nothing points into them, see `flusher`)
-            let txn = Txn::new().then(Op::Delete(keys::segment(&lm.name, s.id))).then(Op::DeletePrefix(keys::chunks(lm.id, s.id)));
+            let txn = Txn::new()
+                .then(Op::Delete(keys::segment(&lm.name, s.id)))
+                .then(Op::DeletePrefix(keys::chunks(lm.id, s.id)))
+                .then(Op::DeletePrefix(keys::legacy_chunks(&lm.name, s.id)));
             wal.meta().txn(txn).await?;
             metrics::counter!(m::SEGMENTS_DELETED_TOTAL).increment(1);
             deleted += 1;

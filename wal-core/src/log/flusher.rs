@@ -111,7 +111,7 @@ async fn flush_segment(wal: &Wal, name: &str, log_id: u64, seg: &SegmentMeta) ->
     if current != *seg {
         return Ok(0); // changed since listed: the next pass sees it as it is
     }
-    let refs: Vec<ChunkRef> = load_chunks(meta, log_id, seg).await?;
+    let refs: Vec<ChunkRef> = load_chunks(meta, log_id, Some(name), seg).await?;
     let blocks: Vec<_> = refs.iter().map(chunk_info).collect();
     let locs: Vec<super::ChunkLoc> = refs.iter().map(|r| r.loc.clone()).collect();
     let parts: Vec<bytes::Bytes> = stream::iter(locs)
@@ -149,7 +149,8 @@ async fn flush_segment(wal: &Wal, name: &str, log_id: u64, seg: &SegmentMeta) ->
     let txn = Txn::new()
         .when(Compare::ModRevision(keys::segment(name, seg.id), kv.mod_revision))
         .then(Op::put(keys::segment(name, seg.id), json(&flushed_meta)))
-        .then(Op::DeletePrefix(keys::chunks(log_id, seg.id)));
+        .then(Op::DeletePrefix(keys::chunks(log_id, seg.id)))
+        .then(Op::DeletePrefix(keys::legacy_chunks(name, seg.id)));
     if !meta.txn(txn).await?.succeeded {
         return Ok(0); // changed under us (deleted by retention, say): nothing to do
     }

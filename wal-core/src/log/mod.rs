@@ -206,10 +206,28 @@ pub(crate) mod keys {
     pub fn chunk(log_id: u64, seg: u64, base: u64) -> String {
         format!("chunk/{log_id:016x}/{seg:010}/{base:020}")
     }
-    /// The log id and segment of a chunk key.
+    /// Chunk keys written before they were keyed by log id (`chunk/{name}/...`): still read,
+    /// and deleted with their segment or log.
+    pub fn legacy_log_chunks(name: &str) -> String {
+        format!("chunk/{}/", legacy_name(name))
+    }
+    pub fn legacy_chunks(name: &str, seg: u64) -> String {
+        format!("chunk/{}/{seg:010}/", legacy_name(name))
+    }
+    /// A name that reads like a log id would name another log's records: nothing was ever
+    /// written under it worth reading, so its legacy prefix is one nothing is under.
+    fn legacy_name(name: &str) -> String {
+        if name.len() == 16 && name.bytes().all(|b| b.is_ascii_hexdigit()) {
+            format!("/{name}")
+        } else {
+            name.to_string()
+        }
+    }
+    /// The log id and segment of a chunk key (`None` for a legacy, name-keyed one).
     pub fn parse_chunk(key: &str) -> Option<(u64, u64)> {
         let mut parts = key.strip_prefix(ALL_CHUNKS)?.split('/');
-        let log_id = u64::from_str_radix(parts.next()?, 16).ok()?;
+        let id = parts.next().filter(|p| p.len() == 16 && p.bytes().all(|b| b.is_ascii_hexdigit()))?;
+        let log_id = u64::from_str_radix(id, 16).ok()?;
         let seg = parts.next()?.parse().ok()?;
         Some((log_id, seg))
     }
@@ -346,7 +364,8 @@ impl Wal {
                     .then(Op::Delete(keys::log(name)))
                     .then(Op::Delete(keys::epoch(name)))
                     .then(Op::DeletePrefix(keys::segments(name)))
-                    .then(Op::DeletePrefix(keys::log_chunks(lm.id))),
+                    .then(Op::DeletePrefix(keys::log_chunks(lm.id)))
+                    .then(Op::DeletePrefix(keys::legacy_log_chunks(name))),
             )
             .await?;
         if !r.succeeded {

@@ -287,7 +287,7 @@ pub(crate) async fn recover(wal: &WalInner, log_id: u64, seg: &SegmentMeta, epoc
     s.end_offset = pos;
     s.blocks = count as u32;
     let (sealed, infos) = if shared {
-        let infos: Vec<_> = load_chunks(&*wal.meta, log_id, &s).await?.iter().map(chunk_info).collect();
+        let infos: Vec<_> = load_chunks(&*wal.meta, log_id, None, &s).await?.iter().map(chunk_info).collect();
         (seal_segment(&*wal.store, log_id, &s, &infos).await?, infos)
     } else {
         seal_abandoned(&*wal.store, log_id, &s).await?

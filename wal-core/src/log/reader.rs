@@ -169,7 +169,7 @@ impl LogReader {
         let store = &*self.wal.store;
         Ok(match (meta.layout, meta.state) {
             (Layout::Chunks, _) => {
-                let refs = load_chunks(&*self.wal.meta, self.sh.id, meta).await?;
+                let refs = load_chunks(&*self.wal.meta, self.sh.id, Some(&self.sh.name), meta).await?;
                 (refs.iter().map(chunk_info).collect(), refs.into_iter().map(|r| (r.base_offset, r.loc)).collect())
             }
             (Layout::Flushed, _) => {

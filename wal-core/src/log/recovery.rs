@@ -167,9 +167,13 @@ fn sealed_meta(seg: &SegmentMeta, blocks: &[BlockInfo]) -> SegmentMeta {
 
 /// The blocks of a segment whose blocks are in shared objects, from their metadata keys: the
 /// chain from the segment's base to its durable end (each key was committed with the segment
-/// record that covers it, so the chain is whole).
-pub(crate) async fn load_chunks(meta: &dyn MetaStore, log_id: u64, seg: &SegmentMeta) -> Result<Vec<ChunkRef>> {
-    let listing = meta.list(&keys::chunks(log_id, seg.id)).await?;
+/// record that covers it, so the chain is whole). `legacy`: the log's name, to read records
+/// written before they were keyed by log id when there are none by id.
+pub(crate) async fn load_chunks(meta: &dyn MetaStore, log_id: u64, legacy: Option<&str>, seg: &SegmentMeta) -> Result<Vec<ChunkRef>> {
+    let mut listing = meta.list(&keys::chunks(log_id, seg.id)).await?;
+    if let (true, Some(name)) = (listing.kvs.is_empty(), legacy) {
+        listing = meta.list(&keys::legacy_chunks(name, seg.id)).await?;
+    }
     let mut refs: Vec<ChunkRef> = listing.kvs.iter().map(|kv| decode_json(&kv.key, &kv.value)).collect::<Result<_>>()?;
     refs.sort_by_key(|r| r.base_offset);
     let mut chain = Vec::with_capacity(refs.len());

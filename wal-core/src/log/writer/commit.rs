@@ -97,7 +97,8 @@ impl WriterInner {
         let seg = &cur.committed;
         match (&self.rep, seg.layout) {
             (Some(_), Layout::Chunks) => {
-                let blocks: Vec<_> = load_chunks(&*self.wal.meta, self.log_id, seg).await?.iter().map(chunk_info).collect();
+                let blocks: Vec<_> =
+                    load_chunks(&*self.wal.meta, self.log_id, Some(&self.name), seg).await?.iter().map(chunk_info).collect();
                 seal_segment(&*self.wal.store, self.log_id, seg, &blocks).await
             }
             (Some(_), _) => Ok(seal_abandoned(&*self.wal.store, self.log_id, seg).await?.0),

@@ -50,7 +50,7 @@ pub(crate) async fn open(wal: Arc<WalInner>, name: &str, opts: WriterOptions) ->
             SegmentState::Sealed => seg.clone(),
             SegmentState::Active if !seg.replicas.is_empty() => replicas::recover(&wal, shared.id, seg, epoch).await?,
             SegmentState::Active if seg.layout == Layout::Chunks => {
-                let blocks: Vec<_> = load_chunks(meta, shared.id, seg).await?.iter().map(chunk_info).collect();
+                let blocks: Vec<_> = load_chunks(meta, shared.id, Some(name), seg).await?.iter().map(chunk_info).collect();
                 seal_segment(&*wal.store, shared.id, seg, &blocks).await?
             }
             SegmentState::Active => seal_abandoned(&*wal.store, shared.id, seg).await?.0,
