@@ -167,6 +167,9 @@ impl Default for WalConfig {
     }
 }
 
+/// Room for a block's header, entry table and the LogStore append header in one frame.
+const BLOCK_FRAME_OVERHEAD: usize = 1 << 20;
+
 /// How a process cuts shared write objects: a MemoryBuffer gateway for its writers, a LogStore
 /// node for the blocks it uploads (both from the `wal.*` settings of the same names).
 #[derive(Debug, Clone, Copy)]
@@ -219,6 +222,11 @@ impl WalConfig {
         if self.max_entry_bytes == 0 || self.max_entry_bytes > self.max_buffered_bytes || self.max_entry_bytes > u32::MAX as usize / 2 {
             return bad("max_entry_bytes must be positive and at most max_buffered_bytes");
         }
+        // A block is at most flush_max_bytes, or one entry alone; in QuorumBuffer mode (a topic
+        // can choose it in any process) it travels in one LogStore frame.
+        if self.flush_max_bytes.max(self.max_entry_bytes) + BLOCK_FRAME_OVERHEAD > crate::logstore::proto::MAX_FRAME_BYTES {
+            return bad("flush_max_bytes and max_entry_bytes must leave a block within one LogStore frame (160 MiB)");
+        }
         if self.upload_attempts == 0 {
             return bad("upload_attempts must be at least 1");
         }
@@ -254,5 +262,36 @@ impl WalConfig {
             return bad("quorum.replica_timeout_ms must be positive");
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_block_must_fit_one_logstore_frame() {
+        assert!(WalConfig::default().validate().is_ok());
+        let big = WalConfig {
+            max_entry_bytes: 200 << 20,
+            max_buffered_bytes: 256 << 20,
+            max_total_buffered_bytes: 512 << 20,
+            ..WalConfig::default()
+        };
+        assert!(matches!(big.validate(), Err(WalError::Config(m)) if m.contains("LogStore frame")));
+        let big = WalConfig {
+            flush_max_bytes: 160 << 20,
+            max_buffered_bytes: 256 << 20,
+            max_total_buffered_bytes: 512 << 20,
+            ..WalConfig::default()
+        };
+        assert!(big.validate().is_err());
+        let ok = WalConfig {
+            flush_max_bytes: 128 << 20,
+            max_buffered_bytes: 256 << 20,
+            max_total_buffered_bytes: 512 << 20,
+            ..WalConfig::default()
+        };
+        assert!(ok.validate().is_ok(), "{:?}", ok.validate());
     }
 }
