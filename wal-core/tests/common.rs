@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -81,6 +82,36 @@ pub async fn read_all(wal: &Wal, name: &str, from: u64) -> Vec<wal_core::StoredE
                 out.push(e);
             }
         }
+    }
+    out
+}
+
+/// Appends `per_log` entries to each log, all logs at once; returns the sequence numbers each
+/// log acknowledged, in offset order.
+pub async fn append_concurrently(wal: &Wal, logs: &[String], per_log: u64) -> BTreeMap<String, Vec<u64>> {
+    let mut tasks = Vec::new();
+    for (i, name) in logs.iter().enumerate() {
+        let w = wal.open_writer(name).await.unwrap();
+        let name = name.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut tickets = Vec::new();
+            for k in 0..per_log {
+                let seq = i as u64 * 1_000_000 + k;
+                tickets.push((seq, w.submit(entry(seq, 300)).await.unwrap()));
+            }
+            let mut acked = Vec::new();
+            for (seq, t) in tickets {
+                t.durable().await.unwrap();
+                acked.push(seq);
+            }
+            w.close().await.unwrap();
+            (name, acked)
+        }));
+    }
+    let mut out = BTreeMap::new();
+    for t in tasks {
+        let (name, acked) = t.await.unwrap();
+        out.insert(name, acked);
     }
     out
 }

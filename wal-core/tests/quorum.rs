@@ -411,33 +411,11 @@ async fn nodes_share_objects_across_logs_and_flushing_rewrites_them() {
             nodes.push(node_with(&m, id, 5_000, 4).await);
         }
         let logs: Vec<String> = (0..8).map(|i| format!("q{i}")).collect();
-        let mut tasks = Vec::new();
-        for (i, name) in logs.iter().enumerate() {
+        for name in &logs {
             m.wal.create_log(name).await.unwrap();
-            let w = m.wal.open_writer(name).await.unwrap();
-            tasks.push(tokio::spawn(async move {
-                let mut tickets = Vec::new();
-                for k in 0..60u64 {
-                    let seq = i as u64 * 1_000 + k;
-                    tickets.push((seq, w.submit(entry(seq, 200)).await.unwrap()));
-                }
-                let mut acked = Vec::new();
-                for (seq, t) in tickets {
-                    acked.push((seq, t.durable().await.unwrap().end_offset));
-                }
-                (w, acked)
-            }));
         }
-        let mut writers = Vec::new();
-        let mut acked = Vec::new();
-        for t in tasks {
-            let (w, a) = t.await.unwrap();
-            writers.push(w);
-            acked.push(a);
-        }
-        for (name, a) in logs.iter().zip(&acked) {
-            wait_stored(&m.wal, name, a.last().unwrap().1).await;
-        }
+        // (the writers close once everything they acknowledged is stored)
+        let acked = append_concurrently(&m.wal, &logs, 60).await;
         let objects = m.store.inner().list("shared/").await.unwrap().len();
         let records = m.meta.list("chunk/").await.unwrap().kvs.len();
         println!("shared {shared}: {objects} shared objects, {records} chunk records");
@@ -447,13 +425,9 @@ async fn nodes_share_objects_across_logs_and_flushing_rewrites_them() {
         } else {
             assert_eq!((objects, records), (0, 0));
         }
-        for w in writers {
-            w.close().await.unwrap();
-        }
         let other = reopen(&m, cfg.clone());
-        for (name, a) in logs.iter().zip(&acked) {
-            let want: Vec<u64> = a.iter().map(|(s, _)| *s).collect();
-            check_dense(&read_all(&other, name, 0).await, &want);
+        for name in &logs {
+            check_dense(&read_all(&other, name, 0).await, &acked[name]);
         }
         // The owner flushes the sealed segments out of the nodes' shared objects.
         let mut again = Vec::new();
@@ -482,9 +456,8 @@ async fn nodes_share_objects_across_logs_and_flushing_rewrites_them() {
             assert_eq!(m.meta.list("chunk/").await.unwrap().kvs.len(), 0, "the stray record is collected");
         }
         let other = reopen(&m, cfg.clone());
-        for (name, a) in logs.iter().zip(&acked) {
-            let want: Vec<u64> = a.iter().map(|(s, _)| *s).collect();
-            check_dense(&read_all(&other, name, 0).await, &want);
+        for name in &logs {
+            check_dense(&read_all(&other, name, 0).await, &acked[name]);
         }
         drop(again);
         for n in nodes {

@@ -23,36 +23,6 @@ async fn chunk_records(m: &MemWal) -> usize {
     m.meta.list("chunk/").await.unwrap().kvs.len()
 }
 
-/// Appends `per_log` entries to each log, all logs at once; returns the sequence numbers each
-/// log acknowledged, in offset order.
-async fn append_concurrently(wal: &Wal, logs: &[String], per_log: u64) -> BTreeMap<String, Vec<u64>> {
-    let mut tasks = Vec::new();
-    for (i, name) in logs.iter().enumerate() {
-        let w = wal.open_writer(name).await.unwrap();
-        let name = name.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut tickets = Vec::new();
-            for k in 0..per_log {
-                let seq = i as u64 * 1_000_000 + k;
-                tickets.push((seq, w.submit(entry(seq, 300)).await.unwrap()));
-            }
-            let mut acked = Vec::new();
-            for (seq, t) in tickets {
-                t.durable().await.unwrap();
-                acked.push(seq);
-            }
-            w.close().await.unwrap();
-            (name, acked)
-        }));
-    }
-    let mut out = BTreeMap::new();
-    for t in tasks {
-        let (name, acked) = t.await.unwrap();
-        out.insert(name, acked);
-    }
-    out
-}
-
 async fn seqs(wal: &Wal, name: &str) -> Vec<u64> {
     read_all(wal, name, 0).await.iter().map(|e| seq_of(&e.data)).collect()
 }
