@@ -113,8 +113,11 @@ impl Broker {
     /// Forgets a topic deleted elsewhere (its writers closed; the log is the deleter's business).
     async fn remove_topic_local(&self, t: &Topic) {
         self.topics.write().unwrap_or_else(|p| p.into_inner()).remove(&t.meta.name);
+        self.groups.offsets.forget_topic(&t.meta.name);
         for p in &t.partitions {
             p.close().await;
+            // The cached log state is the deleted log's: a topic created again has new logs.
+            self.wal.forget_log(&p.log);
         }
     }
 

@@ -1,13 +1,15 @@
 //! Committed offsets, durable in the MetaStore (`gw/offsets/{hex(group)}/{topic}/{partition}`),
-//! cached in memory for OffsetFetch. One OffsetCommit request is one MetaStore transaction, so a
-//! commit of many partitions costs one round trip (and one fsync with the embedded store).
+//! cached in memory for OffsetFetch. One OffsetCommit request is one MetaStore transaction per
+//! 128 partitions (etcd's default `--max-txn-ops`), so a commit of many partitions costs few
+//! round trips; Kafka does not make a commit atomic across partitions either.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use wal_core::util::lock;
 
 use serde::{Deserialize, Serialize};
-use wal_core::meta::{MetaStore, Op, Txn};
+use wal_core::meta::batcher::DEFAULT_MAX_TXN_OPS;
+use wal_core::meta::{write_in_chunks, MetaStore, Op, Txn};
 use wal_core::MetaError;
 
 const PREFIX: &str = "gw/offsets/";
@@ -109,11 +111,8 @@ impl OffsetStore {
         if commits.is_empty() {
             return Ok(());
         }
-        let mut txn = Txn::new();
-        for (t, p, c) in &commits {
-            txn = txn.then(Op::put(key(group, t, *p), serde_json::to_vec(c).expect("serializes")));
-        }
-        self.meta.txn(txn).await?;
+        let ops = commits.iter().map(|(t, p, c)| Op::put(key(group, t, *p), serde_json::to_vec(c).expect("serializes"))).collect();
+        write_in_chunks(&*self.meta, ops, DEFAULT_MAX_TXN_OPS).await?;
         let mut cache = self.cache();
         let g = cache.entry(group.to_string()).or_default();
         for (t, p, c) in commits {
@@ -146,11 +145,8 @@ impl OffsetStore {
     }
 
     pub async fn delete(&self, group: &str, parts: &[(String, i32)]) -> Result<(), MetaError> {
-        let mut txn = Txn::new();
-        for (t, p) in parts {
-            txn = txn.then(Op::Delete(key(group, t, *p)));
-        }
-        self.meta.txn(txn).await?;
+        let ops = parts.iter().map(|(t, p)| Op::Delete(key(group, t, *p))).collect();
+        write_in_chunks(&*self.meta, ops, DEFAULT_MAX_TXN_OPS).await?;
         if let Some(g) = self.cache().get_mut(group) {
             for (t, p) in parts {
                 g.remove(&(t.clone(), *p));
@@ -159,18 +155,30 @@ impl OffsetStore {
         Ok(())
     }
 
-    /// Offsets of a deleted topic are dropped with it.
+    /// Offsets of a deleted topic are dropped with it: for every group, read from the MetaStore
+    /// (the groups' coordinators may be other gateways, whose commits this one never cached), so
+    /// a topic created again under the name starts with no committed offsets.
     pub async fn delete_topic(&self, topic: &str) -> Result<(), MetaError> {
-        let doomed: Vec<(String, Vec<(String, i32)>)> = self
-            .cache()
+        let doomed: Vec<Op> = self
+            .meta
+            .list(PREFIX)
+            .await?
+            .kvs
             .iter()
-            .map(|(g, o)| (g.clone(), o.keys().filter(|(t, _)| t == topic).cloned().collect::<Vec<_>>()))
-            .filter(|(_, v)| !v.is_empty())
+            .filter(|kv| parse(kv).is_some_and(|(_, t, _, _)| t == topic))
+            .map(|kv| Op::Delete(kv.key.clone()))
             .collect();
-        for (g, parts) in doomed {
-            self.delete(&g, &parts).await?;
-        }
+        write_in_chunks(&*self.meta, doomed, DEFAULT_MAX_TXN_OPS).await?;
+        self.forget_topic(topic);
         Ok(())
+    }
+
+    /// Drops a topic's offsets from the cache only (the topic was deleted through another
+    /// gateway, which deletes them from the MetaStore).
+    pub fn forget_topic(&self, topic: &str) {
+        for g in self.cache().values_mut() {
+            g.retain(|(t, _), _| t != topic);
+        }
     }
 }
 
@@ -204,6 +212,33 @@ mod tests {
         old.delete_group("g").await.unwrap();
         new.refresh_group("g").await.unwrap();
         assert!(!new.has_group("g"));
+    }
+
+    /// On a real etcd (its default `--max-txn-ops` of 128): a commit of 300 partitions, and a
+    /// topic deleted through another gateway, which never cached the group's commits.
+    #[cfg(feature = "etcd")]
+    #[tokio::test]
+    async fn many_partitions_commit_on_etcd_and_topic_deletion_reaches_every_group() {
+        let Some(etcd) = wal_core::testing::servers::start_etcd() else { return };
+        let endpoints = vec![etcd.endpoint()];
+        let connect = || wal_core::meta::etcd::EtcdMeta::connect(&endpoints, "/offsets-test");
+        let meta: Arc<dyn MetaStore> = Arc::new(connect().await.unwrap());
+        let c = |o| Committed { offset: o, leader_epoch: 1, metadata: String::new(), commit_ms: 5 };
+        let coordinator = OffsetStore::load(meta.clone()).await.unwrap();
+        let commits: Vec<_> = (0..300).map(|p| ("wide".to_string(), p, c(p as i64))).collect();
+        coordinator.commit("g", commits).await.unwrap();
+        coordinator.commit("g", vec![("kept".into(), 0, c(7))]).await.unwrap();
+        let other: Arc<dyn MetaStore> = Arc::new(connect().await.unwrap());
+        let reloaded = OffsetStore::load(other.clone()).await.unwrap();
+        assert_eq!(reloaded.group("g").len(), 301, "every partition committed");
+        // Another gateway, which loaded nothing of the group, deletes the topic.
+        let deleter = OffsetStore { meta: other, cache: Mutex::new(HashMap::new()) };
+        deleter.delete_topic("wide").await.unwrap();
+        coordinator.refresh_group("g").await.unwrap();
+        assert_eq!(coordinator.group("g"), vec![("kept".to_string(), 0, c(7))], "the deleted topic's offsets are gone for the group");
+        let parts: Vec<_> = vec![("kept".to_string(), 0)];
+        coordinator.delete("g", &parts).await.unwrap();
+        assert!(!coordinator.has_group("g"));
     }
 
     #[tokio::test]

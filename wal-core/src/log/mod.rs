@@ -378,6 +378,14 @@ impl Wal {
         Ok(())
     }
 
+    /// Drops this process's cached state of a log that another process deleted (readers of it
+    /// see it deleted; the next open loads the log that has the name then, if any).
+    pub fn forget_log(&self, name: &str) {
+        if let Some((_, sh)) = self.inner.logs.remove(name) {
+            sh.mark_deleted();
+        }
+    }
+
     /// Opens the single writer of a log: fences any previous writer, seals what it left from
     /// durable metadata, and continues at the next offset.
     pub async fn open_writer(&self, name: &str) -> Result<LogWriter> {

@@ -277,13 +277,18 @@ pub(crate) async fn load_segments(meta: &dyn MetaStore, name: &str) -> Result<Ve
     Ok(v)
 }
 
+/// The shared state of a log, loaded from metadata on first use.
+///
+/// The log's record is read every time: a log deleted and created again under the same name by
+/// another process (a topic re-created through another gateway) has a new id, and the state
+/// cached for the old one (its offsets, tail cache, objects) must not serve the new one.
 pub(crate) async fn get_or_load(wal: &Arc<WalInner>, name: &str) -> Result<Arc<LogShared>> {
+    let (lm, _) = read_log_meta(&*wal.meta, name).await?;
     if let Some(sh) = wal.logs.get(name) {
-        if !sh.is_deleted() {
+        if !sh.is_deleted() && sh.id == lm.id {
             return Ok(sh.clone());
         }
     }
-    let (lm, _) = read_log_meta(&*wal.meta, name).await?;
     let segs = load_segments(&*wal.meta, name).await?;
     let (tx, _) = watch::channel(0);
     let fresh = Arc::new(LogShared {
@@ -305,6 +310,7 @@ pub(crate) async fn get_or_load(wal: &Arc<WalInner>, name: &str) -> Result<Arc<L
     let sh = match entry {
         dashmap::mapref::entry::Entry::Occupied(mut o) => {
             if o.get().is_deleted() || o.get().id != lm.id {
+                o.get().mark_deleted();
                 o.insert(fresh.clone());
                 fresh
             } else {

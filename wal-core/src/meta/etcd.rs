@@ -11,6 +11,22 @@ use tokio::sync::mpsc;
 use super::{Compare, EventKind, KeyValue, Listing, MetaStore, Op, Txn, TxnResult, WatchEvent, WatchStream, WATCH_QUEUE_CAPACITY};
 use crate::error::MetaError;
 
+/// Keys per page of a [`MetaStore::list`].
+pub const LIST_PAGE: i64 = 1000;
+
+/// The end of the key range holding every key that starts with `prefix` (etcd's rule: the
+/// prefix with its last byte below 0xff incremented and the rest dropped).
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0] // every key
+}
+
 /// A MetaStore on an etcd cluster. Every key is stored under `root` (e.g. `/wal`).
 pub struct EtcdMeta {
     client: Client,
@@ -63,11 +79,35 @@ impl MetaStore for EtcdMeta {
         Ok(r.kvs().first().map(|kv| self.kv(kv)))
     }
 
+    /// Read in pages of [`LIST_PAGE`] keys, every page at the revision of the first (one
+    /// consistent view however many keys; one response stays far below the client's 4 MiB
+    /// message limit unless values are huge).
     async fn list(&self, prefix: &str) -> Result<Listing, MetaError> {
         let mut kv = self.client.kv_client();
-        let r = kv.get(self.full(prefix), Some(GetOptions::new().with_prefix())).await.map_err(|e| err("list", e))?;
-        let revision = r.header().map(|h| h.revision()).unwrap_or(0);
-        Ok(Listing { kvs: r.kvs().iter().map(|kv| self.kv(kv)).collect(), revision })
+        let full = self.full(prefix).into_bytes();
+        let end = prefix_end(&full);
+        let mut from = full;
+        let mut kvs = Vec::new();
+        let mut revision = 0;
+        loop {
+            let mut opts = GetOptions::new().with_range(end.clone()).with_limit(LIST_PAGE);
+            if revision > 0 {
+                opts = opts.with_revision(revision);
+            }
+            let r = kv.get(from.clone(), Some(opts)).await.map_err(|e| err("list", e))?;
+            if revision == 0 {
+                revision = r.header().map(|h| h.revision()).unwrap_or(0);
+            }
+            kvs.extend(r.kvs().iter().map(|kv| self.kv(kv)));
+            match r.kvs().last() {
+                Some(last) if r.more() => {
+                    from = last.key().to_vec();
+                    from.push(0);
+                }
+                _ => break,
+            }
+        }
+        Ok(Listing { kvs, revision })
     }
 
     async fn txn(&self, txn: Txn) -> Result<TxnResult, MetaError> {

@@ -142,6 +142,19 @@ pub async fn put(store: &dyn MetaStore, key: &str, value: impl Into<Bytes>) -> R
     Ok(store.txn(Txn::new().then(Op::put(key, value))).await?.revision)
 }
 
+/// Applies unconditional writes in transactions of at most `max_ops` operations each (etcd
+/// refuses a transaction over its `--max-txn-ops`, 128 by default): for writes that need not be
+/// atomic together, such as the committed offsets of many partitions. Stops at the first error;
+/// the transactions before it stay applied.
+pub async fn write_in_chunks(store: &dyn MetaStore, ops: Vec<Op>, max_ops: usize) -> Result<(), MetaError> {
+    let mut ops = ops.into_iter().peekable();
+    while ops.peek().is_some() {
+        let txn = Txn { compares: Vec::new(), ops: ops.by_ref().take(max_ops.max(1)).collect() };
+        store.txn(txn).await?;
+    }
+    Ok(())
+}
+
 /// A counter advanced by [`advance_counter`]: its new value and the revision that wrote it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Advanced {

@@ -139,6 +139,16 @@ pub async fn meta_store_conformance(meta: Arc<dyn MetaStore>, prefix: &str) {
     assert_eq!(rest, vec![(EventKind::Delete, k("d/b")), (EventKind::Delete, k("d/c"))]);
     assert!(meta.list(&k("d/")).await.unwrap().kvs.is_empty());
     assert!(meta.get(&k("dd")).await.unwrap().is_some(), "a prefix delete stops at the prefix");
+    // a listing of more keys than one page of a backend (etcd's is 1,000), and more bytes than
+    // one etcd response may carry (4 MiB by the client's default), is complete and sorted
+    let value = Bytes::from(vec![b'v'; 2048]);
+    let many: Vec<Op> = (0..2500).map(|i| Op::put(k(&format!("m/{i:05}")), value.clone())).collect();
+    crate::meta::write_in_chunks(&*meta, many, crate::meta::batcher::DEFAULT_MAX_TXN_OPS).await.expect("many keys");
+    let all = meta.list(&k("m/")).await.unwrap();
+    assert_eq!(all.kvs.len(), 2500, "every key of a long listing");
+    assert!(all.kvs.windows(2).all(|w| w[0].key < w[1].key), "a long listing is sorted");
+    assert_eq!(all.kvs[1234].key, k("m/01234"));
+    meta.txn(Txn::new().then(Op::DeletePrefix(k("m/")))).await.unwrap();
     // leases: keys vanish on revoke and on expiry; keep-alive keeps them
     let lease = meta.grant_lease(2).await.expect("grant");
     meta.txn(Txn::new().then(Op::Put { key: k("l1"), value: Bytes::from_static(b"v"), lease })).await.unwrap();

@@ -28,8 +28,14 @@ pub(crate) async fn open(wal: Arc<WalInner>, name: &str, opts: WriterOptions) ->
     let shared = get_or_load(&wal, name).await?;
     let meta = &*wal.meta;
     // 1. Take the next epoch: from here on, every commit of an older writer fails.
+    // (The log's record is compared too, and must still be the log `shared` was loaded for: a
+    // log deleted and created again meanwhile is another log, with objects under another id.)
+    let log_id = shared.id;
     let (taken, ()) = advance_counter(meta, &keys::epoch(name), 1, |_| async move {
-        let log_rev = read_log_meta(meta, name).await?.1;
+        let (lm, log_rev) = read_log_meta(meta, name).await?;
+        if lm.id != log_id {
+            return Err(WalError::LogNotFound(name.to_string()));
+        }
         Ok::<_, WalError>((Txn::new().when(Compare::ModRevision(keys::log(name), log_rev)), ()))
     })
     .await?;
@@ -70,7 +76,6 @@ pub(crate) async fn open(wal: Arc<WalInner>, name: &str, opts: WriterOptions) ->
     shared.has_writer.store(true, Ordering::Release);
     tracing::info!(log = name, epoch, segment = next_id, offset = base, "opened writer");
 
-    let log_id = shared.id;
     let rep = match opts.buffer.unwrap_or(wal.cfg.buffer) {
         BufferMode::Quorum => Some(wal.replication.clone()),
         BufferMode::Memory => None,
