@@ -6,7 +6,8 @@ and the gateway with `--buffer quorum`, driven by confluent-kafka (librdkafka).
 - two of three killed: produce fails with a retriable error (never a silent loss); when one
   returns, producing resumes;
 - everything reaches object storage: after a graceful gateway stop, every LogStore is wiped
-  (killed, restarted empty) and a fresh gateway on a new data directory reads it all back.
+  (killed, restarted empty) and a fresh gateway on a new data directory reads it all back;
+- SIGTERM with S3 and etcd gone: the gateway exits once its shutdown timeout has passed.
 """
 import os
 import time
@@ -47,11 +48,12 @@ class Cluster:
         self.nodes[name] = p
         return p
 
-    def start_gateway(self, data="gw"):
+    def start_gateway(self, data="gw", extra=()):
         common = list(self.common)
         p = self.procs.start("gateway", lambda p: [GATEWAY_BIN, *common, "--buffer", "quorum",
                                                    "--data-dir", os.path.join(self.tmp, data),
-                                                   "--listen", p.addr("kafka"), "--metrics-listen", p.addr("metrics")],
+                                                   "--listen", p.addr("kafka"), "--metrics-listen", p.addr("metrics"),
+                                                   *extra],
                              ports=("kafka", "metrics"), env=ENV, ready_timeout=60)
         self.port, self.mport = p.ports["kafka"], p.ports["metrics"]
         self.gw = p
@@ -184,6 +186,32 @@ def test_everything_reaches_object_storage(cluster):
         c.start_node(name)  # empty: a new incarnation
     c.start_gateway(data="gw-fresh")
     check_exactly_once(consume_all(c, "q3", 3000), acked)
+
+
+def test_sigterm_with_object_store_and_etcd_gone_exits_after_the_shutdown_timeout(procs):
+    """The handover after SIGTERM waits for the LogStores to store blocks in S3 and commits to
+    etcd: with both gone it cannot finish, and the gateway exits (status 1) once
+    --shutdown-timeout-ms has passed, instead of retrying for minutes."""
+    require_servers()
+    c = Cluster(procs)
+    for n in ("ls-a", "ls-b", "ls-c"):
+        c.start_node(n)
+    c.start_gateway(extra=["--shutdown-timeout-ms", "3000"])
+    p = producer(c)
+    acked, errors = {}, []
+    produce(p, "bye", [b"before-%04d" % i for i in range(200)], acked, errors)
+    assert not errors and len(acked) == 200
+    c.moto.kill()
+    c.etcd.kill()
+    for i in range(200):  # acknowledged by the LogStores, never stored
+        p.produce("bye", b"after-%04d" % i)
+    p.poll(1.0)
+    started = time.monotonic()
+    rc = c.gw.stop(timeout=30)
+    took = time.monotonic() - started
+    print(f"SIGTERM with the backends gone: exited with {rc} after {took:.1f} s (timeout 3 s)")
+    assert rc == 1, f"an unfinished handover exits with status 1, got {rc}\n{c.gw.log_tail()}"
+    assert "shutdown did not finish in time" in c.gw.log_tail(), c.gw.log_tail()
 
 
 def test_journaled_logstores_survive_a_crash_of_everything(cluster):

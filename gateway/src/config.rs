@@ -78,6 +78,10 @@ pub struct GatewayConfig {
     pub cluster_lease_ttl_secs: i64,
     /// How often the gateway renews, reads membership and moves partitions.
     pub cluster_poll_ms: u64,
+    /// Longest a graceful shutdown (SIGTERM: hand partitions over, flush, leave) may take; then
+    /// the process exits without finishing, as after a crash. Within Kubernetes' default 30 s
+    /// termination grace period by default.
+    pub shutdown_timeout_ms: u64,
     /// The WAL: `wal.buffer = "memory" | "quorum"`, flush and segment settings, and
     /// `wal.quorum` (ensemble_size, write_quorum, ack_quorum, ...) for QuorumBuffer mode.
     pub wal: WalConfig,
@@ -156,6 +160,7 @@ impl Default for GatewayConfig {
             retention_check_interval_ms: 10_000,
             group_initial_rebalance_delay_ms: 3_000,
             cluster_lease_ttl_secs: 6,
+            shutdown_timeout_ms: 25_000,
             cluster_poll_ms: 500,
             wal: WalConfig::default(),
             logstore: LogStoreConfig::default(),
@@ -184,6 +189,7 @@ impl GatewayConfig {
             self.cluster_poll_ms >= 50 && self.cluster_poll_ms * 3 <= self.cluster_lease_ttl_secs as u64 * 1000,
             "cluster_poll_ms must be >= 50 and at most a third of the lease TTL"
         );
+        anyhow::ensure!((100..=3_600_000).contains(&self.shutdown_timeout_ms), "shutdown_timeout_ms must be in 100..=3600000");
         if !self.advertised_listener.is_empty() {
             let (h, p) =
                 self.advertised_listener.rsplit_once(':').ok_or_else(|| anyhow::anyhow!("advertised_listener must be host:port"))?;

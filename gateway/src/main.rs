@@ -105,6 +105,10 @@ struct RunArgs {
     /// How often the gateway reads cluster membership and moves partitions [default: 500].
     #[arg(long, env = "GATEWAY_CLUSTER_POLL_MS")]
     cluster_poll_ms: Option<u64>,
+    /// Longest a SIGTERM shutdown (handing partitions over) may take before the process exits
+    /// anyway, leaving recovery to the next owner [default: 25000, within Kubernetes' 30 s grace].
+    #[arg(long, env = "GATEWAY_SHUTDOWN_TIMEOUT_MS")]
+    shutdown_timeout_ms: Option<u64>,
     /// How appends become durable: memory (MemoryBuffer) or quorum (QuorumBuffer, needs etcd and
     /// LogStore nodes) [default: memory].
     #[arg(long, env = "GATEWAY_BUFFER", value_parser = parse_buffer)]
@@ -167,6 +171,7 @@ impl RunArgs {
             buffer => c.wal.buffer,
             cluster_lease_ttl_secs => c.cluster_lease_ttl_secs,
             cluster_poll_ms => c.cluster_poll_ms,
+            shutdown_timeout_ms => c.shutdown_timeout_ms,
             ack_quorum => c.wal.quorum.ack_quorum,
             logstore_listen => c.logstore.listen,
             logstore_node_id => c.logstore.node_id,
@@ -211,8 +216,18 @@ async fn run_logstore(cfg: gateway::config::GatewayConfig) -> anyhow::Result<()>
         _ = term.recv() => {}
     }
     ready.store(false, Ordering::Release);
-    node.shutdown().await;
+    bounded_shutdown(cfg.shutdown_timeout_ms, node.shutdown()).await;
     Ok(())
+}
+
+/// Runs a shutdown for at most `timeout_ms`; past it (the object store or etcd gone, so the
+/// handover cannot finish) the process exits at once: nothing more is acknowledged, and the
+/// next owner recovers what was left, as after a crash.
+async fn bounded_shutdown(timeout_ms: u64, shutdown: impl std::future::Future<Output = ()>) {
+    if tokio::time::timeout(std::time::Duration::from_millis(timeout_ms), shutdown).await.is_err() {
+        tracing::error!(timeout_ms, "shutdown did not finish in time; exiting without finishing the handover");
+        std::process::exit(1);
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -243,6 +258,7 @@ fn main() -> anyhow::Result<()> {
         let slot: gateway::metrics::BrokerSlot = Default::default();
         let _http = gateway::metrics::serve(metrics_addr, prom, ready.clone(), slot.clone()).await?;
         tracing::info!(%metrics_addr, "metrics endpoint ready");
+        let shutdown_timeout_ms = cfg.shutdown_timeout_ms;
         let running = gateway::start(cfg).await?;
         let _ = slot.set(running.broker.clone());
         ready.store(true, Ordering::Release);
@@ -253,7 +269,7 @@ fn main() -> anyhow::Result<()> {
         }
         tracing::info!("shutting down");
         ready.store(false, Ordering::Release);
-        running.shutdown().await;
+        bounded_shutdown(shutdown_timeout_ms, running.shutdown()).await;
         tracing::info!("stopped");
         Ok(())
     })

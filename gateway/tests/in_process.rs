@@ -164,3 +164,36 @@ async fn buffer_mode_is_a_validated_topic_config() {
     .unwrap();
     running.shutdown().await;
 }
+
+/// A takeover whose producer-state rebuild fails (the object store refuses reads) keeps the
+/// writer it opened and continues with it at the next try: retries neither leak writers nor
+/// bump the log's epoch once per try.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_takeover_is_retried_with_the_writer_it_opened() {
+    use std::sync::Arc;
+    use wal_core::storage::faulty::{FaultOps, FaultyStore};
+    let store = Arc::new(FaultyStore::new(wal_core::storage::memory::MemoryStore::new(), 7));
+    let meta: Arc<dyn wal_core::MetaStore> = Arc::new(wal_core::meta::embedded::EmbeddedMeta::in_memory());
+    let cfg = wal_core::WalConfig { put_budget_per_sec: 1000, ..Default::default() };
+    let first = wal_core::Wal::new(store.clone(), meta.clone(), cfg.clone()).unwrap();
+    let p = gateway::broker::Partition::open(&first, Arc::from("t"), 0).await.unwrap();
+    assert_eq!(p.acquire(&first, Default::default(), 1).await.unwrap(), Some(1));
+    let w = p.writer().unwrap();
+    for _ in 0..3 {
+        w.append(wal_core::Entry::new(1, -1, bytes::Bytes::from_static(b"not a batch"))).await.unwrap();
+    }
+    // Another gateway (its own caches) takes the partition over while reads fail.
+    let second = wal_core::Wal::new(store.clone(), meta.clone(), cfg).unwrap();
+    let q = gateway::broker::Partition::open(&second, Arc::from("t"), 0).await.unwrap();
+    store.set_ops(FaultOps::Reads);
+    store.set_fail_probability(1.0);
+    for _ in 0..4 {
+        assert!(q.acquire(&second, Default::default(), 1).await.is_err(), "the rebuild cannot read the log");
+    }
+    assert!(q.holds_writer() && !q.leading(), "the opened writer is kept, not serving");
+    store.heal();
+    assert_eq!(q.acquire(&second, Default::default(), 1).await.unwrap(), Some(2), "one epoch for all the tries");
+    assert!(q.leading());
+    q.close().await;
+    assert!(!q.holds_writer());
+}

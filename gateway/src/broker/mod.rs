@@ -113,15 +113,21 @@ impl Broker {
                 }
             })
         };
-        // Renewal runs on its own, so a slow takeover never lets this gateway's lease lapse.
+        // Renewal runs on its own, so a slow takeover never lets this gateway's lease lapse. A
+        // failed keep-alive is retried soon (within the lease), not at the next third of it.
         let renewing = {
             let c = broker.cluster.clone();
             tokio::spawn(async move {
+                let mut wait = c.ttl() / 3;
                 loop {
-                    tokio::time::sleep(c.ttl() / 3).await;
-                    if let Err(e) = c.renew().await {
-                        tracing::warn!(error = %e, "renewing the cluster registration failed");
-                    }
+                    tokio::time::sleep(wait).await;
+                    wait = match c.renew().await {
+                        Ok(()) => c.ttl() / 3,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "renewing the cluster registration failed; retrying");
+                            (c.ttl() / 12).clamp(Duration::from_millis(100), Duration::from_secs(1))
+                        }
+                    };
                 }
             })
         };

@@ -57,7 +57,7 @@ impl Broker {
                             Err(e) => tracing::warn!(log = %p.log, error = %e, "taking partition over failed; retrying"),
                         }
                     }));
-                } else if !owns && p.writer().is_some() {
+                } else if !owns && p.holds_writer() {
                     let p = p.clone();
                     work.push(futures::future::Either::Right(async move {
                         p.release(&*self.meta).await;

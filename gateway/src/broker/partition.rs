@@ -37,6 +37,10 @@ pub struct Partition {
     pub log: String,
     pub reader: LogReader,
     writer: RwLock<Option<LogWriter>>,
+    /// A writer opened by a takeover that failed afterwards (rebuilding producer state), with
+    /// the generation it was opened under: the next try continues with it instead of opening
+    /// another (each open bumps the epoch and starts a segment); closed on release.
+    standby: std::sync::Mutex<Option<(LogWriter, u64)>>,
     /// Held while checking idempotence and submitting, so that sequence order is offset order.
     pub producers: Mutex<ProducerStates>,
     reopen: Mutex<()>,
@@ -62,6 +66,7 @@ impl Partition {
             log,
             reader,
             writer: RwLock::new(None),
+            standby: std::sync::Mutex::new(None),
             producers: Mutex::new(ProducerStates::default()),
             reopen: Mutex::new(()),
             generation: std::sync::atomic::AtomicU64::new(0),
@@ -94,8 +99,29 @@ impl Partition {
         }
         self.generation.store(generation, std::sync::atomic::Ordering::Release);
         self.snapshot_at.store(u64::MAX, std::sync::atomic::Ordering::Release);
-        let w = wal.open_writer_with(&self.log, opts).await?;
+        let kept = wal_core::util::lock(&self.standby).take();
+        let w = match kept {
+            Some((w, g)) if g == generation && w.failure().is_none() => w,
+            other => {
+                if let Some((w, _)) = other {
+                    let _ = w.close().await;
+                }
+                wal.open_writer_with(&self.log, opts).await?
+            }
+        };
         let epoch = w.epoch();
+        if let Err(e) = self.prepare(wal, &w).await {
+            *wal_core::util::lock(&self.standby) = Some((w, generation));
+            return Err(e);
+        }
+        *self.writer.write().unwrap_or_else(|p| p.into_inner()) = Some(w);
+        metrics::counter!(crate::metrics::PARTITION_TAKEOVERS_TOTAL).increment(1);
+        Ok(Some(epoch))
+    }
+
+    /// What a takeover does once its writer is open: catch the reader up to the writer's start
+    /// and rebuild the producer state up to there.
+    async fn prepare(&self, wal: &Wal, w: &LogWriter) -> Result<(), WalError> {
         let end = w.written();
         // The reader shares the log's state with the writer, but refresh in case it lagged.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -106,17 +132,17 @@ impl Partition {
             }
         }
         *self.producers.lock().await = ProducerStates::default();
-        self.rebuild_producers(&**wal.meta()).await?;
-        *self.writer.write().unwrap_or_else(|p| p.into_inner()) = Some(w);
-        metrics::counter!(crate::metrics::PARTITION_TAKEOVERS_TOTAL).increment(1);
-        Ok(Some(epoch))
+        self.rebuild_producers(&**wal.meta()).await
     }
 
     /// Hands the partition over: snapshots the producer state and closes the writer (flushing
     /// and sealing), so the next owner starts at once.
     pub async fn release(&self, meta: &dyn MetaStore) {
         let _g = self.reopen.lock().await;
-        let Some(healthy) = self.writer().map(|w| w.failure().is_none()) else { return };
+        let Some(healthy) = self.writer().map(|w| w.failure().is_none()) else {
+            self.close().await; // a failed takeover's standby writer
+            return;
+        };
         if healthy {
             if let Err(e) = self.snapshot_producers(meta).await {
                 tracing::warn!(log = %self.log, error = %e, "snapshotting producer state");
@@ -159,6 +185,11 @@ impl Partition {
             }
         }
         Ok(())
+    }
+
+    /// Whether this gateway holds any writer of the log (serving, or kept by a failed takeover).
+    pub fn holds_writer(&self) -> bool {
+        self.writer().is_some() || wal_core::util::lock(&self.standby).is_some()
     }
 
     pub fn writer(&self) -> Option<LogWriter> {
@@ -224,8 +255,12 @@ impl Partition {
         Ok(())
     }
 
-    /// Flushes and closes the writer.
+    /// Flushes and closes the writer (and a takeover's standby writer).
     pub async fn close(&self) {
+        let standby = wal_core::util::lock(&self.standby).take();
+        if let Some((w, _)) = standby {
+            let _ = w.close().await;
+        }
         let w = self.writer.write().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(w) = w {
             if let Err(e) = w.close().await {

@@ -49,11 +49,21 @@ pub async fn enforce_once(broker: &Broker) -> anyhow::Result<u64> {
             if !broker.leads(p) {
                 continue; // the partition's owner enforces it
             }
-            let segs = broker.wal.segments(&p.log).await?;
+            // One partition failing (its metadata unreadable for a moment) must not stop
+            // retention for the others: logged, and tried again at the next pass.
+            let segs = match broker.wal.segments(&p.log).await {
+                Ok(segs) => segs,
+                Err(e) => {
+                    tracing::warn!(log = %p.log, error = %e, "retention: reading segments failed");
+                    continue;
+                }
+            };
             if let Some(point) = retention_point(&segs, s.retention_ms, s.retention_bytes, now) {
                 if point > p.reader.start_offset() {
-                    broker.wal.truncate(&p.log, point).await?;
-                    truncated += 1;
+                    match broker.wal.truncate(&p.log, point).await {
+                        Ok(_) => truncated += 1,
+                        Err(e) => tracing::warn!(log = %p.log, error = %e, "retention: truncating failed"),
+                    }
                 }
             }
         }

@@ -158,12 +158,16 @@ impl Cluster {
         lock(&self.renewed).elapsed() < self.ttl * 3 / 4
     }
 
-    /// Renews the lease; registers again (new lease) when it expired.
+    /// Renews the lease; registers again (new lease) when it expired. The renewal counts from
+    /// when the keep-alive was sent (the lease's new TTL started no earlier), not from when its
+    /// answer came back late.
     pub async fn renew(&self) -> Result<(), MetaError> {
+        let sent = Instant::now();
         if self.registration.renew().await? {
             self.generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         }
-        *lock(&self.renewed) = Instant::now();
+        let mut renewed = lock(&self.renewed);
+        *renewed = (*renewed).max(sent);
         Ok(())
     }
 

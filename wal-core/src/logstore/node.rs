@@ -275,11 +275,17 @@ impl LogStoreNode {
 
 async fn keep_registered(registration: Arc<Registration>, ttl: i64) {
     let every = Duration::from_millis((ttl as u64 * 1000) / 3);
+    let retry = (every / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
+    let mut wait = every;
     loop {
-        tokio::time::sleep(every).await;
-        if let Err(e) = registration.renew().await {
-            tracing::warn!(error = %e, "logstore registration failed");
-        }
+        tokio::time::sleep(wait).await;
+        wait = match registration.renew().await {
+            Ok(_) => every,
+            Err(e) => {
+                tracing::warn!(error = %e, "logstore registration failed; retrying");
+                retry
+            }
+        };
     }
 }
 

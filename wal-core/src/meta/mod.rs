@@ -230,16 +230,19 @@ impl Registration {
     }
 
     /// Keeps the lease alive; returns `true` when it had expired and the key was put again
-    /// under a new one.
+    /// under a new one. Any other failure (etcd slow or unreachable for a moment) is returned
+    /// as it is: the lease may well be alive, and registering again would make the owner give up
+    /// and re-acquire everything it holds; the caller tries again within the lease.
     pub async fn renew(&self) -> Result<bool, MetaError> {
         match self.meta.keep_alive(self.current()).await {
             Ok(()) => Ok(false),
-            Err(e) => {
+            Err(e @ MetaError::LeaseNotFound(_)) => {
                 tracing::warn!(key = %self.key, error = %e, "lease lost; registering again");
                 let lease = Self::put_leased(&*self.meta, &self.key, &self.value, self.ttl_secs).await?;
                 *lock(&self.lease) = lease;
                 Ok(true)
             }
+            Err(e) => Err(e),
         }
     }
 
@@ -320,5 +323,58 @@ mod tests {
         assert!(r.renew().await.unwrap(), "a lost lease registers again");
         assert_eq!(meta.get("reg/a").await.unwrap().unwrap().value, Bytes::from_static(b"v"));
         assert!(!r.renew().await.unwrap());
+    }
+
+    /// Fails keep-alives with a transient error while `failing` is set.
+    struct FlakyKeepAlive {
+        inner: embedded::EmbeddedMeta,
+        failing: std::sync::atomic::AtomicBool,
+    }
+
+    #[async_trait]
+    impl MetaStore for FlakyKeepAlive {
+        async fn get(&self, key: &str) -> Result<Option<KeyValue>, MetaError> {
+            self.inner.get(key).await
+        }
+        async fn list(&self, prefix: &str) -> Result<Listing, MetaError> {
+            self.inner.list(prefix).await
+        }
+        async fn txn(&self, txn: Txn) -> Result<TxnResult, MetaError> {
+            self.inner.txn(txn).await
+        }
+        async fn watch(&self, prefix: &str, after_revision: i64) -> Result<WatchStream, MetaError> {
+            self.inner.watch(prefix, after_revision).await
+        }
+        async fn grant_lease(&self, ttl_secs: i64) -> Result<i64, MetaError> {
+            self.inner.grant_lease(ttl_secs).await
+        }
+        async fn keep_alive(&self, lease: i64) -> Result<(), MetaError> {
+            if self.failing.load(std::sync::atomic::Ordering::Acquire) {
+                return Err(MetaError::Transient { op: "lease_keep_alive", message: "connection reset".into() });
+            }
+            self.inner.keep_alive(lease).await
+        }
+        async fn revoke_lease(&self, lease: i64) -> Result<(), MetaError> {
+            self.inner.revoke_lease(lease).await
+        }
+        fn backend(&self) -> &'static str {
+            "flaky"
+        }
+    }
+
+    #[tokio::test]
+    async fn a_transient_keep_alive_failure_keeps_the_registration() {
+        let meta = std::sync::Arc::new(FlakyKeepAlive {
+            inner: embedded::EmbeddedMeta::in_memory(),
+            failing: std::sync::atomic::AtomicBool::new(false),
+        });
+        let r = Registration::register(meta.clone(), "reg/b".into(), Bytes::from_static(b"v"), 10).await.unwrap();
+        let lease = meta.get("reg/b").await.unwrap().unwrap().lease;
+        meta.failing.store(true, std::sync::atomic::Ordering::Release);
+        assert!(r.renew().await.is_err(), "the failure is reported");
+        assert_eq!(meta.get("reg/b").await.unwrap().unwrap().lease, lease, "not registered again under a new lease");
+        meta.failing.store(false, std::sync::atomic::Ordering::Release);
+        assert!(!r.renew().await.unwrap(), "the same lease, kept alive");
+        assert_eq!(meta.get("reg/b").await.unwrap().unwrap().lease, lease);
     }
 }
