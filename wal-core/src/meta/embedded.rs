@@ -29,8 +29,13 @@ const JOURNAL: &str = "meta.journal";
 const HISTORY_EVENTS: usize = 4096;
 /// The journal is rewritten as a snapshot once it exceeds this and 4x the live data.
 const COMPACT_MIN_BYTES: u64 = 64 << 20;
-/// Bound on one journal record, so a corrupt length cannot ask for a huge allocation.
+/// Bound on one journal record, so a corrupt length cannot ask for a huge allocation. Replay
+/// treats a longer record as a torn tail, so no transaction may write one: a larger one is
+/// refused (etcd refuses requests over 1.5 MiB by default).
 const MAX_RECORD_BYTES: usize = 256 << 20;
+/// A compaction snapshot is written as records of about this size (the live data may be far
+/// larger than one record may be).
+const SNAPSHOT_RECORD_BYTES: usize = 16 << 20;
 const LEASE_REAP_INTERVAL: Duration = Duration::from_millis(200);
 
 const OP_PUT: u8 = 1;
@@ -54,6 +59,10 @@ struct Inner {
     dir: Option<PathBuf>,
     fsync: bool,
     history: VecDeque<WatchEvent>,
+    /// [`MAX_RECORD_BYTES`] and [`SNAPSHOT_RECORD_BYTES`] (smaller in tests).
+    max_record: usize,
+    snapshot_record: usize,
+    compact_min: u64,
 }
 
 /// The embedded store. `open` a directory for durability, or `in_memory` for tests.
@@ -152,6 +161,9 @@ impl Inner {
             dir,
             fsync,
             history: VecDeque::new(),
+            max_record: MAX_RECORD_BYTES,
+            snapshot_record: SNAPSHOT_RECORD_BYTES,
+            compact_min: COMPACT_MIN_BYTES,
         }
     }
 
@@ -163,7 +175,7 @@ impl Inner {
         while data.len() - pos >= 8 {
             let len = u32::from_le_bytes(data[pos..pos + 4].try_into().expect("4")) as usize;
             let crc = u32::from_le_bytes(data[pos + 4..pos + 8].try_into().expect("4"));
-            if len > MAX_RECORD_BYTES || data.len() - pos - 8 < len {
+            if len > self.max_record || data.len() - pos - 8 < len {
                 break;
             }
             let rec = &data[pos + 8..pos + 8 + len];
@@ -212,6 +224,12 @@ impl Inner {
     }
 
     fn write_record(&mut self, rec: &[u8]) -> Result<(), MetaError> {
+        if rec.len() > self.max_record {
+            return Err(MetaError::Permanent {
+                op: "txn",
+                message: format!("transaction of {} bytes exceeds the embedded store's limit of {} bytes", rec.len(), self.max_record),
+            });
+        }
         let Some(f) = self.journal.as_mut() else { return Ok(()) };
         let mut framed = Vec::with_capacity(rec.len() + 8);
         framed.extend_from_slice(&(rec.len() as u32).to_le_bytes());
@@ -233,26 +251,39 @@ impl Inner {
     fn maybe_compact(&mut self) -> Result<(), MetaError> {
         let Some(dir) = self.dir.clone() else { return Ok(()) };
         let live: u64 = self.map.values().map(|kv| (kv.key.len() + kv.value.len() + 40) as u64).sum();
-        if self.journal_bytes < COMPACT_MIN_BYTES || self.journal_bytes < live * 4 {
+        if self.journal_bytes < self.compact_min || self.journal_bytes < live * 4 {
             return Ok(());
         }
+        // The snapshot: every durable key as a restore op, in records of bounded size (each
+        // replays on its own; together they rebuild the map at this revision).
+        let mut framed = Vec::new();
         let mut rec = BytesMut::new();
-        rec.put_u64_le(self.revision as u64);
-        let durable: Vec<&KeyValue> = self.map.values().filter(|kv| kv.lease == 0).collect();
-        rec.put_u32_le(durable.len() as u32);
-        for kv in durable {
+        let mut ops = 0u32;
+        let flush = |rec: &mut BytesMut, ops: &mut u32, framed: &mut Vec<u8>, revision: i64| {
+            let mut full = BytesMut::with_capacity(rec.len() + 12);
+            full.put_u64_le(revision as u64);
+            full.put_u32_le(*ops);
+            full.put_slice(rec);
+            framed.extend_from_slice(&(full.len() as u32).to_le_bytes());
+            framed.extend_from_slice(&crc32c::crc32c(&full).to_le_bytes());
+            framed.extend_from_slice(&full);
+            rec.clear();
+            *ops = 0;
+        };
+        for kv in self.map.values().filter(|kv| kv.lease == 0) {
+            if ops > 0 && rec.len() + kv.key.len() + kv.value.len() + 32 > self.snapshot_record {
+                flush(&mut rec, &mut ops, &mut framed, self.revision);
+            }
             rec.put_u8(OP_RESTORE);
             put_str(&mut rec, kv.key.as_bytes());
             put_str(&mut rec, &kv.value);
             rec.put_u64_le(kv.create_revision as u64);
             rec.put_u64_le(kv.mod_revision as u64);
+            ops += 1;
         }
+        flush(&mut rec, &mut ops, &mut framed, self.revision);
         let tmp = dir.join(format!("{JOURNAL}.tmp"));
         let mut f = File::create(&tmp).map_err(|e| perm("compact", e))?;
-        let mut framed = Vec::with_capacity(rec.len() + 8);
-        framed.extend_from_slice(&(rec.len() as u32).to_le_bytes());
-        framed.extend_from_slice(&crc32c::crc32c(&rec).to_le_bytes());
-        framed.extend_from_slice(&rec);
         f.write_all(&framed).and_then(|_| f.sync_all()).map_err(|e| perm("compact", e))?;
         std::fs::rename(&tmp, dir.join(JOURNAL)).map_err(|e| perm("compact", e))?;
         File::open(&dir).and_then(|d| d.sync_all()).map_err(|e| perm("compact", e))?;
@@ -343,7 +374,10 @@ impl Inner {
                 }
             }
         }
-        self.maybe_compact()?;
+        // The transaction is durable and applied: a failed compaction is only retried later.
+        if let Err(e) = self.maybe_compact() {
+            tracing::warn!(error = %e, "compacting the metadata journal failed");
+        }
         Ok(TxnResult { succeeded: true, revision: rev })
     }
 
@@ -494,5 +528,56 @@ impl MetaStore for EmbeddedMeta {
 
     fn backend(&self) -> &'static str {
         "embedded"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store in `dir` with small limits: records of at most `max_record` bytes, snapshots in
+    /// records of about `snapshot_record`, compaction from `compact_min` journal bytes.
+    fn small(dir: &Path, max_record: usize, snapshot_record: usize, compact_min: u64) -> EmbeddedMeta {
+        let m = EmbeddedMeta::open(dir, false).unwrap();
+        {
+            let mut g = m.lock();
+            (g.max_record, g.snapshot_record, g.compact_min) = (max_record, snapshot_record, compact_min);
+        }
+        m
+    }
+
+    #[tokio::test]
+    async fn a_transaction_larger_than_replay_accepts_is_refused_and_nothing_is_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = small(dir.path(), 4096, 1024, u64::MAX);
+        super::super::put(&m, "kept", "v").await.unwrap();
+        let big = Txn::new().then(Op::put("big", vec![b'x'; 8192]));
+        assert!(matches!(m.txn(big).await, Err(MetaError::Permanent { .. })), "refused, not written");
+        assert!(m.get("big").await.unwrap().is_none());
+        super::super::put(&m, "after", "w").await.unwrap();
+        drop(m);
+        let m = small(dir.path(), 4096, 1024, u64::MAX);
+        assert!(m.get("kept").await.unwrap().is_some() && m.get("after").await.unwrap().is_some(), "the journal replays whole");
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_larger_than_one_record_replays_completely() {
+        let dir = tempfile::tempdir().unwrap();
+        // Live data (~40 KB) far over one record (4 KB); compaction on from 16 KB of journal.
+        let m = small(dir.path(), 4096, 2048, 16 << 10);
+        for round in 0..8 {
+            for i in 0..200 {
+                super::super::put(&m, &format!("k/{i:04}"), format!("{round}-{}", "v".repeat(150))).await.unwrap();
+            }
+        }
+        let before = m.list("k/").await.unwrap();
+        let journal = std::fs::metadata(dir.path().join(JOURNAL)).unwrap().len();
+        assert!(journal < 8 * 200 * 170, "the journal was compacted ({journal} bytes)");
+        drop(m);
+        let m = small(dir.path(), 4096, 2048, 16 << 10);
+        let after = m.list("k/").await.unwrap();
+        assert_eq!(after.kvs.len(), 200, "every key after a restart");
+        assert_eq!(after.kvs, before.kvs, "values and revisions as before");
+        assert!(after.kvs.iter().all(|kv| kv.value.starts_with(b"7-")));
     }
 }
