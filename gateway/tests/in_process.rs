@@ -197,3 +197,88 @@ async fn a_failed_takeover_is_retried_with_the_writer_it_opened() {
     q.close().await;
     assert!(!q.holds_writer());
 }
+
+/// Sends one Produce of `records` to partition 0 of `topic` through the handler and returns
+/// the pending response (not yet awaited).
+async fn submit_produce(b: &std::sync::Arc<gateway::Broker>, topic: &'static str, records: bytes::Bytes) -> gateway::handler::Pending {
+    let req =
+        ProduceRequest::default().with_acks(-1).with_timeout_ms(30_000).with_topic_data(vec![produce_request::TopicProduceData::default()
+            .with_name(name(topic))
+            .with_partition_data(vec![produce_request::PartitionProduceData::default().with_records(Some(records))])]);
+    gateway::handler::produce::submit(b.clone(), 9, req).await
+}
+
+/// (error code, base offset) of a Produce response.
+async fn answer(pending: gateway::handler::Pending) -> (i16, i64) {
+    let Some(ResponseKind::Produce(r)) = pending.await else { panic!("no produce response") };
+    let p = &r.responses[0].partition_responses[0];
+    (p.error_code, p.base_offset)
+}
+
+/// A gateway over a fault-injecting store whose failed uploads give up quickly, with topic
+/// `t` (one partition) led.
+async fn faulty_broker(
+) -> (std::sync::Arc<gateway::Broker>, std::sync::Arc<wal_core::storage::faulty::FaultyStore<wal_core::storage::memory::MemoryStore>>) {
+    use std::sync::Arc;
+    let store = Arc::new(wal_core::storage::faulty::FaultyStore::new(wal_core::storage::memory::MemoryStore::new(), 3));
+    let meta: Arc<dyn wal_core::MetaStore> = Arc::new(wal_core::meta::embedded::EmbeddedMeta::in_memory());
+    let mut cfg = gateway::GatewayConfig { listen: "127.0.0.1:0".parse().unwrap(), ..Default::default() };
+    cfg.wal.upload_attempts = 3;
+    cfg.wal.retry_backoff_ms = 100;
+    cfg.wal.retry_backoff_max_ms = 200;
+    cfg.wal.put_budget_per_sec = 1000;
+    let b = gateway::Broker::open_with(cfg, store.clone(), meta).await.unwrap();
+    b.create_topic("t", 1, Default::default(), false).await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !b.leads(&b.partition("t", 0).unwrap()) {
+        assert!(std::time::Instant::now() < deadline, "the partition is never led");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    (b, store)
+}
+
+/// A retry that arrives while the first attempt of its batch is still being uploaded, whose
+/// upload then fails for good: another producer's batch takes the offsets, and the retry must
+/// not be answered with them (issue 12, defect 2). The producer's next retry is appended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_is_never_answered_with_another_batchs_offset() {
+    let (b, store) = faulty_broker().await;
+    store.set_ops(wal_core::storage::faulty::FaultOps::Puts);
+    store.set_fail_probability(1.0);
+    let first = submit_produce(&b, "t", idempotent_batch(2, 1, 0, 0)).await;
+    let retry = submit_produce(&b, "t", idempotent_batch(2, 1, 0, 0)).await;
+    let (err, _) = answer(first).await;
+    assert_ne!(err, 0, "the first attempt's upload failed for good");
+    store.heal();
+    assert_eq!(answer(submit_produce(&b, "t", idempotent_batch(3, 2, 0, 0)).await).await, (0, 0), "another producer takes offset 0");
+    let (err, base) = answer(retry).await;
+    assert_ne!(err, 0, "the retry is not acknowledged with the other producer's offset {base}");
+    assert_eq!(answer(submit_produce(&b, "t", idempotent_batch(2, 1, 0, 0)).await).await, (0, 3), "sent again, it is appended");
+    b.shutdown().await;
+}
+
+/// After failed uploads, a pipelined later batch of the same producer is refused until the
+/// failed ones are sent again, so the log keeps the producer's order (defect 3).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipelined_batch_cannot_overtake_failed_ones() {
+    let (b, store) = faulty_broker().await;
+    assert_eq!(answer(submit_produce(&b, "t", idempotent_batch(1, 1, 0, 0)).await).await, (0, 0));
+    store.set_ops(wal_core::storage::faulty::FaultOps::Puts);
+    store.set_fail_probability(1.0);
+    // Two batches in flight; their responses are not awaited (nothing runs for them).
+    let _b1 = submit_produce(&b, "t", idempotent_batch(1, 1, 0, 1)).await;
+    let _b2 = submit_produce(&b, "t", idempotent_batch(1, 1, 0, 2)).await;
+    let p = b.partition("t", 0).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while p.writer().unwrap().written() != 1 {
+        assert!(std::time::Instant::now() < deadline, "the failed uploads never reset the writer");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    store.heal();
+    let (err, _) = answer(submit_produce(&b, "t", idempotent_batch(1, 1, 0, 3)).await).await;
+    assert_eq!(err, kafka_protocol::ResponseError::OutOfOrderSequenceNumber.code(), "sequence 3 may not take the failed ones' place");
+    for seq in 1..=3 {
+        assert_eq!(answer(submit_produce(&b, "t", idempotent_batch(1, 1, 0, seq)).await).await, (0, seq as i64), "resent in order");
+    }
+    b.shutdown().await;
+}

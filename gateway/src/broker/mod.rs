@@ -81,6 +81,16 @@ impl Broker {
     pub async fn open(cfg: GatewayConfig) -> anyhow::Result<Arc<Broker>> {
         cfg.validate()?;
         let (store, meta) = backends(&cfg).await?;
+        Self::open_with(cfg, store, meta).await
+    }
+
+    /// [`Broker::open`] over given backends (tests put a fault-injecting store here).
+    pub async fn open_with(
+        cfg: GatewayConfig,
+        store: Arc<dyn wal_core::ObjectStore>,
+        meta: Arc<dyn MetaStore>,
+    ) -> anyhow::Result<Arc<Broker>> {
+        cfg.validate()?;
         let wal = Wal::new(store, meta.clone(), cfg.wal.clone())?;
         let groups =
             crate::group::Coordinator::open(meta.clone(), std::time::Duration::from_millis(cfg.group_initial_rebalance_delay_ms)).await?;

@@ -23,6 +23,11 @@ pub struct BatchMeta {
 struct Producer {
     epoch: i16,
     batches: VecDeque<BatchMeta>,
+    /// Set when failed appends were rolled back and none of the producer's batches is left:
+    /// the sequence its next batch must start at (the first rolled-back one), so a pipelined
+    /// later batch cannot take the place of the failed ones.
+    #[serde(default)]
+    next_expected: Option<i32>,
 }
 
 /// What to do with an incoming idempotent batch.
@@ -60,6 +65,7 @@ impl ProducerStates {
             return Check::Duplicate(*d);
         }
         match p.batches.back() {
+            None if p.next_expected.is_some_and(|s| s != b.base_sequence) => Check::Reject(ResponseError::OutOfOrderSequenceNumber),
             None => Check::Append,
             Some(last) if b.base_sequence == next_seq(last.last_seq) => Check::Append,
             Some(_) => Check::Reject(ResponseError::OutOfOrderSequenceNumber),
@@ -72,6 +78,7 @@ impl ProducerStates {
             p.epoch = b.producer_epoch;
             p.batches.clear();
         }
+        p.next_expected = None;
         if p.batches.len() == CACHED_BATCHES {
             p.batches.pop_front();
         }
@@ -79,16 +86,14 @@ impl ProducerStates {
     }
 
     /// Forgets batches at or after `offset` (their appends failed; offsets will be reused).
+    /// A producer keeps expecting the sequence of its first forgotten batch.
     pub fn rollback_from(&mut self, offset: u64) {
         for p in self.producers.values_mut() {
+            let first_failed = p.batches.iter().find(|m| m.base_offset >= offset).map(|m| m.first_seq);
             p.batches.retain(|m| m.base_offset < offset);
-        }
-    }
-
-    /// Forgets one batch whose append failed.
-    pub fn forget(&mut self, producer_id: i64, first_seq: i32, base_offset: u64) {
-        if let Some(p) = self.producers.get_mut(&producer_id) {
-            p.batches.retain(|m| !(m.first_seq == first_seq && m.base_offset == base_offset));
+            if p.batches.is_empty() && first_failed.is_some() {
+                p.next_expected = first_failed;
+            }
         }
     }
 
@@ -132,6 +137,28 @@ mod tests {
         assert_eq!(s.check(&b(1, 2, 0, 1)), Check::Append);
         s.rollback_from(13);
         assert_eq!(s.check(&b(1, 1, 0, 1)), Check::Append, "a rolled-back batch can be appended again");
+    }
+
+    /// A pipelined later batch cannot take the place of failed ones: after a rollback the
+    /// producer must resend from its first failed sequence.
+    #[test]
+    fn after_a_rollback_the_first_failed_sequence_comes_next() {
+        let mut s = ProducerStates::default();
+        s.record(&b(1, 0, 0, 2), 0, 2);
+        s.record(&b(1, 0, 2, 2), 2, 4); // fails
+        s.record(&b(1, 0, 4, 2), 4, 6); // fails
+        s.rollback_from(2);
+        assert_eq!(s.check(&b(1, 0, 6, 2)), Check::Reject(ResponseError::OutOfOrderSequenceNumber), "pipelined, after the failed ones");
+        assert_eq!(s.check(&b(1, 0, 2, 2)), Check::Append, "the first failed batch again");
+        // With none of its batches left, the producer still expects the first failed one.
+        let mut s = ProducerStates::default();
+        s.record(&b(2, 0, 10, 1), 0, 1);
+        s.record(&b(2, 0, 11, 1), 1, 2);
+        s.rollback_from(0);
+        assert_eq!(s.check(&b(2, 0, 11, 1)), Check::Reject(ResponseError::OutOfOrderSequenceNumber));
+        assert_eq!(s.check(&b(2, 0, 10, 1)), Check::Append);
+        s.record(&b(2, 0, 10, 1), 0, 1);
+        assert_eq!(s.check(&b(2, 0, 11, 1)), Check::Append);
     }
 
     #[test]

@@ -23,8 +23,16 @@ use crate::metrics as m;
 
 /// What phase 1 decided for one batch.
 enum Step {
-    Appended { ticket: AppendTicket, info: BatchInfo },
-    Duplicate { base: u64 },
+    Appended {
+        ticket: AppendTicket,
+    },
+    /// A retry of a batch already appended (or still being appended) at `base`.
+    Duplicate {
+        base: u64,
+        producer_id: i64,
+        epoch: i16,
+        first_seq: i32,
+    },
 }
 
 /// One partition's outcome of phase 1.
@@ -79,13 +87,21 @@ async fn submit_partition(
     };
     let epoch = writer.epoch() as i32;
     let mut producers = p.producers.lock().await;
+    // Appends at or past the writer's next offset failed (a failed upload resets it to the
+    // durable end): their batches go now, before any check, not when their responses are sent.
+    producers.rollback_from(writer.written());
     let mut steps = Vec::with_capacity(batches.len());
     for (data, info) in batches {
         if info.is_idempotent() {
             match producers.check(&info) {
                 Check::Append => {}
                 Check::Duplicate(meta) => {
-                    steps.push(Step::Duplicate { base: meta.base_offset });
+                    steps.push(Step::Duplicate {
+                        base: meta.base_offset,
+                        producer_id: info.producer_id,
+                        epoch: info.producer_epoch,
+                        first_seq: info.base_sequence,
+                    });
                     continue;
                 }
                 Check::Reject(e) => return (steps, Some(e)),
@@ -105,7 +121,7 @@ async fn submit_partition(
         metrics::counter!(m::PRODUCE_BYTES_TOTAL).increment(len as u64);
         metrics::counter!(m::TOPIC_PRODUCE_BYTES_TOTAL, "topic" => m::topic_label(&p.topic)).increment(len as u64);
         metrics::counter!(m::PRODUCE_BATCHES_TOTAL).increment(1);
-        steps.push(Step::Appended { ticket, info });
+        steps.push(Step::Appended { ticket });
     }
     (steps, None)
 }
@@ -130,23 +146,34 @@ async fn wait_steps(b: &Broker, p: &Arc<Partition>, steps: Vec<Step>) -> (Option
     let mut err = None;
     for step in steps {
         let base = match step {
-            Step::Duplicate { base } => {
+            Step::Duplicate { base, producer_id, epoch, first_seq } => {
+                // The first attempt may still be pending, and may fail: then other batches take
+                // its offsets. Answer success only when the batch stored at `base` is this one.
                 match p.reader.wait_for(base, Duration::from_secs(30)).await {
-                    Ok(true) => {}
+                    // Below the log start: it was durable (only durable data is truncated).
+                    Ok(true) if (base as i64) < p.log_start() => {}
+                    Ok(true) => match stored_at(p, base).await {
+                        Some(i) if i.producer_id == producer_id && i.producer_epoch == epoch && i.base_sequence == first_seq => {}
+                        Some(_) => err = err.or(Some(ResponseError::NotEnoughReplicas)), // it failed: send it again
+                        None => err = err.or(Some(ResponseError::RequestTimedOut)),
+                    },
                     _ => err = err.or(Some(ResponseError::RequestTimedOut)),
                 }
                 base
             }
-            Step::Appended { ticket, info } => {
+            Step::Appended { ticket } => {
                 let base = ticket.base_offset;
                 let epoch = p.writer().map(|w| w.epoch()).unwrap_or(0);
                 match ticket.durable().await {
                     Ok(_) => {}
                     Err(e) => {
                         err = err.or(Some(wal_error(&e)));
-                        if info.is_idempotent() {
-                            p.producers.lock().await.forget(info.producer_id, info.base_sequence, base);
-                        }
+                        // The producer state is not touched here: a surely failed batch was
+                        // rolled back by the next submit (the writer's next offset went back),
+                        // and after an unknown outcome (the commit may have applied) a retry
+                        // must still find it as a duplicate until the reopened writer rolls back
+                        // what was not stored. (Forgetting it here also dropped the retry that
+                        // had meanwhile been stored at the same offset with the same sequence.)
                         b.append_failed(p, &e, epoch);
                     }
                 }
@@ -158,6 +185,12 @@ async fn wait_steps(b: &Broker, p: &Arc<Partition>, steps: Vec<Step>) -> (Option
         }
     }
     (err, first)
+}
+
+/// The header of the batch stored at `offset` (None when it cannot be read now).
+async fn stored_at(p: &Partition, offset: u64) -> Option<BatchInfo> {
+    let entries = p.reader.read(offset, 1).await.ok()?;
+    entries.into_iter().find(|e| e.offset == offset).and_then(|e| batch::stored_info(&e.data))
 }
 
 pub async fn submit(b: Arc<Broker>, v: i16, req: ProduceRequest) -> Pending {
