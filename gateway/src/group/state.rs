@@ -489,6 +489,19 @@ impl Group {
                 }
             }
             GroupState::PreparingRebalance => {
+                // A member that has not rejoined and whose session ran out (no heartbeat: it
+                // died mid-rebalance) leaves now, as in Kafka, instead of holding every joiner
+                // until the rebalance timeout (often minutes).
+                let expired: Vec<String> = self
+                    .members
+                    .values()
+                    .filter(|m| m.join_waiter.is_none() && m.last_heartbeat + m.session_timeout < now)
+                    .map(|m| m.id.clone())
+                    .collect();
+                for id in &expired {
+                    tracing::info!(group = %self.id, member = %id, "session expired during a rebalance");
+                    self.remove_member(id, ResponseError::UnknownMemberId);
+                }
                 if self.rebalance_deadline.is_some_and(|d| now >= d) {
                     self.complete_join();
                 } else {
@@ -562,6 +575,25 @@ mod tests {
         g.tick(t + Duration::from_secs(31), Duration::ZERO);
         let b = b_rx.try_recv().unwrap();
         assert_eq!((b.generation, b.leader == b.member_id), (2, true));
+        assert_eq!(g.members.len(), 1);
+    }
+
+    /// A member that dies mid-rebalance leaves when its session (10 s) runs out, not at the
+    /// rebalance timeout (30 s); one that keeps heartbeating is waited for.
+    #[test]
+    fn a_member_dead_during_a_rebalance_leaves_at_its_session_timeout() {
+        let mut g = Group::new("g");
+        let t = Instant::now();
+        let a = now_value(g.join(args("", "range", 3), t, Duration::ZERO));
+        now_value(g.sync(&a.member_id, None, 1, vec![]));
+        let Outcome::Wait(mut b_rx) = g.join(args("", "range", 3), t, Duration::ZERO) else { panic!("should wait") };
+        g.tick(t + Duration::from_secs(5), Duration::ZERO);
+        assert_eq!(g.heartbeat(&a.member_id, None, 1, t + Duration::from_secs(5)), Some(ResponseError::RebalanceInProgress));
+        g.tick(t + Duration::from_secs(11), Duration::ZERO);
+        assert!(b_rx.try_recv().is_err(), "a heartbeat at 5 s keeps a until 15 s");
+        g.tick(t + Duration::from_secs(16), Duration::ZERO);
+        let b = b_rx.try_recv().expect("the join completes once a's session ran out");
+        assert_eq!((b.generation, b.members.len()), (2, 1));
         assert_eq!(g.members.len(), 1);
     }
 
