@@ -127,19 +127,7 @@ impl Broker {
         // failed keep-alive is retried soon (within the lease), not at the next third of it.
         let renewing = {
             let c = broker.cluster.clone();
-            tokio::spawn(async move {
-                let mut wait = c.ttl() / 3;
-                loop {
-                    tokio::time::sleep(wait).await;
-                    wait = match c.renew().await {
-                        Ok(()) => c.ttl() / 3,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "renewing the cluster registration failed; retrying");
-                            (c.ttl() / 12).clamp(Duration::from_millis(100), Duration::from_secs(1))
-                        }
-                    };
-                }
-            })
+            tokio::spawn(async move { wal_core::meta::keep_renewing(c.ttl(), "gateway", || c.renew()).await })
         };
         // Take this gateway's share before serving (a lone gateway owns everything at once).
         broker.cluster_tick().await;

@@ -371,9 +371,7 @@ impl Wal {
         if !r.succeeded {
             return Err(WalError::LogNotFound(name.to_string()));
         }
-        if let Some((_, sh)) = self.inner.logs.remove(name) {
-            sh.mark_deleted();
-        }
+        self.forget_log(name);
         cleaner::delete_objects(&*self.inner.store, &keys::log_objects(lm.id)).await?;
         Ok(())
     }

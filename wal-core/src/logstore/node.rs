@@ -274,19 +274,8 @@ impl LogStoreNode {
 }
 
 async fn keep_registered(registration: Arc<Registration>, ttl: i64) {
-    let every = Duration::from_millis((ttl as u64 * 1000) / 3);
-    let retry = (every / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
-    let mut wait = every;
-    loop {
-        tokio::time::sleep(wait).await;
-        wait = match registration.renew().await {
-            Ok(_) => every,
-            Err(e) => {
-                tracing::warn!(error = %e, "logstore registration failed; retrying");
-                retry
-            }
-        };
-    }
+    let ttl = Duration::from_secs(ttl.max(1) as u64);
+    crate::meta::keep_renewing(ttl, "logstore", || registration.renew()).await
 }
 
 async fn serve(node: Arc<Node>, sock: TcpStream) {

@@ -252,6 +252,29 @@ impl Registration {
     }
 }
 
+/// Runs `renew` (a lease's keep-alive) every third of `ttl`, forever; after a failure again
+/// after a twelfth of it (100 ms to 1 s), so a brief metadata outage never lets the lease lapse.
+/// `what` names the registration in the warning a failure logs.
+pub async fn keep_renewing<T, F, Fut>(ttl: std::time::Duration, what: &'static str, mut renew: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, MetaError>>,
+{
+    let every = ttl / 3;
+    let retry = (ttl / 12).clamp(std::time::Duration::from_millis(100), std::time::Duration::from_secs(1));
+    let mut wait = every;
+    loop {
+        tokio::time::sleep(wait).await;
+        wait = match renew().await {
+            Ok(_) => every,
+            Err(e) => {
+                tracing::warn!(error = %e, registration = what, "renewing a registration failed; retrying");
+                retry
+            }
+        };
+    }
+}
+
 /// Wraps any store with latency metrics.
 pub struct Instrumented<S>(pub S);
 
