@@ -3,6 +3,12 @@
 //! count, max timestamp, producer id/epoch/sequence). Batches are stored as sent; only the base
 //! offset and partition leader epoch (outside the CRC) are rewritten. Nothing is decompressed.
 //!
+//! The records of an uncompressed batch are walked as Kafka's broker does before appending:
+//! record lengths agree with their fields and the batch, offset deltas run 0, 1, 2, ..., key,
+//! value and header lengths are in range, and no CreateTime lies more than
+//! [`MAX_FUTURE_TIMESTAMP_MS`] ahead (Kafka 4's `log.message.timestamp.after.max.ms`); a
+//! compressed batch's header max timestamp gets the same check.
+//!
 //! ```text
 //! 0 baseOffset i64 | 8 batchLength i32 | 12 partitionLeaderEpoch i32 | 16 magic i8 | 17 crc u32
 //! 21 attributes i16 | 23 lastOffsetDelta i32 | 27 baseTimestamp i64 | 35 maxTimestamp i64
@@ -27,7 +33,16 @@ pub enum BatchError {
     Crc,
     #[error("invalid batch: {0}")]
     Invalid(&'static str),
+    /// A record inside the batch is malformed (Kafka's INVALID_RECORD).
+    #[error("invalid record: {0}")]
+    Record(&'static str),
+    /// A CreateTime too far in the future (Kafka's INVALID_TIMESTAMP).
+    #[error("timestamp {0} is more than an hour ahead")]
+    Timestamp(i64),
 }
+
+/// How far ahead of the gateway's clock a CreateTime may be.
+pub const MAX_FUTURE_TIMESTAMP_MS: i64 = 3_600_000;
 
 /// The header fields of one validated batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,10 +122,92 @@ pub fn validate(b: &[u8]) -> Result<BatchInfo, BatchError> {
     };
     // Uncompressed batches must hold as many records as the header claims offsets for; a
     // compressed batch's records are opaque to us (we never decompress).
-    if info.attributes & 0x07 == 0 && info.record_count as u32 != info.offset_count {
-        return Err(BatchError::Invalid("record count disagrees with last offset delta"));
+    let create_time = info.attributes & 0x08 == 0;
+    let latest = wal_core::util::now_ms() as i64 + MAX_FUTURE_TIMESTAMP_MS;
+    if info.attributes & 0x07 == 0 {
+        if info.record_count as u32 != info.offset_count {
+            return Err(BatchError::Invalid("record count disagrees with last offset delta"));
+        }
+        let newest = walk_records(&b[HEADER_LEN..], info.record_count, info.base_timestamp)?;
+        if create_time && newest > latest {
+            return Err(BatchError::Timestamp(newest));
+        }
+    } else if create_time && info.max_timestamp > latest {
+        return Err(BatchError::Timestamp(info.max_timestamp));
     }
     Ok(info)
+}
+
+/// Reads a zigzag varint (at most 10 bytes) at `*pos`.
+fn varint(b: &[u8], pos: &mut usize) -> Result<i64, BatchError> {
+    let mut v: u64 = 0;
+    for i in 0..10 {
+        let byte = *b.get(*pos).ok_or(BatchError::Record("record truncated"))?;
+        *pos += 1;
+        v |= ((byte & 0x7f) as u64) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Ok(((v >> 1) as i64) ^ -((v & 1) as i64));
+        }
+    }
+    Err(BatchError::Record("varint longer than 10 bytes"))
+}
+
+/// Skips a length-prefixed field of `len` bytes (-1 = null when `nullable`).
+fn skip(b: &[u8], pos: &mut usize, len: i64, nullable: bool) -> Result<(), BatchError> {
+    if len == -1 && nullable {
+        return Ok(());
+    }
+    if len < 0 {
+        return Err(BatchError::Record("negative length"));
+    }
+    let end = pos.checked_add(len as usize).filter(|e| *e <= b.len()).ok_or(BatchError::Record("field overruns its record"))?;
+    *pos = end;
+    Ok(())
+}
+
+/// Walks the `count` records of an uncompressed batch (`b` is everything after the header);
+/// returns the newest timestamp.
+fn walk_records(b: &[u8], count: i32, base_timestamp: i64) -> Result<i64, BatchError> {
+    let mut pos = 0;
+    let mut newest = i64::MIN;
+    for i in 0..count as i64 {
+        let len = varint(b, &mut pos)?;
+        if len < 0 || len as usize > b.len() - pos {
+            return Err(BatchError::Record("record length overruns the batch"));
+        }
+        let record = &b[pos..pos + len as usize];
+        pos += len as usize;
+        let mut at = 1; // attributes (unused in v2)
+        if record.is_empty() {
+            return Err(BatchError::Record("empty record"));
+        }
+        let ts_delta = varint(record, &mut at)?;
+        newest = newest.max(base_timestamp.saturating_add(ts_delta));
+        if varint(record, &mut at)? != i {
+            return Err(BatchError::Record("offset deltas are not 0, 1, 2, ..."));
+        }
+        let key = varint(record, &mut at)?;
+        skip(record, &mut at, key, true)?;
+        let value = varint(record, &mut at)?;
+        skip(record, &mut at, value, true)?;
+        let headers = varint(record, &mut at)?;
+        if headers < 0 {
+            return Err(BatchError::Record("negative header count"));
+        }
+        for _ in 0..headers {
+            let k = varint(record, &mut at)?;
+            skip(record, &mut at, k, false)?;
+            let v = varint(record, &mut at)?;
+            skip(record, &mut at, v, true)?;
+        }
+        if at != record.len() {
+            return Err(BatchError::Record("record length disagrees with its fields"));
+        }
+    }
+    if pos != b.len() {
+        return Err(BatchError::Record("bytes after the last record"));
+    }
+    Ok(newest)
 }
 
 /// Splits a `records` field into batches and validates each.
@@ -171,10 +268,17 @@ pub fn encode_simple_batch(n: i32, producer_id: i64, epoch: i16, base_seq: i32, 
     let mut records = Vec::new();
     for i in 0..n {
         // length varint | attributes | timestampDelta | offsetDelta | keyLen -1 | valueLen 1 | "x" | headers 0
-        let body = [0u8, 0, (i as u8) << 1, 1, 2, b'x', 0];
-        records.push((body.len() as u8) << 1);
+        let mut body = vec![0u8, 0];
+        put_varint(&mut body, i as i64);
+        body.extend_from_slice(&[1, 2, b'x', 0]);
+        put_varint(&mut records, body.len() as i64);
         records.extend_from_slice(&body);
     }
+    encode_batch(&records, n, producer_id, epoch, base_seq, ts)
+}
+
+/// An uncompressed batch around already encoded `records` (`n` of them), CRC computed.
+pub fn encode_batch(records: &[u8], n: i32, producer_id: i64, epoch: i16, base_seq: i32, ts: i64) -> Vec<u8> {
     let mut b = vec![0u8; HEADER_LEN];
     b[16] = 2;
     b[23..27].copy_from_slice(&(n - 1).to_be_bytes());
@@ -184,12 +288,22 @@ pub fn encode_simple_batch(n: i32, producer_id: i64, epoch: i16, base_seq: i32, 
     b[51..53].copy_from_slice(&epoch.to_be_bytes());
     b[53..57].copy_from_slice(&base_seq.to_be_bytes());
     b[57..61].copy_from_slice(&n.to_be_bytes());
-    b.extend_from_slice(&records);
+    b.extend_from_slice(records);
     let len = (b.len() - LENGTH_OVERHEAD) as i32;
     b[8..12].copy_from_slice(&len.to_be_bytes());
     let crc = crc32c::crc32c(&b[CRC_START..]);
     b[17..21].copy_from_slice(&crc.to_be_bytes());
     b
+}
+
+/// Appends a zigzag varint (the record format's signed varint).
+pub fn put_varint(out: &mut Vec<u8>, v: i64) {
+    let mut z = ((v << 1) ^ (v >> 63)) as u64;
+    while z >= 0x80 {
+        out.push((z as u8) | 0x80);
+        z >>= 7;
+    }
+    out.push(z as u8);
 }
 
 #[cfg(test)]
@@ -237,7 +351,130 @@ mod tests {
         assert_eq!(i64_at(&b, 0), 12345);
     }
 
+    /// One record: timestamp delta, offset delta, key, value, headers (each -1 = null).
+    fn record(ts_delta: i64, offset_delta: i64, key: Option<&[u8]>, value: Option<&[u8]>, headers: &[(&[u8], Option<&[u8]>)]) -> Vec<u8> {
+        let mut body = vec![0u8];
+        put_varint(&mut body, ts_delta);
+        put_varint(&mut body, offset_delta);
+        for f in [key, value] {
+            match f {
+                None => put_varint(&mut body, -1),
+                Some(f) => {
+                    put_varint(&mut body, f.len() as i64);
+                    body.extend_from_slice(f);
+                }
+            }
+        }
+        put_varint(&mut body, headers.len() as i64);
+        for (k, v) in headers {
+            put_varint(&mut body, k.len() as i64);
+            body.extend_from_slice(k);
+            match v {
+                None => put_varint(&mut body, -1),
+                Some(v) => {
+                    put_varint(&mut body, v.len() as i64);
+                    body.extend_from_slice(v);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        put_varint(&mut out, body.len() as i64);
+        out.extend(body);
+        out
+    }
+
+    fn now() -> i64 {
+        wal_core::util::now_ms() as i64
+    }
+
+    #[test]
+    fn records_inside_uncompressed_batches_are_checked() {
+        let good = [record(0, 0, Some(b"k"), Some(b"v"), &[(b"h", Some(b"x"))]), record(5, 1, None, None, &[])].concat();
+        assert!(validate(&encode_batch(&good, 2, -1, -1, -1, now())).is_ok());
+        let cases: Vec<(&str, Vec<u8>, i32)> = vec![
+            ("offset deltas skip", [record(0, 0, None, None, &[]), record(0, 2, None, None, &[])].concat(), 2),
+            ("offset deltas repeat", [record(0, 0, None, None, &[]), record(0, 0, None, None, &[])].concat(), 2),
+            ("fewer records than counted", record(0, 0, None, None, &[]), 2),
+            ("trailing bytes", [record(0, 0, None, None, &[]), vec![0]].concat(), 1),
+            (
+                "key length -2",
+                {
+                    let mut r = record(0, 0, None, None, &[]);
+                    r[4] = 3;
+                    r
+                },
+                1,
+            ),
+            (
+                "negative header count",
+                {
+                    let mut r = record(0, 0, None, None, &[]);
+                    let l = r.len();
+                    r[l - 1] = 1;
+                    r
+                },
+                1,
+            ),
+            (
+                "value overruns the record",
+                {
+                    let mut r = record(0, 0, None, Some(b"v"), &[]);
+                    r[5] = 40;
+                    r
+                },
+                1,
+            ),
+            (
+                "record length too long",
+                {
+                    let mut r = record(0, 0, None, None, &[]);
+                    r[0] += 2;
+                    r
+                },
+                1,
+            ),
+            (
+                "null header key",
+                {
+                    let mut r = record(0, 0, None, None, &[(b"h", None)]);
+                    r[7] = 1;
+                    r
+                },
+                1,
+            ),
+        ];
+        for (name, records, n) in cases {
+            let b = encode_batch(&records, n, -1, -1, -1, now());
+            assert!(matches!(validate(&b), Err(BatchError::Record(_))), "{name}: {:?}", validate(&b));
+        }
+        let future = encode_batch(&record(MAX_FUTURE_TIMESTAMP_MS + 60_000, 0, None, None, &[]), 1, -1, -1, -1, now());
+        assert!(matches!(validate(&future), Err(BatchError::Timestamp(_))));
+        // LogAppendTime batches carry the broker's time: not checked against the client's clock
+        let mut append_time = encode_batch(&record(MAX_FUTURE_TIMESTAMP_MS + 60_000, 0, None, None, &[]), 1, -1, -1, -1, now());
+        append_time[22] |= 0x08;
+        let crc = crc32c::crc32c(&append_time[CRC_START..]);
+        append_time[17..21].copy_from_slice(&crc.to_be_bytes());
+        assert!(validate(&append_time).is_ok());
+    }
+
     proptest::proptest! {
+        #[test]
+        fn well_formed_batches_validate(n in 1i32..400, key in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40)) {
+            let records: Vec<u8> = (0..n).flat_map(|i| record(i as i64, i as i64, Some(&key), Some(b"v"), &[(b"h", Some(&key))])).collect();
+            let info = validate(&encode_batch(&records, n, -1, -1, -1, now())).unwrap();
+            proptest::prop_assert_eq!(info.record_count, n);
+        }
+
+        #[test]
+        fn corrupted_records_never_panic(n in 1i32..20, flips in proptest::collection::vec((0usize..400, proptest::prelude::any::<u8>()), 1..4)) {
+            let mut records: Vec<u8> = (0..n).flat_map(|i| record(0, i as i64, Some(b"key"), Some(b"value"), &[])).collect();
+            for (at, byte) in flips {
+                let l = records.len();
+                records[at % l] = byte;
+            }
+            let _ = validate(&encode_batch(&records, n, -1, -1, -1, now()));
+        }
+
         #[test]
         fn split_never_panics(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)) {
             let _ = split(&Bytes::from(data));

@@ -18,6 +18,11 @@ pub const DEFAULT_MAX_INFLIGHT_REQUEST_BYTES: usize = 512 << 20;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// Requests one connection may have in flight (received, response not yet written).
 pub const DEFAULT_MAX_INFLIGHT_PER_CONNECTION: usize = 64;
+/// Kafka's default `fetch.max.bytes`: the most record bytes one Fetch response carries.
+pub const DEFAULT_FETCH_MAX_BYTES: usize = 55 << 20;
+/// Largest `fetch_max_bytes` accepted: a response frame's length must fit its i32 prefix with room
+/// for the non-record fields.
+pub const MAX_FETCH_MAX_BYTES: usize = 1 << 30;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -70,8 +75,23 @@ pub struct GatewayConfig {
     pub max_inflight_request_bytes: usize,
     pub max_connections: usize,
     pub max_inflight_per_connection: usize,
+    /// The most record bytes one Fetch response carries, whatever the request asks.
+    pub fetch_max_bytes: usize,
+    /// Longest a request frame may take to arrive once its size prefix did; then the connection
+    /// is closed (a peer sending half a frame cannot hold memory or budget longer).
+    pub request_read_timeout_ms: u64,
+    /// Longest a response write may make no progress (a peer that stops reading); then the
+    /// connection is closed and what its requests held is released.
+    pub response_write_timeout_ms: u64,
+    /// Kafka's `connections.max.idle.ms`: a connection with nothing in flight that sends nothing
+    /// for this long is closed.
+    pub connections_max_idle_ms: u64,
     /// How often retention is enforced.
     pub retention_check_interval_ms: u64,
+    /// Kafka's `group.max.size`: members a consumer group may have (pending member ids count).
+    pub group_max_size: usize,
+    /// Connections one client address may hold open (Kafka's `max.connections.per.ip`).
+    pub max_connections_per_ip: usize,
     /// Kafka's group.initial.rebalance.delay.ms: a new group waits this long for more members.
     pub group_initial_rebalance_delay_ms: u64,
     /// Lease of this gateway's cluster registration: a gateway silent this long is taken over.
@@ -157,8 +177,14 @@ impl Default for GatewayConfig {
             max_inflight_request_bytes: DEFAULT_MAX_INFLIGHT_REQUEST_BYTES,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_inflight_per_connection: DEFAULT_MAX_INFLIGHT_PER_CONNECTION,
+            fetch_max_bytes: DEFAULT_FETCH_MAX_BYTES,
+            request_read_timeout_ms: 30_000,
+            response_write_timeout_ms: 30_000,
+            connections_max_idle_ms: 600_000,
             retention_check_interval_ms: 10_000,
             group_initial_rebalance_delay_ms: 3_000,
+            group_max_size: 1000,
+            max_connections_per_ip: 1000,
             cluster_lease_ttl_secs: 6,
             shutdown_timeout_ms: 25_000,
             cluster_poll_ms: 500,
@@ -182,6 +208,19 @@ impl GatewayConfig {
             "max_inflight_request_bytes must be >= max_request_bytes"
         );
         anyhow::ensure!(self.max_connections >= 1 && self.max_inflight_per_connection >= 1, "connection limits must be >= 1");
+        anyhow::ensure!(self.group_max_size >= 1, "group_max_size must be >= 1");
+        anyhow::ensure!(self.max_connections_per_ip >= 1, "max_connections_per_ip must be >= 1");
+        anyhow::ensure!(
+            (1024..=MAX_FETCH_MAX_BYTES).contains(&self.fetch_max_bytes),
+            "fetch_max_bytes must be in 1024..={MAX_FETCH_MAX_BYTES}"
+        );
+        for (name, v) in [
+            ("request_read_timeout_ms", self.request_read_timeout_ms),
+            ("response_write_timeout_ms", self.response_write_timeout_ms),
+            ("connections_max_idle_ms", self.connections_max_idle_ms),
+        ] {
+            anyhow::ensure!((100..=86_400_000).contains(&v), "{name} must be in 100..=86400000");
+        }
         anyhow::ensure!(!self.cluster_id.is_empty(), "cluster_id must not be empty");
         anyhow::ensure!(self.retention_check_interval_ms > 0, "retention_check_interval_ms must be > 0");
         anyhow::ensure!((2..=300).contains(&self.cluster_lease_ttl_secs), "cluster_lease_ttl_secs must be in 2..=300");

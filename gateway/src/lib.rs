@@ -11,9 +11,7 @@
 //! - [`group`]: the consumer-group coordinator and durable committed offsets.
 //! - [`batch`]: Kafka record-batch header validation and patching.
 //! - [`metrics`]: metric names, Prometheus exporter, health endpoints.
-//! - [`alloc`]: the allocator guard against length-prefixed preallocation in the codec.
 
-pub mod alloc;
 pub mod batch;
 pub mod broker;
 pub mod cluster;

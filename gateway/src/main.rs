@@ -12,9 +12,6 @@ use std::sync::Arc;
 use clap::{Args, Parser, Subcommand};
 use gateway::config::{GatewayConfig, MetadataKind, StorageKind};
 
-#[global_allocator]
-static ALLOC: gateway::alloc::GuardedAlloc = gateway::alloc::GuardedAlloc;
-
 #[derive(Parser)]
 #[command(name = "gateway", version, about = "A Kafka-compatible gateway on a zero-disk write-ahead log")]
 struct Cli {

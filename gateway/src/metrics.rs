@@ -16,6 +16,10 @@ pub const BYTES_RECEIVED_TOTAL: &str = "gateway_network_received_bytes_total";
 pub const BYTES_SENT_TOTAL: &str = "gateway_network_sent_bytes_total";
 pub const INFLIGHT_REQUEST_BYTES: &str = "gateway_inflight_request_bytes";
 pub const PROTOCOL_ERRORS_TOTAL: &str = "gateway_protocol_errors_total";
+/// Connections closed on accept (label `reason`: per_ip).
+pub const CONNECTIONS_REFUSED_TOTAL: &str = "gateway_connections_refused_total";
+/// Connections closed for a timeout (label `kind`: idle, read, write).
+pub const CONNECTION_TIMEOUTS_TOTAL: &str = "gateway_connection_timeouts_total";
 pub const PRODUCE_BYTES_TOTAL: &str = "gateway_produce_bytes_total";
 pub const PRODUCE_BATCHES_TOTAL: &str = "gateway_produce_batches_total";
 pub const FETCH_BYTES_TOTAL: &str = "gateway_fetch_bytes_total";
@@ -48,6 +52,8 @@ pub const ALL: &[&str] = &[
     BYTES_SENT_TOTAL,
     INFLIGHT_REQUEST_BYTES,
     PROTOCOL_ERRORS_TOTAL,
+    CONNECTION_TIMEOUTS_TOTAL,
+    CONNECTIONS_REFUSED_TOTAL,
     PRODUCE_BYTES_TOTAL,
     PRODUCE_BATCHES_TOTAL,
     FETCH_BYTES_TOTAL,

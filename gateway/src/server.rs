@@ -5,13 +5,27 @@
 //! of produce requests) happens in the reader before the request is queued.
 //!
 //! Framing: a 4-byte size, then the body. The size is checked against `max_request_bytes` (and
-//! `max_admin_request_bytes` for everything but Produce) and against a process-wide budget of
-//! request bytes in flight before anything is allocated. A malformed frame or request, an unknown
-//! API key or an unsupported version (other than ApiVersions, which gets Kafka's fallback answer)
-//! closes that connection only.
+//! `max_admin_request_bytes` for everything but Produce) before anything is allocated. A malformed
+//! frame or request, an unknown API key or an unsupported version (other than ApiVersions, which
+//! gets Kafka's fallback answer) closes that connection only.
+//!
+//! Memory admission: before its body is read, a frame reserves its whole charge (its size times
+//! what decoding may expand it to, see [`charge_of`]) at once from a process-wide budget
+//! (`max_inflight_request_bytes`) and holds it until its response is written. Nothing ever holds
+//! part of a charge while waiting for more, so the budget cannot deadlock; and everything that
+//! holds a charge ends within a bound: the body must arrive within `request_read_timeout_ms`, a
+//! response write must progress within `response_write_timeout_ms`, handlers end by their own
+//! timeouts. Frames of at most [`SMALL_FRAME`] bytes (metadata, group and offset requests, small
+//! produces) draw from a separate lane of 1/8 of the budget, so large frames queued for the main
+//! budget never keep a client from its heartbeat. An idle connection (nothing in flight, nothing
+//! sent for `connections_max_idle_ms`) is closed, and one client address may hold at most
+//! `max_connections_per_ip` connections (more are closed on accept).
 
-use std::sync::Arc;
-use std::time::Instant;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
@@ -24,19 +38,112 @@ use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use crate::broker::Broker;
 use crate::handler::{self, Pending};
 use crate::metrics as m;
+use wal_core::util::lock;
+
+/// Frames up to this size draw from the small-frame lane of the budget.
+pub const SMALL_FRAME: usize = 64 * 1024;
+/// The small-frame lane holds at least this much.
+const SMALL_LANE_MIN: usize = 16 * SMALL_FRAME;
+/// How many times its wire size a decoded request may take, at most (see [`charge_of`]).
+const ADMIN_EXPANSION: usize = 16;
+const PRODUCE_EXPANSION: usize = 2;
+/// A response buffer grown past this by a large response is dropped, not kept for the next one.
+const KEEP_RESPONSE_BUFFER: usize = 1 << 20;
 
 /// Limits shared by every connection.
 pub struct Limits {
     pub connections: Arc<Semaphore>,
+    /// The main request budget, and its capacity.
     pub request_bytes: Arc<Semaphore>,
+    request_capacity: usize,
+    /// The small-frame lane, and its capacity.
+    pub small_request_bytes: Arc<Semaphore>,
+    small_capacity: usize,
+    /// Bytes charged now, over both (the `gateway_inflight_request_bytes` gauge).
+    charged: Arc<AtomicUsize>,
+    /// Open connections by client address.
+    per_ip: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+/// One connection's place in its address's count, given back when dropped.
+struct PerIp {
+    counts: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    ip: IpAddr,
+}
+
+impl PerIp {
+    fn take(counts: &Arc<Mutex<HashMap<IpAddr, usize>>>, ip: IpAddr, max: usize) -> Option<PerIp> {
+        let mut map = lock(counts);
+        let n = map.entry(ip).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(PerIp { counts: counts.clone(), ip })
+    }
+}
+
+impl Drop for PerIp {
+    fn drop(&mut self) {
+        let mut map = lock(&self.counts);
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
 }
 
 impl Limits {
     pub fn new(b: &Broker) -> Arc<Limits> {
+        let budget = b.cfg.max_inflight_request_bytes;
+        let small = (budget / 8).max(SMALL_LANE_MIN);
         Arc::new(Limits {
             connections: Arc::new(Semaphore::new(b.cfg.max_connections)),
-            request_bytes: Arc::new(Semaphore::new(b.cfg.max_inflight_request_bytes)),
+            request_bytes: Arc::new(Semaphore::new(budget)),
+            request_capacity: budget,
+            small_request_bytes: Arc::new(Semaphore::new(small)),
+            small_capacity: small,
+            charged: Arc::new(AtomicUsize::new(0)),
+            per_ip: Arc::default(),
         })
+    }
+
+    /// Reserves a frame's whole charge at once (first come, first served within its lane).
+    async fn admit(&self, size: usize, api_key: i16) -> Result<Charge, ConnError> {
+        let (lane, capacity) = if size <= SMALL_FRAME {
+            (&self.small_request_bytes, self.small_capacity)
+        } else {
+            (&self.request_bytes, self.request_capacity)
+        };
+        let bytes = charge_of(size, api_key).min(capacity);
+        let permit = lane.clone().acquire_many_owned(bytes as u32).await.map_err(|_| protocol("shutdown", "shutting down"))?;
+        let now = self.charged.fetch_add(bytes, Ordering::AcqRel) + bytes;
+        metrics::gauge!(m::INFLIGHT_REQUEST_BYTES).set(now as f64);
+        Ok(Charge { _permit: permit, bytes, charged: self.charged.clone() })
+    }
+}
+
+/// What a frame of `size` bytes is charged: its wire size times how far decoding may expand it
+/// (a Produce request is mostly record bytes kept as they arrived; other requests decode into
+/// structures several times their wire size, e.g. ~16x for an array of empty group ids).
+pub fn charge_of(size: usize, api_key: i16) -> usize {
+    let factor = if api_key == ApiKey::Produce as i16 { PRODUCE_EXPANSION } else { ADMIN_EXPANSION };
+    size.saturating_mul(factor).min(u32::MAX as usize)
+}
+
+/// A frame's share of the request budget, returned when dropped (its response written).
+struct Charge {
+    _permit: OwnedSemaphorePermit,
+    bytes: usize,
+    charged: Arc<AtomicUsize>,
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        let now = self.charged.fetch_sub(self.bytes, Ordering::AcqRel) - self.bytes;
+        metrics::gauge!(m::INFLIGHT_REQUEST_BYTES).set(now as f64);
     }
 }
 
@@ -55,6 +162,11 @@ pub async fn serve(listener: TcpListener, broker: Arc<Broker>, mut shutdown: wat
         };
         match accepted {
             Ok((stream, peer)) => {
+                let Some(per_ip) = PerIp::take(&limits.per_ip, peer.ip(), broker.cfg.max_connections_per_ip) else {
+                    metrics::counter!(m::CONNECTIONS_REFUSED_TOTAL, "reason" => "per_ip").increment(1);
+                    tracing::debug!(%peer, "too many connections from this address; closing");
+                    continue; // dropping the stream closes it
+                };
                 let _ = stream.set_nodelay(true);
                 metrics::counter!(m::CONNECTIONS_TOTAL).increment(1);
                 let (b, l, s) = (broker.clone(), limits.clone(), shutdown.clone());
@@ -64,6 +176,7 @@ pub async fn serve(listener: TcpListener, broker: Arc<Broker>, mut shutdown: wat
                         tracing::debug!(%peer, error = %e, "connection closed");
                     }
                     metrics::gauge!(m::CONNECTIONS).decrement(1.0);
+                    drop(per_ip);
                     drop(permit);
                 });
             }
@@ -84,7 +197,25 @@ struct Queued {
     version: i16,
     started: Instant,
     response: tokio::task::JoinHandle<Option<ResponseKind>>,
-    _permit: OwnedSemaphorePermit,
+    _charge: Charge,
+    /// Decremented when the response is written (or dropped).
+    _in_flight: InFlight,
+}
+
+/// Counts a connection's requests between being read and their response being written.
+struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    fn new(n: &Arc<AtomicUsize>) -> InFlight {
+        n.fetch_add(1, Ordering::AcqRel);
+        InFlight(n.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +224,13 @@ pub enum ConnError {
     Io(#[from] std::io::Error),
     #[error("protocol: {0}")]
     Protocol(String),
+    #[error("timed out: {0}")]
+    Timeout(&'static str),
+}
+
+fn timed_out(kind: &'static str) -> ConnError {
+    metrics::counter!(m::CONNECTION_TIMEOUTS_TOTAL, "kind" => kind).increment(1);
+    ConnError::Timeout(kind)
 }
 
 fn protocol(kind: &'static str, msg: impl Into<String>) -> ConnError {
@@ -110,11 +248,12 @@ async fn connection(
     let client_host = format!("/{}", peer.ip());
     let (rd, wr) = stream.into_split();
     let (tx, rx) = mpsc::channel::<Queued>(broker.cfg.max_inflight_per_connection);
-    let writer = tokio::spawn(write_loop(wr, rx));
+    let writer = tokio::spawn(write_loop(wr, rx, Duration::from_millis(broker.cfg.response_write_timeout_ms)));
     let mut rd = BufReader::with_capacity(64 << 10, rd);
+    let in_flight = Arc::new(AtomicUsize::new(0));
     let result = loop {
         let frame = tokio::select! {
-            f = read_frame(&mut rd, &broker, &limits) => f,
+            f = read_frame(&mut rd, &broker, &limits, &in_flight) => f,
             _ = shutdown.changed() => break Ok(()),
         };
         let (body, permit) = match frame {
@@ -132,7 +271,8 @@ async fn connection(
                     version,
                     started: Instant::now(),
                     response: tokio::spawn(pending),
-                    _permit: permit,
+                    _charge: permit,
+                    _in_flight: InFlight::new(&in_flight),
                 };
                 if tx.send(q).await.is_err() {
                     break Ok(()); // the writer stopped (peer gone)
@@ -145,7 +285,8 @@ async fn connection(
                     version: 0,
                     started: Instant::now(),
                     response: tokio::spawn(async { Some(ResponseKind::ApiVersions(handler::api_versions::fallback())) }),
-                    _permit: permit,
+                    _charge: permit,
+                    _in_flight: InFlight::new(&in_flight),
                 };
                 if tx.send(q).await.is_err() {
                     break Ok(());
@@ -159,58 +300,61 @@ async fn connection(
     result
 }
 
-/// Frame bodies are read (and charged to the in-flight budget) in steps of at least this size,
-/// doubling with what has arrived.
-const FRAME_CHUNK: usize = 64 * 1024;
-
 /// Reads one frame: `Ok(None)` on a clean end of stream between frames.
 async fn read_frame(
     rd: &mut BufReader<OwnedReadHalf>,
     broker: &Broker,
     limits: &Arc<Limits>,
-) -> Result<Option<(Bytes, OwnedSemaphorePermit)>, ConnError> {
+    in_flight: &AtomicUsize,
+) -> Result<Option<(Bytes, Charge)>, ConnError> {
     let mut head = [0u8; 6];
-    let n = rd.read(&mut head[..1]).await?;
+    let idle = Duration::from_millis(broker.cfg.connections_max_idle_ms);
+    let n = loop {
+        match tokio::time::timeout(idle, rd.read(&mut head[..1])).await {
+            Ok(n) => break n?,
+            // Waiting for a response (a long poll, a join) is not idleness.
+            Err(_) if in_flight.load(Ordering::Acquire) > 0 => continue,
+            Err(_) => return Err(timed_out("idle")),
+        }
+    };
     if n == 0 {
         return Ok(None);
     }
-    rd.read_exact(&mut head[1..4]).await.map_err(|_| protocol("truncated", "end of stream inside a frame header"))?;
-    let size = i32::from_be_bytes(head[..4].try_into().expect("4 bytes"));
-    // Refuse what no API may send before waiting for more bytes: a peer that sends only a huge
-    // size prefix is closed at once instead of holding the connection open.
-    let largest = broker.cfg.max_request_bytes.max(broker.cfg.max_admin_request_bytes);
-    if size < 8 || size as usize > largest {
-        return Err(protocol("size", format!("invalid frame size {size} (limit {largest})")));
-    }
-    rd.read_exact(&mut head[4..]).await.map_err(|_| protocol("truncated", "end of stream inside a frame header"))?;
+    let read_timeout = Duration::from_millis(broker.cfg.request_read_timeout_ms);
+    let header = async {
+        rd.read_exact(&mut head[1..4]).await?;
+        let size = i32::from_be_bytes(head[..4].try_into().expect("4 bytes"));
+        // Refuse what no API may send before waiting for more bytes: a peer that sends only a
+        // huge size prefix is closed at once instead of holding the connection open.
+        let largest = broker.cfg.max_request_bytes.max(broker.cfg.max_admin_request_bytes);
+        if size < 8 || size as usize > largest {
+            return Ok(Err(protocol("size", format!("invalid frame size {size} (limit {largest})"))));
+        }
+        rd.read_exact(&mut head[4..]).await?;
+        Ok::<_, std::io::Error>(Ok(size as usize))
+    };
+    let size = match tokio::time::timeout(read_timeout, header).await {
+        Err(_) => return Err(timed_out("read")),
+        Ok(Err(_)) => return Err(protocol("truncated", "end of stream inside a frame header")),
+        Ok(Ok(r)) => r?,
+    };
     let api_key = i16::from_be_bytes([head[4], head[5]]);
-    let size = size as usize;
     let cap = if api_key == ApiKey::Produce as i16 { broker.cfg.max_request_bytes } else { broker.cfg.max_admin_request_bytes };
     if size > cap {
         return Err(protocol("size", format!("frame of {size} bytes for API {api_key} exceeds {cap}")));
     }
-    // Memory and budget follow the bytes that actually arrive: a peer that announces a large frame
-    // and stalls holds only what it sent, so it cannot starve other clients of the budget.
-    let mut body = BytesMut::with_capacity(size.min(FRAME_CHUNK));
-    body.put_slice(&head[4..]);
-    let mut permit: Option<OwnedSemaphorePermit> = None;
-    while body.len() < size {
-        let step = (size - body.len()).min(FRAME_CHUNK.max(body.len()));
-        let more = limits.request_bytes.clone().acquire_many_owned(step as u32).await.map_err(|_| protocol("shutdown", "shutting down"))?;
-        match permit.as_mut() {
-            Some(p) => p.merge(more),
-            None => permit = Some(more),
-        }
-        let start = body.len();
-        body.resize(start + step, 0);
-        rd.read_exact(&mut body[start..]).await.map_err(|_| protocol("truncated", "end of stream inside a frame"))?;
+    // Waiting for budget is not this peer's fault and holds nothing; the body then has
+    // `request_read_timeout_ms` to arrive.
+    let charge = limits.admit(size, api_key).await?;
+    let mut body = BytesMut::zeroed(size);
+    body[..2].copy_from_slice(&head[4..]);
+    match tokio::time::timeout(read_timeout, rd.read_exact(&mut body[2..])).await {
+        Err(_) => return Err(timed_out("read")),
+        Ok(Err(_)) => return Err(protocol("truncated", "end of stream inside a frame")),
+        Ok(Ok(_)) => {}
     }
-    let permit = match permit {
-        Some(p) => p,
-        None => limits.request_bytes.clone().acquire_many_owned(0).await.map_err(|_| protocol("shutdown", "shutting down"))?,
-    };
     metrics::counter!(m::BYTES_RECEIVED_TOTAL).increment(size as u64 + 4);
-    Ok(Some((body.freeze(), permit)))
+    Ok(Some((body.freeze(), charge)))
 }
 
 // A request is decoded once and handled at once: the size difference costs one move, not memory.
@@ -257,7 +401,7 @@ fn decode(mut body: Bytes) -> Result<Decoded, ConnError> {
     }
 }
 
-async fn write_loop(wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Queued>) {
+async fn write_loop(wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Queued>, write_timeout: Duration) {
     let mut w = BufWriter::with_capacity(256 << 10, wr);
     let mut buf = BytesMut::new();
     while let Some(q) = rx.recv().await {
@@ -284,17 +428,46 @@ async fn write_loop(wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Queued>) {
             metrics::counter!(m::REQUESTS_TOTAL, "api" => api, "result" => "error").increment(1);
             return;
         }
+        let Ok(len) = i32::try_from(buf.len() - 4) else {
+            tracing::error!(api, bytes = buf.len(), "response larger than a frame can carry; closing connection");
+            metrics::counter!(m::REQUESTS_TOTAL, "api" => api, "result" => "error").increment(1);
+            return;
+        };
         metrics::counter!(m::REQUESTS_TOTAL, "api" => api, "result" => "ok").increment(1);
-        let len = (buf.len() - 4) as i32;
         buf[..4].copy_from_slice(&len.to_be_bytes());
         metrics::counter!(m::BYTES_SENT_TOTAL).increment(buf.len() as u64);
-        if w.write_all(&buf).await.is_err() {
+        if !write_progressing(&mut w, &buf, write_timeout).await {
             return;
         }
-        if rx.is_empty() && w.flush().await.is_err() {
-            return;
+        if buf.capacity() > KEEP_RESPONSE_BUFFER {
+            buf = BytesMut::new();
+        }
+        if rx.is_empty() {
+            match tokio::time::timeout(write_timeout, w.flush()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return,
+                Err(_) => {
+                    timed_out("write");
+                    return;
+                }
+            }
         }
     }
     let _ = w.flush().await;
     let _ = w.shutdown().await;
+}
+
+/// Writes `data`, giving up (false) on an error or when no byte went out for `timeout`.
+async fn write_progressing(w: &mut BufWriter<OwnedWriteHalf>, mut data: &[u8], timeout: Duration) -> bool {
+    while !data.is_empty() {
+        match tokio::time::timeout(timeout, w.write(data)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return false,
+            Ok(Ok(n)) => data = &data[n..],
+            Err(_) => {
+                timed_out("write");
+                return false;
+            }
+        }
+    }
+    true
 }

@@ -1,7 +1,8 @@
-//! Hostile input against the real binary (which installs the allocator guard): length fields
-//! rewritten to huge values at every position of valid requests of every supported API and
-//! version, random mutations, oversized and truncated frames. The gateway must answer or close
-//! the offending connection, keep serving others, and keep its memory bounded.
+//! Hostile input against the real binary, run with its address space limited (RLIMIT_AS, as
+//! `prlimit --as` does) so that no allocation can succeed by mapping memory it never touches:
+//! length fields rewritten to huge values at every position of valid requests of every supported
+//! API and version, random mutations, oversized and truncated frames. The gateway must answer or
+//! close the offending connection, keep serving others, and keep its memory bounded.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -14,8 +15,17 @@ use common::{local_gateway, LocalGateway};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Encodable, StrBytes};
 
+/// Address space the gateway under test may map: far below what a preallocation from a lying
+/// array length asks for (2^31 elements of tens of bytes), well above what it needs.
+const ADDRESS_SPACE: u64 = 8 << 30;
+
 fn start() -> LocalGateway {
-    local_gateway(&["--log", "error"])
+    let gw = local_gateway(&["--log", "error"]);
+    let limit = libc::rlimit { rlim_cur: ADDRESS_SPACE, rlim_max: ADDRESS_SPACE };
+    // SAFETY: prlimit on our own child with a valid rlimit value; no memory is shared.
+    let rc = unsafe { libc::prlimit(gw.gw.0.id() as libc::pid_t, libc::RLIMIT_AS, &limit, std::ptr::null_mut()) };
+    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+    gw
 }
 
 fn frame(api: ApiKey, version: i16, body: &RequestKind) -> Vec<u8> {

@@ -183,6 +183,17 @@ impl Cluster {
         self.view.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// The gateways to advertise to clients (Metadata, DescribeCluster): the live members, and
+    /// always this gateway itself. While its lease lapsed (a pause, an etcd cut) the member list
+    /// may lack it or be empty; a client told "no brokers" forgets the one it is talking to
+    /// (librdkafka then waits on a coordinator it decommissioned and never looks it up again),
+    /// whereas a listed gateway that is not serving answers retriable errors until it is.
+    pub fn advertised(&self) -> BTreeMap<i32, Member> {
+        let mut members = self.view().members.clone();
+        members.entry(self.me.node_id).or_insert_with(|| self.me.clone());
+        members
+    }
+
     /// Reads members and leader records and recomputes the assignment of `partitions`.
     /// Returns whether the member set changed.
     pub async fn refresh(&self, partitions: &[(String, i32)]) -> Result<bool, MetaError> {
@@ -289,5 +300,20 @@ mod tests {
         assert!(seen.values().all(|n| *n > 50), "{seen:?}");
         assert_eq!(coordinator("g", &[]), None);
         assert_eq!(coordinator("g", &[1, 2]), coordinator("g", &[2, 1]));
+    }
+
+    #[tokio::test]
+    async fn a_gateway_whose_registration_lapsed_still_advertises_itself() {
+        let meta: Arc<dyn MetaStore> = Arc::new(wal_core::meta::embedded::EmbeddedMeta::in_memory());
+        let me = Member { node_id: 7, host: "127.0.0.1".into(), port: 9092, rack: None, session: 0 };
+        let c = Cluster::join(meta.clone(), me, 6).await.unwrap();
+        c.refresh(&[]).await.unwrap();
+        assert_eq!(c.view().member_ids(), vec![7]);
+        // The lease ran out while the process was paused: its member record is gone.
+        meta.txn(Txn::new().then(Op::Delete(member_key(7)))).await.unwrap();
+        c.refresh(&[]).await.unwrap();
+        assert!(c.view().members.is_empty());
+        assert_eq!(c.advertised().keys().copied().collect::<Vec<_>>(), vec![7]);
+        assert_eq!(c.coordinator_of("g"), None, "no group is coordinated by an unregistered gateway");
     }
 }

@@ -113,6 +113,8 @@ pub struct JoinArgs {
     pub rebalance_timeout: Duration,
     pub protocol_type: String,
     pub protocols: Vec<(String, Bytes)>,
+    /// Kafka's `group.max.size`: members (and pending member ids) a group may have.
+    pub max_size: usize,
 }
 
 pub enum Outcome<T> {
@@ -284,6 +286,10 @@ impl Group {
             return Outcome::Now(JoinResult::error(ResponseError::InconsistentGroupProtocol, a.member_id));
         }
         if a.member_id.is_empty() {
+            let rejoining = a.instance_id.as_ref().is_some_and(|i| self.statics.contains_key(i));
+            if !rejoining && self.members.len() + self.pending.len() >= a.max_size {
+                return Outcome::Now(JoinResult::error(ResponseError::GroupMaxSizeReached, a.member_id));
+            }
             let new_id = format!("{}-{}", if a.client_id.is_empty() { "member" } else { &a.client_id }, uuid::Uuid::new_v4());
             if let Some(inst) = a.instance_id.clone() {
                 if let Some(old_id) = self.statics.get(&inst).cloned() {
@@ -532,7 +538,33 @@ mod tests {
             rebalance_timeout: Duration::from_secs(30),
             protocol_type: "consumer".into(),
             protocols: vec![(proto.into(), Bytes::from_static(b"meta"))],
+            max_size: 1000,
         }
+    }
+
+    /// group.max.size counts members and pending member ids; a full group refuses newcomers
+    /// with GROUP_MAX_SIZE_REACHED, and pending ids that expire free their places.
+    #[test]
+    fn a_full_group_refuses_new_members() {
+        let mut g = Group::new("g");
+        let t = Instant::now();
+        let small = |member: &str| JoinArgs { max_size: 2, ..args(member, "range", 4) };
+        let a = now_value(g.join(small(""), t, Duration::ZERO));
+        assert_eq!(a.error, Some(ResponseError::MemberIdRequired));
+        let b = now_value(g.join(small(""), t, Duration::ZERO));
+        assert_eq!(b.error, Some(ResponseError::MemberIdRequired));
+        let c = now_value(g.join(small(""), t, Duration::ZERO));
+        assert_eq!(c.error, Some(ResponseError::GroupMaxSizeReached));
+        assert_eq!(g.pending.len(), 2);
+        // a pending id may still complete its join
+        let a = now_value(g.join(small(&a.member_id), t, Duration::ZERO));
+        assert_eq!(a.error, None);
+        // b never comes back: after its session timeout a newcomer fits (a heartbeats)
+        g.heartbeat(&a.member_id, None, a.generation, t + Duration::from_secs(8));
+        g.tick(t + Duration::from_secs(11), Duration::ZERO);
+        assert_eq!((g.members.len(), g.pending.len()), (1, 0));
+        let d = now_value(g.join(small(""), t + Duration::from_secs(11), Duration::ZERO));
+        assert_eq!(d.error, Some(ResponseError::MemberIdRequired));
     }
 
     fn now_value<T>(o: Outcome<T>) -> T {

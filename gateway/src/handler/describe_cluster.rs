@@ -1,4 +1,4 @@
-//! DescribeCluster: every live gateway; the one with the lowest node id is named controller.
+//! DescribeCluster: every live gateway (and always this one); the one with the lowest node id is named controller.
 
 use std::sync::Arc;
 
@@ -9,10 +9,10 @@ use super::s;
 use crate::broker::Broker;
 
 pub fn handle(b: Arc<Broker>) -> DescribeClusterResponse {
-    let view = b.cluster.view();
-    let controller = view.members.keys().next().copied().unwrap_or(b.cfg.node_id);
+    let advertised = b.cluster.advertised();
+    let controller = advertised.keys().next().copied().unwrap_or(b.cfg.node_id);
     DescribeClusterResponse::default().with_cluster_id(s(b.cfg.cluster_id.clone())).with_controller_id(BrokerId(controller)).with_brokers(
-        view.members
+        advertised
             .values()
             .map(|m| {
                 DescribeClusterBroker::default()

@@ -2,7 +2,13 @@
 //! byte limits (always at least one batch for the first partition with data, as KIP-74 says),
 //! with long polling on `max_wait_ms` / `min_bytes` woken by durability notifications.
 //! Fetch sessions are not kept: session id 0 tells clients to send full fetches.
+//!
+//! Bounds: the response's record bytes are at most the request's `max_bytes` and the gateway's
+//! `fetch_max_bytes` (the first batch included: KIP-74's oversized first batch is still one
+//! batch, at most `wal.max_entry_bytes`); a partition named twice is served once (its first
+//! occurrence), so a small request cannot ask for the same bytes thousands of times.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,6 +25,13 @@ use crate::metrics as m;
 
 /// Longest long poll honoured, whatever the client asks.
 const MAX_WAIT: Duration = Duration::from_secs(30);
+
+/// How a request names a topic (by name before v13, by id from v13).
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum TopicKey {
+    Name(kafka_protocol::protocol::StrBytes),
+    Id(uuid::Uuid),
+}
 
 struct Want {
     partition: Option<Arc<Partition>>,
@@ -54,7 +67,8 @@ async fn read_one(w: &Want, budget: &mut usize, first: &mut bool, v: i16) -> Par
     if w.offset < 0 || w.offset < p.log_start() || w.offset > hw {
         return d.with_error_code(ResponseError::OffsetOutOfRange.code());
     }
-    let limit = if *first { w.max_bytes.max(1) } else { w.max_bytes.min(*budget) };
+    // The first batch comes whatever its size (KIP-74): a limit of 1 reads exactly one.
+    let limit = if *first { w.max_bytes.min(*budget).max(1) } else { w.max_bytes.min(*budget) };
     if limit == 0 || w.offset == hw {
         return d.with_records(Some(Bytes::new()));
     }
@@ -89,12 +103,15 @@ async fn read_one(w: &Want, budget: &mut usize, first: &mut bool, v: i16) -> Par
 pub async fn handle(b: Arc<Broker>, v: i16, req: FetchRequest) -> FetchResponse {
     let by_id = v >= 13;
     let mut topics = Vec::with_capacity(req.topics.len());
+    let mut seen: HashSet<(TopicKey, i32)> = HashSet::new();
     for t in &req.topics {
         let topic = if by_id { b.topic_by_id(t.topic_id) } else { b.topic(&t.topic.0) };
         let unknown = if by_id { ResponseError::UnknownTopicId } else { ResponseError::UnknownTopicOrPartition };
+        let key = if by_id { TopicKey::Id(t.topic_id) } else { TopicKey::Name(t.topic.0.clone()) };
         let wants: Vec<Want> = t
             .partitions
             .iter()
+            .filter(|fp| seen.insert((key.clone(), fp.partition)))
             .map(|fp| {
                 let partition = topic.as_ref().and_then(|t| usize::try_from(fp.partition).ok().and_then(|i| t.partitions.get(i).cloned()));
                 let requested = if v >= 9 { fp.current_leader_epoch } else { -1 };
@@ -108,9 +125,13 @@ pub async fn handle(b: Arc<Broker>, v: i16, req: FetchRequest) -> FetchResponse 
                 }
             })
             .collect();
+        if wants.is_empty() && !t.partitions.is_empty() {
+            continue; // every partition of this entry was named before
+        }
         topics.push((t.topic.clone(), t.topic_id, wants));
     }
-    let max_bytes = if req.max_bytes <= 0 { usize::MAX } else { req.max_bytes as usize };
+    let asked = if req.max_bytes <= 0 { usize::MAX } else { req.max_bytes as usize };
+    let max_bytes = asked.min(b.cfg.fetch_max_bytes);
     let min_bytes = req.min_bytes.max(0) as usize;
     let deadline = tokio::time::Instant::now() + Duration::from_millis(req.max_wait_ms.max(0) as u64).min(MAX_WAIT);
     loop {

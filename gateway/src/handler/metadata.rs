@@ -1,7 +1,12 @@
 //! Metadata: every live gateway of the cluster as a broker; each partition led by its owner, with
 //! the owner's writer epoch as leader epoch (LEADER_NOT_AVAILABLE while nobody owns it); unknown
 //! topics are auto-created when configured and allowed by the request.
+//!
+//! Bounds: a topic named twice is answered once, and one request auto-creates at most
+//! [`MAX_AUTO_CREATE_PER_REQUEST`] topics (the others get the retriable
+//! UNKNOWN_TOPIC_OR_PARTITION: a client asking again creates the next ones).
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use kafka_protocol::messages::metadata_response::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
@@ -10,6 +15,9 @@ use kafka_protocol::ResponseError;
 
 use super::s;
 use crate::broker::{topics::valid_topic_name, Broker, Topic};
+
+/// Topics one Metadata request may create.
+pub const MAX_AUTO_CREATE_PER_REQUEST: usize = 100;
 
 fn topic_response(b: &Broker, v: i16, t: &Topic) -> MetadataResponseTopic {
     let partitions = t
@@ -46,9 +54,8 @@ fn error_topic(v: i16, name: Option<String>, id: uuid::Uuid, e: ResponseError) -
 }
 
 pub async fn handle(b: Arc<Broker>, v: i16, req: MetadataRequest) -> MetadataResponse {
-    let view = b.cluster.view();
-    let brokers: Vec<MetadataResponseBroker> = view
-        .members
+    let advertised = b.cluster.advertised();
+    let brokers: Vec<MetadataResponseBroker> = advertised
         .values()
         .map(|m| {
             let mut r = MetadataResponseBroker::default().with_node_id(BrokerId(m.node_id)).with_host(s(m.host.clone())).with_port(m.port);
@@ -58,7 +65,7 @@ pub async fn handle(b: Arc<Broker>, v: i16, req: MetadataRequest) -> MetadataRes
             r
         })
         .collect();
-    let controller = view.members.keys().next().copied().unwrap_or(b.cfg.node_id);
+    let controller = advertised.keys().next().copied().unwrap_or(b.cfg.node_id);
     let auto_create = b.cfg.auto_create_topics && (v < 4 || req.allow_auto_topic_creation);
     // v0: an empty list means all topics; later versions use null for that.
     let requested = match req.topics {
@@ -70,7 +77,12 @@ pub async fn handle(b: Arc<Broker>, v: i16, req: MetadataRequest) -> MetadataRes
         None => b.topics().iter().map(|t| topic_response(&b, v, t)).collect(),
         Some(list) => {
             let mut out = Vec::with_capacity(list.len());
+            let mut seen = HashSet::new();
+            let mut created = 0;
             for rt in list {
+                if !seen.insert((rt.name.clone(), rt.topic_id)) {
+                    continue;
+                }
                 let name = rt.name.map(|n| n.0.to_string());
                 let found = match &name {
                     Some(n) => b.topic(n),
@@ -79,10 +91,13 @@ pub async fn handle(b: Arc<Broker>, v: i16, req: MetadataRequest) -> MetadataRes
                 let r = match (found, name) {
                     (Some(t), _) => topic_response(&b, v, &t),
                     (None, Some(n)) if !valid_topic_name(&n) => error_topic(v, Some(n), rt.topic_id, ResponseError::InvalidTopicException),
-                    (None, Some(n)) if auto_create => match b.ensure_topic(&n).await {
-                        Ok(t) => topic_response(&b, v, &t),
-                        Err((e, _)) => error_topic(v, Some(n), rt.topic_id, e),
-                    },
+                    (None, Some(n)) if auto_create && created < MAX_AUTO_CREATE_PER_REQUEST => {
+                        created += 1;
+                        match b.ensure_topic(&n).await {
+                            Ok(t) => topic_response(&b, v, &t),
+                            Err((e, _)) => error_topic(v, Some(n), rt.topic_id, e),
+                        }
+                    }
                     (None, n) => error_topic(v, n, rt.topic_id, ResponseError::UnknownTopicOrPartition),
                 };
                 out.push(r);

@@ -48,6 +48,8 @@ fn batch_error(e: &BatchError) -> ResponseError {
         BatchError::Crc => ResponseError::CorruptMessage,
         BatchError::Magic(_) => ResponseError::UnsupportedForMessageFormat,
         BatchError::Truncated | BatchError::Invalid(_) => ResponseError::CorruptMessage,
+        BatchError::Record(_) => ResponseError::InvalidRecord,
+        BatchError::Timestamp(_) => ResponseError::InvalidTimestamp,
     }
 }
 

@@ -16,7 +16,10 @@ use crate::handler::s;
 pub async fn handle(b: Arc<Broker>, v: i16, client_id: String, client_host: String, req: JoinGroupRequest) -> JoinGroupResponse {
     let group_id = req.group_id.0.to_string();
     let session = Duration::from_millis(req.session_timeout_ms.max(0) as u64);
-    let rebalance = if v >= 1 { Duration::from_millis(req.rebalance_timeout_ms.max(0) as u64) } else { session };
+    // Kafka takes any rebalance timeout; here it bounds how long a join may hold its request,
+    // so it is kept within the session timeout bounds.
+    let rebalance = if v >= 1 { Duration::from_millis(req.rebalance_timeout_ms.max(0) as u64) } else { session }
+        .clamp(MIN_SESSION_TIMEOUT, MAX_SESSION_TIMEOUT);
     let result = if group_id.is_empty() {
         JoinResult::error(ResponseError::InvalidGroupId, req.member_id.to_string())
     } else if !b.cluster.coordinates(&group_id) {
@@ -34,6 +37,7 @@ pub async fn handle(b: Arc<Broker>, v: i16, client_id: String, client_host: Stri
             rebalance_timeout: rebalance,
             protocol_type: req.protocol_type.to_string(),
             protocols: req.protocols.iter().map(|p| (p.name.to_string(), p.metadata.clone())).collect(),
+            max_size: b.cfg.group_max_size,
         };
         let create = args.member_id.is_empty() || args.instance_id.is_some();
         let outcome = b.groups.with_group(&group_id, create, |g| g.join(args, Instant::now(), b.groups.initial_delay));

@@ -1,6 +1,10 @@
 //! OffsetFetch: committed offsets of one group (before v8) or several (v8+), for the listed
 //! partitions or, with a null topic list, for everything the group committed.
+//!
+//! Bounds (v8+): a group named twice is answered once; at most [`MAX_GROUPS_PER_REQUEST`]
+//! groups are looked up (each costs a MetaStore read), the rest get INVALID_REQUEST.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use kafka_protocol::ResponseError;
@@ -14,13 +18,18 @@ use kafka_protocol::messages::{OffsetFetchRequest, OffsetFetchResponse, TopicNam
 use crate::broker::Broker;
 use crate::handler::s;
 
+/// Groups one OffsetFetch may ask for (an admin client asks for all the groups of one
+/// coordinator at once: thousands are legitimate, a million are not).
+pub const MAX_GROUPS_PER_REQUEST: usize = 10_000;
+
 /// (topic, [(partition, offset, leader epoch, metadata)])
 type Fetched = Vec<(String, Vec<(i32, i64, i32, String)>)>;
 
 fn fetch(b: &Broker, group: &str, topics: Option<Vec<(String, Vec<i32>)>>) -> Fetched {
     let offsets = &b.groups.offsets;
     match topics {
-        Some(list) => list
+        // A topic or partition named twice is answered once (Kafka keys the request by partition).
+        Some(list) => dedupe(list)
             .into_iter()
             .map(|(t, parts)| {
                 let ps = parts
@@ -46,7 +55,24 @@ fn fetch(b: &Broker, group: &str, topics: Option<Vec<(String, Vec<i32>)>>) -> Fe
     }
 }
 
-pub async fn handle(b: Arc<Broker>, v: i16, req: OffsetFetchRequest) -> OffsetFetchResponse {
+fn dedupe(list: Vec<(String, Vec<i32>)>) -> Vec<(String, Vec<i32>)> {
+    let mut out: Vec<(String, Vec<i32>)> = Vec::new();
+    let mut at: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    let mut seen: HashSet<(usize, i32)> = HashSet::new();
+    for (t, parts) in list {
+        let i = *at.entry(t.clone()).or_insert_with(|| {
+            out.push((t, Vec::new()));
+            out.len() - 1
+        });
+        out[i].1.extend(parts.into_iter().filter(|p| seen.insert((i, *p))));
+    }
+    out
+}
+
+pub async fn handle(b: Arc<Broker>, v: i16, mut req: OffsetFetchRequest) -> OffsetFetchResponse {
+    let mut seen = HashSet::new();
+    req.groups.retain(|g| seen.insert(g.group_id.0.clone()));
+    let refused: Vec<_> = if req.groups.len() > MAX_GROUPS_PER_REQUEST { req.groups.split_off(MAX_GROUPS_PER_REQUEST) } else { Vec::new() };
     // The group may have moved here moments ago: read its commits from the MetaStore first.
     let groups: Vec<&str> = if v >= 8 { req.groups.iter().map(|g| &*g.group_id.0).collect() } else { vec![&*req.group_id.0] };
     for g in groups {
@@ -87,6 +113,9 @@ pub async fn handle(b: Arc<Broker>, v: i16, req: OffsetFetchRequest) -> OffsetFe
                         .collect(),
                 )
             })
+            .chain(refused.into_iter().map(|g| {
+                OffsetFetchResponseGroup::default().with_group_id(g.group_id).with_error_code(ResponseError::InvalidRequest.code())
+            }))
             .collect();
         return OffsetFetchResponse::default().with_groups(groups);
     }
