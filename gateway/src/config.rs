@@ -88,6 +88,9 @@ pub struct GatewayConfig {
     pub connections_max_idle_ms: u64,
     /// How often retention is enforced.
     pub retention_check_interval_ms: u64,
+    /// Kafka's `producer.id.expiration.ms`: an idempotent producer whose newest batch is older
+    /// than this is forgotten (its next batch starts afresh at sequence 0).
+    pub producer_id_expiration_ms: u64,
     /// Kafka's `group.max.size`: members a consumer group may have (pending member ids count).
     pub group_max_size: usize,
     /// Connections one client address may hold open (Kafka's `max.connections.per.ip`).
@@ -184,6 +187,7 @@ impl Default for GatewayConfig {
             retention_check_interval_ms: 10_000,
             group_initial_rebalance_delay_ms: 3_000,
             group_max_size: 1000,
+            producer_id_expiration_ms: 86_400_000,
             max_connections_per_ip: 1000,
             cluster_lease_ttl_secs: 6,
             shutdown_timeout_ms: 25_000,
@@ -209,6 +213,7 @@ impl GatewayConfig {
         );
         anyhow::ensure!(self.max_connections >= 1 && self.max_inflight_per_connection >= 1, "connection limits must be >= 1");
         anyhow::ensure!(self.group_max_size >= 1, "group_max_size must be >= 1");
+        anyhow::ensure!(self.producer_id_expiration_ms >= 1000, "producer_id_expiration_ms must be >= 1000");
         anyhow::ensure!(self.max_connections_per_ip >= 1, "max_connections_per_ip must be >= 1");
         anyhow::ensure!(
             (1024..=MAX_FETCH_MAX_BYTES).contains(&self.fetch_max_bytes),

@@ -58,6 +58,7 @@ async fn idempotent_producer_state_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let running = gateway::start(config(dir.path())).await.unwrap();
     running.broker.create_topic("idem", 1, Default::default(), false).await.unwrap();
+    running.broker.allocate_producer_id().await.unwrap(); // producer id 7 below is issued
     let addr = running.addr;
     tokio::task::spawn_blocking(move || {
         assert_eq!(produce(addr, "idem", idempotent_batch(3, 7, 0, 0)), (0, 0));
@@ -95,6 +96,7 @@ async fn producer_state_snapshot_outlives_truncation_and_restart() {
     let dir = tempfile::tempdir().unwrap();
     let running = gateway::start(config(dir.path())).await.unwrap();
     running.broker.create_topic("snap", 1, Default::default(), false).await.unwrap();
+    running.broker.allocate_producer_id().await.unwrap(); // producer id 9 below is issued
     let addr = running.addr;
     tokio::task::spawn_blocking(move || {
         assert_eq!(produce(addr, "snap", idempotent_batch(2, 9, 0, 0)), (0, 0));
@@ -229,6 +231,7 @@ async fn faulty_broker(
     cfg.wal.put_budget_per_sec = 1000;
     let b = gateway::Broker::open_with(cfg, store.clone(), meta).await.unwrap();
     b.create_topic("t", 1, Default::default(), false).await.unwrap();
+    b.allocate_producer_id().await.unwrap(); // producer ids 1 and 2 below are issued
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while !b.leads(&b.partition("t", 0).unwrap()) {
         assert!(std::time::Instant::now() < deadline, "the partition is never led");
@@ -281,4 +284,100 @@ async fn a_pipelined_batch_cannot_overtake_failed_ones() {
         assert_eq!(answer(submit_produce(&b, "t", idempotent_batch(1, 1, 0, seq)).await).await, (0, seq as i64), "resent in order");
     }
     b.shutdown().await;
+}
+
+/// Producer state stays bounded: an id InitProducerId never handed out gets
+/// UNKNOWN_PRODUCER_ID and no entry; an id handed out by another gateway meanwhile is found by
+/// reading the counter again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn made_up_producer_ids_get_no_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = gateway::start(config(dir.path())).await.unwrap();
+    running.broker.create_topic("ids", 1, Default::default(), false).await.unwrap();
+    let addr = running.addr;
+    let b = running.broker.clone();
+    tokio::task::spawn_blocking(move || {
+        let (pid, epoch) = init_producer_id(addr);
+        assert_eq!(produce(addr, "ids", idempotent_batch(1, pid, epoch, 0)), (0, 0));
+        let unknown = kafka_protocol::ResponseError::UnknownProducerId.code();
+        assert_eq!(produce(addr, "ids", idempotent_batch(1, 5_000_000, 0, 0)).0, unknown);
+        std::thread::sleep(gateway::broker::producer_ids::ISSUED_RECHECK);
+        assert_eq!(produce(addr, "ids", idempotent_batch(1, i64::MAX, 0, 0)).0, unknown);
+    })
+    .await
+    .unwrap();
+    assert_eq!(b.partition("ids", 0).unwrap().producers.lock().await.len(), 1, "only the issued producer has state");
+    // Another gateway reserves the next block: its ids are accepted here.
+    wal_core::meta::advance_counter(&*b.meta, "gw/producer_id", 1000, |_| async {
+        Ok::<_, wal_core::MetaError>((wal_core::meta::Txn::new(), ()))
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(gateway::broker::producer_ids::ISSUED_RECHECK).await;
+    tokio::task::spawn_blocking(move || assert_eq!(produce(addr, "ids", idempotent_batch(1, 1500, 0, 0)), (0, 1))).await.unwrap();
+    running.shutdown().await;
+}
+
+/// A producer state too large for one MetaStore value is snapshotted in pieces and read back
+/// whole by the next owner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_producer_state_is_snapshotted_in_pieces() {
+    use std::sync::Arc;
+    let store = Arc::new(wal_core::storage::memory::MemoryStore::new());
+    let meta: Arc<dyn wal_core::MetaStore> = Arc::new(wal_core::meta::embedded::EmbeddedMeta::in_memory());
+    let cfg = wal_core::WalConfig { put_budget_per_sec: 1000, ..Default::default() };
+    let first = wal_core::Wal::new(store.clone(), meta.clone(), cfg.clone()).unwrap();
+    let p = gateway::broker::Partition::open(&first, Arc::from("big"), 0).await.unwrap();
+    p.acquire(&first, Default::default(), 1).await.unwrap();
+    let w = p.writer().unwrap();
+    let end = w.append(wal_core::Entry::new(1, -1, bytes::Bytes::from_static(b"x"))).await.unwrap();
+    let _ = end;
+    let producers = 4000;
+    {
+        let mut s = p.producers.lock().await;
+        for pid in 0..producers {
+            for seq in 0..5 {
+                let info = gateway::batch::BatchInfo {
+                    attributes: 0,
+                    offset_count: 1,
+                    record_count: 1,
+                    base_timestamp: 0,
+                    max_timestamp: wal_core::util::now_ms() as i64,
+                    producer_id: pid,
+                    producer_epoch: 0,
+                    base_sequence: seq,
+                };
+                s.record(&info, 0, 1); // below the durable end: covered by the snapshot
+            }
+        }
+    }
+    p.snapshot_producers(&*meta).await.unwrap();
+    let pieces = meta.list("gw/pstate/big-0/").await.unwrap().kvs;
+    assert!(pieces.len() >= 2, "{} pieces", pieces.len());
+    assert!(pieces.iter().all(|kv| kv.value.len() <= gateway::broker::partition::SNAPSHOT_PIECE_BYTES + 4096));
+    let head = meta.get("gw/pstate/big-0").await.unwrap().unwrap();
+    assert!(head.value.len() < 1024, "the head holds no state");
+    // Written again: the previous generation's pieces go.
+    p.writer().unwrap().append(wal_core::Entry::new(1, -1, bytes::Bytes::from_static(b"y"))).await.unwrap();
+    p.snapshot_producers(&*meta).await.unwrap();
+    assert_eq!(meta.list("gw/pstate/big-0/").await.unwrap().kvs.len(), pieces.len(), "one generation kept");
+    // The next owner reads every piece.
+    let second = wal_core::Wal::new(store.clone(), meta.clone(), cfg).unwrap();
+    let q = gateway::broker::Partition::open(&second, Arc::from("big"), 0).await.unwrap();
+    q.acquire(&second, Default::default(), 1).await.unwrap();
+    let s = q.producers.lock().await;
+    assert_eq!(s.len(), producers as usize);
+    let retry = gateway::batch::BatchInfo {
+        attributes: 0,
+        offset_count: 1,
+        record_count: 1,
+        base_timestamp: 0,
+        max_timestamp: 0,
+        producer_id: producers - 1,
+        producer_epoch: 0,
+        base_sequence: 4,
+    };
+    assert!(matches!(s.check(&retry), gateway::broker::producer::Check::Duplicate(_)));
+    drop(s);
+    q.close().await;
 }

@@ -45,6 +45,7 @@ fn produce_and_fetch_through_s3_and_etcd_across_a_crash() {
                 .with_allow_auto_topic_creation(true),
         ),
     );
+    assert!(init_producer_id(addr).0 < 11, "producer id 11 (used below) was issued");
     let mut expected = Vec::new();
     for i in 0..20 {
         let (err, base) = produce(addr, "cloud", idempotent_batch(3, 11, 0, i * 3));

@@ -12,7 +12,7 @@ mod backends;
 mod ownership;
 pub mod partition;
 pub mod producer;
-mod producer_ids;
+pub mod producer_ids;
 pub mod retention;
 pub mod topics;
 
@@ -69,6 +69,8 @@ pub struct Broker {
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
     admin: tokio::sync::Mutex<()>,
     pids: tokio::sync::Mutex<producer_ids::IdBlock>,
+    /// Which producer ids were handed out (see [`Broker::producer_id_issued`]).
+    issued: producer_ids::Issued,
     tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
@@ -107,6 +109,7 @@ impl Broker {
             topics: RwLock::new(BTreeMap::new()),
             admin: tokio::sync::Mutex::new(()),
             pids: tokio::sync::Mutex::new(producer_ids::IdBlock::default()),
+            issued: producer_ids::Issued::default(),
             tasks: std::sync::Mutex::new(Vec::new()),
         });
         // Every topic, with the code that later follows the registry (errors fail the start).
@@ -232,8 +235,18 @@ impl Broker {
     pub async fn snapshot_producers(&self) {
         for t in self.topics() {
             for p in &t.partitions {
-                if !self.leads(p) || p.producers.lock().await.is_empty() {
+                if !self.leads(p) {
                     continue;
+                }
+                {
+                    let mut states = p.producers.lock().await;
+                    let expired = states.expire(wal_core::util::now_ms() as i64 - self.cfg.producer_id_expiration_ms as i64);
+                    if expired > 0 {
+                        tracing::info!(log = %p.log, expired, "forgot idle producers (producer_id_expiration_ms)");
+                    }
+                    if states.is_empty() && expired == 0 {
+                        continue;
+                    }
                 }
                 if let Err(e) = p.snapshot_producers(&*self.meta).await {
                     tracing::warn!(log = %p.log, error = %e, "snapshotting producer state");

@@ -22,13 +22,32 @@ use crate::batch;
 #[derive(Serialize, Deserialize)]
 struct Snapshot {
     log_id: u64,
-    /// Every batch below this offset is reflected in `states`.
+    /// Every batch below this offset is reflected in the state.
     offset: u64,
+    /// The state, when it fits one value (else empty, and in `pieces` keys).
+    #[serde(default)]
     states: ProducerStates,
+    /// How many keys `{snapshot_key}/{generation}/{i}` hold the state; 0 = inline.
+    #[serde(default)]
+    pieces: u32,
+    #[serde(default)]
+    generation: u64,
 }
+
+/// A snapshot whose state is larger is written in pieces of about this size, each its own
+/// MetaStore write (etcd refuses a request over 1.5 MiB).
+pub const SNAPSHOT_PIECE_BYTES: usize = 512 << 10;
 
 fn snapshot_key(log: &str) -> String {
     format!("gw/pstate/{log}")
+}
+
+fn pieces_prefix(log: &str) -> String {
+    format!("gw/pstate/{log}/")
+}
+
+fn piece_key(log: &str, generation: u64, i: u32) -> String {
+    format!("gw/pstate/{log}/{generation}/{i}")
 }
 
 pub struct Partition {
@@ -48,6 +67,8 @@ pub struct Partition {
     generation: std::sync::atomic::AtomicU64,
     /// The offset of the last producer-state snapshot written from here.
     snapshot_at: std::sync::atomic::AtomicU64,
+    /// The generation of the snapshot pieces the head points to (0: inline or none).
+    snapshot_generation: std::sync::atomic::AtomicU64,
 }
 
 impl Partition {
@@ -71,6 +92,7 @@ impl Partition {
             reopen: Mutex::new(()),
             generation: std::sync::atomic::AtomicU64::new(0),
             snapshot_at: std::sync::atomic::AtomicU64::new(u64::MAX),
+            snapshot_generation: std::sync::atomic::AtomicU64::new(0),
         }))
     }
 
@@ -162,8 +184,27 @@ impl Partition {
         if let Some(kv) = meta.get(&snapshot_key(&self.log)).await? {
             match serde_json::from_slice::<Snapshot>(&kv.value) {
                 Ok(s) if s.log_id == self.reader.log_id() && s.offset <= self.reader.durable_end() => {
-                    *states = s.states;
-                    pos = pos.max(s.offset);
+                    let (offset, generation, pieces) = (s.offset, s.generation, s.pieces);
+                    let mut loaded = Some(s.states);
+                    for i in 0..pieces {
+                        let piece = meta.get(&piece_key(&self.log, generation, i)).await?;
+                        match piece.map(|kv| serde_json::from_slice::<ProducerStates>(&kv.value)) {
+                            Some(Ok(part)) => {
+                                if let Some(l) = loaded.as_mut() {
+                                    l.merge(part)
+                                }
+                            }
+                            other => {
+                                tracing::warn!(log = %self.log, piece = i, ok = ?other.map(|r| r.is_ok()), "a producer-state snapshot piece is missing or unreadable; replaying the whole log");
+                                loaded = None;
+                            }
+                        }
+                    }
+                    if let Some(l) = loaded {
+                        *states = l;
+                        pos = pos.max(offset);
+                        self.snapshot_generation.store(generation, std::sync::atomic::Ordering::Release);
+                    }
                 }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(log = %self.log, error = %e, "ignoring an unreadable producer-state snapshot"),
@@ -243,15 +284,44 @@ impl Partition {
             }
             let mut states = states.clone();
             states.rollback_from(offset); // pending appends are not covered by the offset
-            Snapshot { log_id: self.reader.log_id(), offset, states }
+            Snapshot { log_id: self.reader.log_id(), offset, states, pieces: 0, generation: 0 }
         };
-        meta.txn(Txn::new().then(Op::put(snapshot_key(&self.log), serde_json::to_vec(&snap).expect("serializes")))).await?;
+        let old = self.snapshot_generation.load(std::sync::atomic::Ordering::Acquire);
+        let parts = snap.states.pieces(SNAPSHOT_PIECE_BYTES);
+        let head = if parts.len() == 1 {
+            snap
+        } else {
+            // A fresh generation: the pieces the current head points to stay intact until the
+            // new head replaces it, whatever happens in between.
+            let generation = wal_core::util::random_nonzero_id();
+            let pieces = parts.len() as u32;
+            for (i, part) in parts.into_iter().enumerate() {
+                meta.txn(Txn::new().then(Op::put(piece_key(&self.log, generation, i as u32), part))).await?;
+            }
+            Snapshot { states: ProducerStates::default(), pieces, generation, ..snap }
+        };
+        let generation = head.generation;
+        meta.txn(Txn::new().then(Op::put(snapshot_key(&self.log), serde_json::to_vec(&head).expect("serializes")))).await?;
+        self.snapshot_generation.store(generation, std::sync::atomic::Ordering::Release);
+        if old != 0 || generation != 0 {
+            // Pieces of other generations (the previous one, or one a crash left unreferenced).
+            let keep = format!("{}{generation}/", pieces_prefix(&self.log));
+            let stale: Vec<Op> = meta
+                .list(&pieces_prefix(&self.log))
+                .await?
+                .kvs
+                .into_iter()
+                .filter(|kv| generation == 0 || !kv.key.starts_with(&keep))
+                .map(|kv| Op::Delete(kv.key))
+                .collect();
+            wal_core::meta::write_in_chunks(meta, stale, 128).await?;
+        }
         Ok(())
     }
 
     /// Forgets the snapshot (the topic is being deleted).
     pub async fn drop_snapshot(&self, meta: &dyn MetaStore) -> Result<(), WalError> {
-        meta.txn(Txn::new().then(Op::Delete(snapshot_key(&self.log)))).await?;
+        meta.txn(Txn::new().then(Op::Delete(snapshot_key(&self.log))).then(Op::DeletePrefix(pieces_prefix(&self.log)))).await?;
         Ok(())
     }
 

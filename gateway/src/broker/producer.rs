@@ -1,6 +1,12 @@
 //! Idempotent-producer state of one partition: per producer id, the epoch and the last five
 //! batches' sequence ranges with their offsets (as Kafka keeps them), so a retried batch gets its
 //! original offsets back and a gap or a stale epoch gets Kafka's error.
+//!
+//! Bounded as Kafka bounds it: a producer whose newest batch timestamp is older than
+//! `producer_id_expiration_ms` is forgotten ([`ProducerStates::expire`]), and only ids that
+//! InitProducerId handed out get an entry (checked by the produce path). The state is
+//! serialized in pieces of bounded size ([`ProducerStates::pieces`]) so no snapshot value
+//! outgrows what the MetaStore takes in one write.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -28,6 +34,14 @@ struct Producer {
     /// later batch cannot take the place of the failed ones.
     #[serde(default)]
     next_expected: Option<i32>,
+    /// The newest batch timestamp (ms) seen from this producer; state loaded from a snapshot
+    /// written before this field existed counts from the load.
+    #[serde(default = "now_ms")]
+    last_timestamp: i64,
+}
+
+fn now_ms() -> i64 {
+    wal_core::util::now_ms() as i64
 }
 
 /// What to do with an incoming idempotent batch.
@@ -79,6 +93,7 @@ impl ProducerStates {
             p.batches.clear();
         }
         p.next_expected = None;
+        p.last_timestamp = p.last_timestamp.max(b.max_timestamp);
         if p.batches.len() == CACHED_BATCHES {
             p.batches.pop_front();
         }
@@ -99,6 +114,43 @@ impl ProducerStates {
 
     pub fn len(&self) -> usize {
         self.producers.len()
+    }
+
+    /// Forgets producers whose newest batch is older than `before` (ms); returns how many.
+    pub fn expire(&mut self, before: i64) -> usize {
+        let n = self.producers.len();
+        self.producers.retain(|_, p| p.last_timestamp >= before);
+        n - self.producers.len()
+    }
+
+    /// The state split into parts whose JSON is at most about `max_bytes` each (one producer
+    /// is never split; an entry is a few hundred bytes).
+    pub fn pieces(&self, max_bytes: usize) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut piece = ProducerStates::default();
+        let mut size = 0;
+        let mut ids: Vec<&i64> = self.producers.keys().collect();
+        ids.sort();
+        for id in ids {
+            let p = &self.producers[id];
+            let entry = serde_json::to_vec(p).expect("serializes").len() + 24;
+            if size + entry > max_bytes && !piece.producers.is_empty() {
+                out.push(serde_json::to_vec(&piece).expect("serializes"));
+                piece = ProducerStates::default();
+                size = 0;
+            }
+            piece.producers.insert(*id, p.clone());
+            size += entry;
+        }
+        if !piece.producers.is_empty() || out.is_empty() {
+            out.push(serde_json::to_vec(&piece).expect("serializes"));
+        }
+        out
+    }
+
+    /// Adds the producers of another part.
+    pub fn merge(&mut self, other: ProducerStates) {
+        self.producers.extend(other.producers);
     }
 
     pub fn is_empty(&self) -> bool {
@@ -159,6 +211,34 @@ mod tests {
         assert_eq!(s.check(&b(2, 0, 10, 1)), Check::Append);
         s.record(&b(2, 0, 10, 1), 0, 1);
         assert_eq!(s.check(&b(2, 0, 11, 1)), Check::Append);
+    }
+
+    #[test]
+    fn idle_producers_expire_and_pieces_are_bounded() {
+        let mut s = ProducerStates::default();
+        for pid in 0..3000 {
+            let mut info = b(pid, 0, 0, 1);
+            info.max_timestamp = if pid < 1000 { 1_000 } else { 5_000 };
+            for i in 0..5 {
+                s.record(&BatchInfo { base_sequence: i, ..info.clone() }, pid as u64 * 10 + i as u64, pid as u64 * 10 + i as u64 + 1);
+            }
+        }
+        let pieces = s.pieces(64 << 10);
+        assert!(pieces.len() > 5, "{} pieces", pieces.len());
+        assert!(pieces.iter().all(|p| p.len() <= (64 << 10) + 1024), "{:?}", pieces.iter().map(|p| p.len()).max());
+        let mut back = ProducerStates::default();
+        for p in &pieces {
+            back.merge(serde_json::from_slice(p).unwrap());
+        }
+        assert_eq!(back.len(), 3000);
+        assert_eq!(back.check(&b(2999, 0, 4, 1)), s.check(&b(2999, 0, 4, 1)));
+        assert_eq!(s.expire(2_000), 1000, "the producers last seen at 1 s");
+        assert_eq!(s.len(), 2000);
+        assert_eq!(ProducerStates::default().pieces(1024).len(), 1, "an empty state is one piece");
+        // a snapshot written before last_timestamp existed counts from its load
+        let old: ProducerStates = serde_json::from_str(r#"{"producers":{"7":{"epoch":0,"batches":[]}}}"#).unwrap();
+        let mut old = old;
+        assert_eq!(old.expire(now_ms() - 60_000), 0);
     }
 
     #[test]

@@ -83,6 +83,13 @@ async fn submit_partition(
         if info.is_transactional() || info.is_control() {
             return (Vec::new(), Some(ResponseError::UnsupportedForMessageFormat));
         }
+        if info.is_idempotent() {
+            match b.producer_id_issued(info.producer_id).await {
+                Ok(true) => {}
+                Ok(false) => return (Vec::new(), Some(ResponseError::UnknownProducerId)),
+                Err(e) => return (Vec::new(), Some(e)),
+            }
+        }
     }
     let Some(writer) = p.writer().filter(|_| b.leads(p)) else {
         return (Vec::new(), Some(ResponseError::NotLeaderOrFollower));

@@ -43,6 +43,22 @@ pub fn idempotent_batch(n: i32, pid: i64, epoch: i16, seq: i32) -> bytes::Bytes 
     bytes::Bytes::from(gateway::batch::encode_simple_batch(n, pid, epoch, seq, wal_core::util::now_ms() as i64))
 }
 
+/// InitProducerId (non-transactional): the id and epoch. Producer ids a test makes up must be
+/// below one the gateway handed out (it refuses ids it never issued), and ids come in blocks of
+/// 1000, so one call makes 0..1000 valid.
+pub fn init_producer_id(addr: std::net::SocketAddr) -> (i64, i16) {
+    let ResponseKind::InitProducerId(r) = call(
+        addr,
+        ApiKey::InitProducerId,
+        1,
+        RequestKind::InitProducerId(InitProducerIdRequest::default().with_transactional_id(None).with_transaction_timeout_ms(60_000)),
+    ) else {
+        panic!()
+    };
+    assert_eq!(r.error_code, 0);
+    (r.producer_id.0, r.producer_epoch)
+}
+
 pub fn name(s: &'static str) -> TopicName {
     TopicName(StrBytes::from_static_str(s))
 }
