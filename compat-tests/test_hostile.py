@@ -7,6 +7,7 @@ preallocation can succeed by mapping memory it never touches) and low request li
 catalogue runs, a well-behaved client on its own connection keeps sending ApiVersions and its
 worst latency is reported and bounded, and the gateway's RSS is sampled and bounded throughout.
 """
+import gzip
 import socket
 import struct
 import subprocess
@@ -27,7 +28,7 @@ MAX_ADMIN = 8 << 20  # the default max_admin_request_bytes
 # Kafka error codes
 CORRUPT_MESSAGE, UNKNOWN_TOPIC, MESSAGE_TOO_LARGE, INVALID_REQUIRED_ACKS = 2, 3, 10, 21
 INVALID_SESSION_TIMEOUT, INVALID_TIMESTAMP, UNSUPPORTED_FOR_MESSAGE_FORMAT = 26, 32, 43
-INVALID_RECORD, INVALID_GROUP_ID = 87, 24
+INVALID_RECORD, INVALID_GROUP_ID, UNSUPPORTED_COMPRESSION_TYPE = 87, 24, 76
 
 JOIN_GROUP, OFFSET_FETCH, FETCH = 11, 9, 1
 
@@ -200,6 +201,10 @@ def catalogue(topic):
     c["record varint of 11 bytes"] = (produce(topic, raw_batch(wire.varint(14) + wire.i8(0) + b"\xff" * 10 + b"\x01" + b"\x00\x01\x01", 1)), produce_error(INVALID_RECORD))
     c["CreateTime two hours ahead"] = (produce(topic, raw_batch(good, 1, base_ts=now + 2 * 3_600_000)), produce_error(INVALID_TIMESTAMP))
     c["compressed batch max timestamp two hours ahead"] = (produce(topic, raw_batch(b"\x00" * 20, 1, attributes=1, max_ts=now + 2 * 3_600_000)), produce_error(INVALID_TIMESTAMP))
+    c["gzip batch of garbage"] = (produce(topic, raw_batch(b"\x1f\x8b" + b"\x00" * 30, 1, attributes=1)), produce_error(CORRUPT_MESSAGE))
+    c["gzip batch whose records skip an offset delta"] = (produce(topic, raw_batch(gzip.compress(varint_record(offset_delta=0) + varint_record(offset_delta=2)), 2, attributes=1)), produce_error(INVALID_RECORD))
+    c["gzip batch with fewer records than counted"] = (produce(topic, raw_batch(gzip.compress(good), 3, attributes=1)), produce_error(INVALID_RECORD))
+    c["batch of compression codec 6"] = (produce(topic, raw_batch(gzip.compress(good), 1, attributes=6)), produce_error(UNSUPPORTED_COMPRESSION_TYPE))
     c["transactional batch"] = (produce(topic, raw_batch(good, 1, attributes=0x10, pid=1, epoch=0, seq=0)), produce_error(UNSUPPORTED_FOR_MESSAGE_FORMAT))
     c["control batch"] = (produce(topic, raw_batch(good, 1, attributes=0x20)), produce_error(UNSUPPORTED_FOR_MESSAGE_FORMAT))
     c["acks 2"] = (produce(topic, raw_batch(good, 1), acks=2), produce_error(INVALID_REQUIRED_ACKS))

@@ -50,6 +50,9 @@ fn batch_error(e: &BatchError) -> ResponseError {
         BatchError::Truncated | BatchError::Invalid(_) => ResponseError::CorruptMessage,
         BatchError::Record(_) => ResponseError::InvalidRecord,
         BatchError::Timestamp(_) => ResponseError::InvalidTimestamp,
+        BatchError::Decompress(_) => ResponseError::CorruptMessage,
+        BatchError::TooLarge(_) => ResponseError::MessageTooLarge,
+        BatchError::Codec(_) => ResponseError::UnsupportedCompressionType,
     }
 }
 
@@ -88,6 +91,14 @@ async fn submit_partition(
                 Ok(true) => {}
                 Ok(false) => return (Vec::new(), Some(ResponseError::UnknownProducerId)),
                 Err(e) => return (Vec::new(), Some(e)),
+            }
+        }
+    }
+    // Compressed records are decompressed (bounded, off this thread) and walked like others.
+    for (data, info) in &batches {
+        if batch::is_compressed(info) {
+            if let Err(e) = batch::compression::validate_off_thread(data.clone(), info.clone()).await {
+                return (Vec::new(), Some(batch_error(&e)));
             }
         }
     }

@@ -1,19 +1,23 @@
 //! Kafka record batches (magic 2) as they arrive in Produce requests: split a `records` field
 //! into batches, validate each header and its CRC32C, and read what the partition needs (record
 //! count, max timestamp, producer id/epoch/sequence). Batches are stored as sent; only the base
-//! offset and partition leader epoch (outside the CRC) are rewritten. Nothing is decompressed.
+//! offset and partition leader epoch (outside the CRC) are rewritten.
 //!
-//! The records of an uncompressed batch are walked as Kafka's broker does before appending:
-//! record lengths agree with their fields and the batch, offset deltas run 0, 1, 2, ..., key,
-//! value and header lengths are in range, and no CreateTime lies more than
-//! [`MAX_FUTURE_TIMESTAMP_MS`] ahead (Kafka 4's `log.message.timestamp.after.max.ms`); a
-//! compressed batch's header max timestamp gets the same check.
+//! The records of every batch are walked as Kafka's broker does before appending
+//! ([`records`]): record lengths agree with their fields and the batch, offset deltas run
+//! 0, 1, 2, ..., key, value and header lengths are in range, and no CreateTime lies more than
+//! [`MAX_FUTURE_TIMESTAMP_MS`] ahead (Kafka 4's `log.message.timestamp.after.max.ms`).
+//! Compressed records are decompressed for that walk only, streaming and with a hard output
+//! bound ([`compression`]); the batch is still stored as it came.
 //!
 //! ```text
 //! 0 baseOffset i64 | 8 batchLength i32 | 12 partitionLeaderEpoch i32 | 16 magic i8 | 17 crc u32
 //! 21 attributes i16 | 23 lastOffsetDelta i32 | 27 baseTimestamp i64 | 35 maxTimestamp i64
 //! 43 producerId i64 | 51 producerEpoch i16 | 53 baseSequence i32 | 57 recordCount i32 | 61 records
 //! ```
+
+pub mod compression;
+pub mod records;
 
 use bytes::Bytes;
 
@@ -39,6 +43,15 @@ pub enum BatchError {
     /// A CreateTime too far in the future (Kafka's INVALID_TIMESTAMP).
     #[error("timestamp {0} is more than an hour ahead")]
     Timestamp(i64),
+    /// Compressed records that do not decompress (Kafka's CORRUPT_MESSAGE).
+    #[error("compressed records are corrupt: {0}")]
+    Decompress(String),
+    /// Compressed records that decompress past the bound (MESSAGE_TOO_LARGE).
+    #[error("records decompress to more than {0} bytes")]
+    TooLarge(u64),
+    /// A compression codec Kafka does not define (UNSUPPORTED_COMPRESSION_TYPE).
+    #[error("unknown compression codec {0}")]
+    Codec(i16),
 }
 
 /// How far ahead of the gateway's clock a CreateTime may be.
@@ -120,94 +133,32 @@ pub fn validate(b: &[u8]) -> Result<BatchInfo, BatchError> {
         producer_epoch: i16_at(b, 51),
         base_sequence: i32_at(b, 53),
     };
-    // Uncompressed batches must hold as many records as the header claims offsets for; a
-    // compressed batch's records are opaque to us (we never decompress).
-    let create_time = info.attributes & 0x08 == 0;
-    let latest = wal_core::util::now_ms() as i64 + MAX_FUTURE_TIMESTAMP_MS;
+    // Every batch must hold as many records as the header claims offsets for.
+    if info.record_count as u32 != info.offset_count {
+        return Err(BatchError::Invalid("record count disagrees with last offset delta"));
+    }
     if info.attributes & 0x07 == 0 {
-        if info.record_count as u32 != info.offset_count {
-            return Err(BatchError::Invalid("record count disagrees with last offset delta"));
-        }
-        let newest = walk_records(&b[HEADER_LEN..], info.record_count, info.base_timestamp)?;
-        if create_time && newest > latest {
-            return Err(BatchError::Timestamp(newest));
-        }
-    } else if create_time && info.max_timestamp > latest {
-        return Err(BatchError::Timestamp(info.max_timestamp));
+        let newest = records::walk(&mut &b[HEADER_LEN..], info.record_count, info.base_timestamp)?;
+        check_timestamp(&info, newest)?;
+    } else {
+        // The records are checked by [`compression::validate`], off the reader's thread.
+        check_timestamp(&info, info.max_timestamp)?;
     }
     Ok(info)
 }
 
-/// Reads a zigzag varint (at most 10 bytes) at `*pos`.
-fn varint(b: &[u8], pos: &mut usize) -> Result<i64, BatchError> {
-    let mut v: u64 = 0;
-    for i in 0..10 {
-        let byte = *b.get(*pos).ok_or(BatchError::Record("record truncated"))?;
-        *pos += 1;
-        v |= ((byte & 0x7f) as u64) << (7 * i);
-        if byte & 0x80 == 0 {
-            return Ok(((v >> 1) as i64) ^ -((v & 1) as i64));
-        }
+/// A CreateTime batch may not lie more than [`MAX_FUTURE_TIMESTAMP_MS`] ahead.
+fn check_timestamp(info: &BatchInfo, newest: i64) -> Result<(), BatchError> {
+    let create_time = info.attributes & 0x08 == 0;
+    if create_time && newest > wal_core::util::now_ms() as i64 + MAX_FUTURE_TIMESTAMP_MS {
+        return Err(BatchError::Timestamp(newest));
     }
-    Err(BatchError::Record("varint longer than 10 bytes"))
-}
-
-/// Skips a length-prefixed field of `len` bytes (-1 = null when `nullable`).
-fn skip(b: &[u8], pos: &mut usize, len: i64, nullable: bool) -> Result<(), BatchError> {
-    if len == -1 && nullable {
-        return Ok(());
-    }
-    if len < 0 {
-        return Err(BatchError::Record("negative length"));
-    }
-    let end = pos.checked_add(len as usize).filter(|e| *e <= b.len()).ok_or(BatchError::Record("field overruns its record"))?;
-    *pos = end;
     Ok(())
 }
 
-/// Walks the `count` records of an uncompressed batch (`b` is everything after the header);
-/// returns the newest timestamp.
-fn walk_records(b: &[u8], count: i32, base_timestamp: i64) -> Result<i64, BatchError> {
-    let mut pos = 0;
-    let mut newest = i64::MIN;
-    for i in 0..count as i64 {
-        let len = varint(b, &mut pos)?;
-        if len < 0 || len as usize > b.len() - pos {
-            return Err(BatchError::Record("record length overruns the batch"));
-        }
-        let record = &b[pos..pos + len as usize];
-        pos += len as usize;
-        let mut at = 1; // attributes (unused in v2)
-        if record.is_empty() {
-            return Err(BatchError::Record("empty record"));
-        }
-        let ts_delta = varint(record, &mut at)?;
-        newest = newest.max(base_timestamp.saturating_add(ts_delta));
-        if varint(record, &mut at)? != i {
-            return Err(BatchError::Record("offset deltas are not 0, 1, 2, ..."));
-        }
-        let key = varint(record, &mut at)?;
-        skip(record, &mut at, key, true)?;
-        let value = varint(record, &mut at)?;
-        skip(record, &mut at, value, true)?;
-        let headers = varint(record, &mut at)?;
-        if headers < 0 {
-            return Err(BatchError::Record("negative header count"));
-        }
-        for _ in 0..headers {
-            let k = varint(record, &mut at)?;
-            skip(record, &mut at, k, false)?;
-            let v = varint(record, &mut at)?;
-            skip(record, &mut at, v, true)?;
-        }
-        if at != record.len() {
-            return Err(BatchError::Record("record length disagrees with its fields"));
-        }
-    }
-    if pos != b.len() {
-        return Err(BatchError::Record("bytes after the last record"));
-    }
-    Ok(newest)
+/// Whether the batch's records are compressed (and checked by [`compression::validate`]).
+pub fn is_compressed(info: &BatchInfo) -> bool {
+    info.attributes & 0x07 != 0
 }
 
 /// Splits a `records` field into batches and validates each.
