@@ -140,9 +140,11 @@ class Workload:
     def __init__(self, bootstrap, topic):
         self.bootstrap, self.topic = bootstrap, topic
         self.acked = {}  # value -> (partition, offset)
+        self.acked_at = {}  # value -> time.monotonic() of its acknowledgement
         self.sent = set()
         self.failed = []
         self.commits = {}  # partition -> [committed offsets as read back, in time order]
+        self.commit_times = {}  # partition -> [time.monotonic() of each entry of commits]
         self.lock = threading.Lock()
         self.stop = threading.Event()
         self.errors = []
@@ -167,6 +169,7 @@ class Workload:
             with self.lock:
                 if err is None:
                     self.acked[msg.value()] = (msg.partition(), msg.offset())
+                    self.acked_at[msg.value()] = time.monotonic()
                 else:
                     self.failed.append((msg.value(), str(err)))
         i = 0
@@ -203,6 +206,7 @@ class Workload:
                         if tp.offset >= 0:
                             with self.lock:
                                 self.commits.setdefault(tp.partition, []).append(tp.offset)
+                                self.commit_times.setdefault(tp.partition, []).append(time.monotonic())
                 except Exception:
                     pass  # a commit during a fault may fail; the record shows what held
             del m
@@ -234,9 +238,28 @@ def read_back(bootstrap, topic):
     return got, lows, ends
 
 
-def check(workload, got, lows, ends):
-    """The anomaly counts (every one should be 0) and what was checked."""
+# After a topic is re-created, an acknowledgement this much later may still be of a write to the
+# deleted incarnation (answered late); only later ones must be in the new topic.
+RECREATE_GRACE_S = 5.0
+
+
+def check(workload, got, lows, ends, recreated=None):
+    """The anomaly counts (every one should be 0) and what was checked. `recreated` is the
+    (start, end) time.monotonic() window in which the topic was deleted and created again:
+    values acknowledged before it belong to the deleted topic and must not come back
+    (**resurrected**); values acknowledged within it (plus a grace) may be in either
+    incarnation; offsets committed before it do not count against those after."""
     acked, sent = dict(workload.acked), set(workload.sent)
+    resurrected = 0
+    window = []
+    if recreated:
+        start, end = recreated
+        at = dict(getattr(workload, "acked_at", {}))
+        old = {v for v in acked if at.get(v, 0) < start}
+        window = [v for v in acked if v not in old and at.get(v, 0) <= end + RECREATE_GRACE_S]
+        stored_values = {v for msgs in got.values() for _, v in msgs}
+        resurrected = sum(1 for v in old if v in stored_values)
+        acked = {v: po for v, po in acked.items() if v not in old}
     stored = {}
     duplicated = unexpected = reordered = short = 0
     for part, msgs in got.items():
@@ -255,10 +278,21 @@ def check(workload, got, lows, ends):
                 reordered += 1
             prev = max(prev, seq)
     # Values below a partition's start were removed on purpose (DeleteRecords, retention).
-    lost = sum(1 for v, (p, o) in acked.items() if v not in stored and not (o is not None and o < lows[p]))
+    maybe_old = set(window)
+    lost = sum(1 for v, (p, o) in acked.items()
+               if v not in stored and v not in maybe_old and not (o is not None and o < lows[p]))
     misplaced = sum(1 for v, (p, o) in acked.items()
                     if v in stored and (stored[v][0] != p or (o is not None and stored[v][1] != o)))
-    regressions = sum(1 for offs in workload.commits.values() for a, b in zip(offs, offs[1:]) if b < a)
-    return {"acked": len(acked), "lost": lost, "duplicated": duplicated, "misplaced": misplaced,
-            "unexpected": unexpected, "reordered": reordered, "commit_regressions": regressions,
-            "unreadable_partitions": short, "failed_deliveries": len(workload.failed)}
+    regressions = 0
+    for part, offs in workload.commits.items():
+        times = getattr(workload, "commit_times", {}).get(part, [0] * len(offs))
+        for (ta, a), (tb, b) in zip(zip(times, offs), list(zip(times, offs))[1:]):
+            crosses = recreated and ta < recreated[1] + RECREATE_GRACE_S and tb >= recreated[0]
+            if b < a and not crosses:
+                regressions += 1
+    out = {"acked": len(acked), "lost": lost, "duplicated": duplicated, "misplaced": misplaced,
+           "unexpected": unexpected, "reordered": reordered, "commit_regressions": regressions,
+           "unreadable_partitions": short, "failed_deliveries": len(workload.failed)}
+    if recreated:
+        out["resurrected"] = resurrected
+    return out

@@ -15,12 +15,12 @@ python3 -m pytest -q -p no:cacheprovider test_fault_matrix.py -s "$@" >"$log" 2>
 rc=$?
 set -e
 echo "fault $FAULT_SECONDS s, calm $CALM_SECONDS s before and after (full log: $log)"
-echo "| cell | mode | acknowledged | lost | duplicated | misplaced | unexpected | reordered | commit regressions |"
-echo "|---|---|---|---|---|---|---|---|---|"
+echo "| cell | mode | acknowledged | lost | duplicated | misplaced | unexpected | reordered | commit regressions | resurrected |"
+echo "|---|---|---|---|---|---|---|---|---|---|"
 grep '^FAULT-MATRIX' "$log" | while read -r _ cell mode rest; do
   declare -A f=()
   for kv in $rest; do f["${kv%%=*}"]="${kv#*=}"; done
-  echo "| $cell | $mode | ${f[acked]} | ${f[lost]} | ${f[duplicated]} | ${f[misplaced]} | ${f[unexpected]} | ${f[reordered]} | ${f[commit_regressions]} |"
+  echo "| $cell | $mode | ${f[acked]} | ${f[lost]} | ${f[duplicated]} | ${f[misplaced]} | ${f[unexpected]} | ${f[reordered]} | ${f[commit_regressions]} | ${f[resurrected]:--} |"
 done
 grep -E '^(FAILED|ERROR)|[0-9]+ (passed|failed)' "$log" || true
 exit $rc

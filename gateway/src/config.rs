@@ -77,8 +77,9 @@ pub struct GatewayConfig {
     pub max_inflight_per_connection: usize,
     /// The most record bytes one Fetch response carries, whatever the request asks.
     pub fetch_max_bytes: usize,
-    /// Longest a request frame may take to arrive once its size prefix did; then the connection
-    /// is closed (a peer sending half a frame cannot hold memory or budget longer).
+    /// Longest a request frame's bytes may stop arriving (its header once the size prefix came,
+    /// its body once admitted); then the connection is closed, so a peer sending half a frame
+    /// cannot hold memory or budget longer.
     pub request_read_timeout_ms: u64,
     /// Longest a response write may make no progress (a peer that stops reading); then the
     /// connection is closed and what its requests held is released.

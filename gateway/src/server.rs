@@ -13,8 +13,8 @@
 //! what decoding may expand it to, see [`charge_of`]) at once from a process-wide budget
 //! (`max_inflight_request_bytes`) and holds it until its response is written. Nothing ever holds
 //! part of a charge while waiting for more, so the budget cannot deadlock; and everything that
-//! holds a charge ends within a bound: the body must arrive within `request_read_timeout_ms`, a
-//! response write must progress within `response_write_timeout_ms`, handlers end by their own
+//! holds a charge ends within a bound: a frame's bytes may not stop arriving for
+//! `request_read_timeout_ms`, a response write must progress within `response_write_timeout_ms`, handlers end by their own
 //! timeouts. Frames of at most [`SMALL_FRAME`] bytes (metadata, group and offset requests, small
 //! produces) draw from a separate lane of 1/8 of the budget, so large frames queued for the main
 //! budget never keep a client from its heartbeat. An idle connection (nothing in flight, nothing
@@ -343,15 +343,19 @@ async fn read_frame(
     if size > cap {
         return Err(protocol("size", format!("frame of {size} bytes for API {api_key} exceeds {cap}")));
     }
-    // Waiting for budget is not this peer's fault and holds nothing; the body then has
-    // `request_read_timeout_ms` to arrive.
+    // Waiting for budget is not this peer's fault and holds nothing; then the body's bytes may
+    // not stop arriving for `request_read_timeout_ms`.
     let charge = limits.admit(size, api_key).await?;
     let mut body = BytesMut::zeroed(size);
     body[..2].copy_from_slice(&head[4..]);
-    match tokio::time::timeout(read_timeout, rd.read_exact(&mut body[2..])).await {
-        Err(_) => return Err(timed_out("read")),
-        Ok(Err(_)) => return Err(protocol("truncated", "end of stream inside a frame")),
-        Ok(Ok(_)) => {}
+    // Progress, not speed: a slow link may take long over a large frame, a stalled peer not.
+    let mut filled = 2;
+    while filled < size {
+        match tokio::time::timeout(read_timeout, rd.read(&mut body[filled..])).await {
+            Err(_) => return Err(timed_out("read")),
+            Ok(Ok(0)) | Ok(Err(_)) => return Err(protocol("truncated", "end of stream inside a frame")),
+            Ok(Ok(n)) => filled += n,
+        }
     }
     metrics::counter!(m::BYTES_RECEIVED_TOTAL).increment(size as u64 + 4);
     Ok(Some((body.freeze(), charge)))

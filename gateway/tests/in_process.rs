@@ -381,3 +381,89 @@ async fn a_large_producer_state_is_snapshotted_in_pieces() {
     drop(s);
     q.close().await;
 }
+
+/// A gateway over a MetaStore that can lose answers or refuse reads, with topics led.
+async fn broker_over_faulty_meta(
+    topics: &[(&str, &[(&str, &str)])],
+    commit_timeout_ms: u64,
+) -> (std::sync::Arc<gateway::Broker>, std::sync::Arc<wal_core::meta::faulty::FaultyMeta<wal_core::meta::embedded::EmbeddedMeta>>) {
+    use std::sync::Arc;
+    let store = Arc::new(wal_core::storage::memory::MemoryStore::new());
+    let meta = Arc::new(wal_core::meta::faulty::FaultyMeta::new(wal_core::meta::embedded::EmbeddedMeta::in_memory()));
+    let mut cfg = gateway::GatewayConfig { listen: "127.0.0.1:0".parse().unwrap(), ..Default::default() };
+    cfg.wal.put_budget_per_sec = 1000;
+    cfg.retention_check_interval_ms = 3_600_000; // retention runs when the test says
+    cfg.wal.commit_timeout_ms = commit_timeout_ms;
+    let b = gateway::Broker::open_with(cfg, store, meta.clone()).await.unwrap();
+    for (name, configs) in topics {
+        let configs = configs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        b.create_topic(name, 1, configs, false).await.unwrap();
+    }
+    b.allocate_producer_id().await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    for (name, _) in topics {
+        while !b.leads(&b.partition(name, 0).unwrap()) {
+            assert!(std::time::Instant::now() < deadline, "{name} is never led");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+    (b, meta)
+}
+
+/// One partition whose metadata cannot be read does not stop retention for the others (issue
+/// 12, defect 5: a `?` in the loop ended the pass at the first failing partition).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_goes_on_past_a_partition_it_cannot_read() {
+    let limits: &[(&str, &str)] = &[("segment.bytes", "1000"), ("retention.bytes", "0")];
+    let (b, meta) = broker_over_faulty_meta(&[("r1", limits), ("r2", limits)], 30_000).await;
+    for _ in 0..12 {
+        for t in ["r1", "r2"] {
+            assert_eq!(answer(submit_produce(&b, t, batch(100)).await).await.0, 0);
+        }
+    }
+    let (r1, r2) = (b.partition("r1", 0).unwrap(), b.partition("r2", 0).unwrap());
+    meta.make_unreadable(&format!("seg/{}/", r1.log));
+    let _ = gateway::broker::retention::enforce_once(&b).await;
+    assert_eq!(r1.reader.start_offset(), 0, "r1's segments could not be read");
+    assert!(r2.reader.start_offset() > 0, "r2 (after r1 in the pass) was not truncated");
+    meta.heal();
+    gateway::broker::retention::enforce_once(&b).await.unwrap();
+    assert!(r1.reader.start_offset() > 0, "r1 is truncated at the next pass");
+    b.shutdown().await;
+}
+
+/// Block commits applied but answered with an error (outcome unknown): once (the WAL retries
+/// the commit), and for longer than `commit_timeout_ms` (the writer stops, the produce gets an
+/// error, the partition is taken again and its producer state rebuilt from the log). Either
+/// way the batch is stored once and the producer's retries are answered with its offsets,
+/// never appended again (issue 12, defect 3, the outcome-unknown half).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_lost_commit_answers_is_not_stored_twice() {
+    for lost in [1, 1000] {
+        let (b, meta) = broker_over_faulty_meta(&[("t", &[])], 1500).await;
+        assert_eq!(answer(submit_produce(&b, "t", idempotent_batch(2, 1, 0, 0)).await).await, (0, 0));
+        meta.lose_answers("chunk/", lost);
+        let mut got = answer(submit_produce(&b, "t", idempotent_batch(3, 1, 0, 2)).await).await;
+        assert!(meta.lost.load(std::sync::atomic::Ordering::SeqCst) >= 1, "a commit's answer was lost");
+        if lost > 1 {
+            assert_ne!(got.0, 0, "the writer gave up: the producer sees an error");
+            meta.heal();
+        }
+        // The client retries the same batch until it is acknowledged, as librdkafka does.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while got.0 != 0 {
+            assert!(std::time::Instant::now() < deadline, "never acknowledged (last error {})", got.0);
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            got = answer(submit_produce(&b, "t", idempotent_batch(3, 1, 0, 2)).await).await;
+        }
+        assert_eq!(got.1, 2, "{lost} lost: acknowledged at the offset it was stored at");
+        assert_eq!(answer(submit_produce(&b, "t", idempotent_batch(3, 1, 0, 2)).await).await, (0, 2), "a late duplicate");
+        assert_eq!(
+            answer(submit_produce(&b, "t", idempotent_batch(1, 1, 0, 5)).await).await,
+            (0, 5),
+            "stored once: the next batch follows"
+        );
+        assert_eq!(b.partition("t", 0).unwrap().high_watermark(), 6);
+        b.shutdown().await;
+    }
+}

@@ -15,6 +15,7 @@ pub mod batcher;
 pub mod embedded;
 #[cfg(feature = "etcd")]
 pub mod etcd;
+pub mod faulty;
 
 use crate::util::lock;
 use std::time::Instant;
