@@ -94,6 +94,12 @@ pub struct GatewayConfig {
     pub producer_id_expiration_ms: u64,
     /// Kafka's `group.max.size`: members a consumer group may have (pending member ids count).
     pub group_max_size: usize,
+    /// Consumer groups with members one gateway coordinates at most; JoinGroup for another new
+    /// group gets COORDINATOR_NOT_AVAILABLE (retriable) until some group empties.
+    pub max_groups: usize,
+    /// Kafka's `offsets.retention.minutes`, in ms: committed offsets of a group without members
+    /// are deleted once they are this old (measured from their commit).
+    pub offsets_retention_ms: u64,
     /// Connections one client address may hold open (Kafka's `max.connections.per.ip`).
     pub max_connections_per_ip: usize,
     /// Kafka's group.initial.rebalance.delay.ms: a new group waits this long for more members.
@@ -188,6 +194,8 @@ impl Default for GatewayConfig {
             retention_check_interval_ms: 10_000,
             group_initial_rebalance_delay_ms: 3_000,
             group_max_size: 1000,
+            max_groups: 100_000,
+            offsets_retention_ms: 7 * 24 * 3_600_000,
             producer_id_expiration_ms: 86_400_000,
             max_connections_per_ip: 1000,
             cluster_lease_ttl_secs: 6,
@@ -214,6 +222,8 @@ impl GatewayConfig {
         );
         anyhow::ensure!(self.max_connections >= 1 && self.max_inflight_per_connection >= 1, "connection limits must be >= 1");
         anyhow::ensure!(self.group_max_size >= 1, "group_max_size must be >= 1");
+        anyhow::ensure!(self.max_groups >= 1, "max_groups must be >= 1");
+        anyhow::ensure!(self.offsets_retention_ms >= 1000, "offsets_retention_ms must be >= 1000");
         anyhow::ensure!(self.producer_id_expiration_ms >= 1000, "producer_id_expiration_ms must be >= 1000");
         anyhow::ensure!(self.max_connections_per_ip >= 1, "max_connections_per_ip must be >= 1");
         anyhow::ensure!(

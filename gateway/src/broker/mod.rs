@@ -94,8 +94,12 @@ impl Broker {
     ) -> anyhow::Result<Arc<Broker>> {
         cfg.validate()?;
         let wal = Wal::new(store, meta.clone(), cfg.wal.clone())?;
-        let groups =
-            crate::group::Coordinator::open(meta.clone(), std::time::Duration::from_millis(cfg.group_initial_rebalance_delay_ms)).await?;
+        let groups = crate::group::Coordinator::open(
+            meta.clone(),
+            std::time::Duration::from_millis(cfg.group_initial_rebalance_delay_ms),
+            cfg.max_groups,
+        )
+        .await?;
         let (host, port) = cfg.advertised();
         let me = Member { node_id: cfg.node_id, host, port, rack: cfg.rack.clone(), session: 0 };
         let cluster = Cluster::join(meta.clone(), me, cfg.cluster_lease_ttl_secs).await?;

@@ -1,6 +1,7 @@
 //! Retention: per partition, truncates the log before the newest segment that `retention.ms` or
 //! `retention.bytes` lets go, then lets the WAL cleaner delete whole segments below the start.
-//! The active (last) segment is never deleted.
+//! The active (last) segment is never deleted. The same loop expires the committed offsets of
+//! groups without members after `offsets_retention_ms` (Kafka's `offsets.retention.minutes`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -82,6 +83,10 @@ pub fn spawn(broker: Arc<Broker>) -> tokio::task::JoinHandle<()> {
             tick.tick().await;
             if let Err(e) = enforce_once(&broker).await {
                 tracing::warn!(error = %e, "retention pass failed");
+            }
+            let retention = Duration::from_millis(broker.cfg.offsets_retention_ms);
+            if let Err(e) = broker.groups.expire_offsets(retention, |g| broker.cluster.coordinates(g)).await {
+                tracing::warn!(error = %e, "expiring committed offsets failed");
             }
         }
     })

@@ -28,6 +28,9 @@ pub struct Coordinator {
     /// Kafka's `group.initial.rebalance.delay.ms`: an empty group waits this long for more
     /// members before its first generation.
     pub initial_delay: Duration,
+    /// Groups with members (or pending member ids) this coordinator holds at most
+    /// (`max_groups`): each JoinGroup with an empty member id could otherwise create one.
+    pub max_groups: usize,
 }
 
 /// A group as DescribeGroups / ListGroups report it.
@@ -52,18 +55,28 @@ pub struct MemberSummary {
 }
 
 impl Coordinator {
-    pub async fn open(meta: Arc<dyn MetaStore>, initial_delay: Duration) -> Result<Arc<Coordinator>, MetaError> {
+    pub async fn open(meta: Arc<dyn MetaStore>, initial_delay: Duration, max_groups: usize) -> Result<Arc<Coordinator>, MetaError> {
         let offsets = OffsetStore::load(meta).await?;
-        Ok(Arc::new(Coordinator { groups: Mutex::new(HashMap::new()), offsets, initial_delay }))
+        Ok(Arc::new(Coordinator { groups: Mutex::new(HashMap::new()), offsets, initial_delay, max_groups }))
     }
 
-    /// The group, created empty when `create` and absent.
+    /// The group, created empty when `create` and absent (unless [`Coordinator::max_groups`]
+    /// groups exist: see [`Coordinator::full`]).
     pub fn group(&self, id: &str, create: bool) -> Option<Arc<Mutex<Group>>> {
         let mut map = lock(&self.groups);
         if let Some(g) = map.get(id) {
             return Some(g.clone());
         }
-        create.then(|| map.entry(id.to_string()).or_insert_with(|| Arc::new(Mutex::new(Group::new(id)))).clone())
+        if !create || map.len() >= self.max_groups {
+            return None;
+        }
+        Some(map.entry(id.to_string()).or_insert_with(|| Arc::new(Mutex::new(Group::new(id)))).clone())
+    }
+
+    /// Whether a group `id` would be refused creation: absent while `max_groups` exist.
+    pub fn full(&self, id: &str) -> bool {
+        let map = lock(&self.groups);
+        !map.contains_key(id) && map.len() >= self.max_groups
     }
 
     pub fn with_group<T>(&self, id: &str, create: bool, f: impl FnOnce(&mut Group) -> T) -> Option<T> {
@@ -82,6 +95,8 @@ impl Coordinator {
                 g.tick(now, self.initial_delay);
                 g.state == GroupState::Empty && g.is_empty()
             };
+            // Our clone of the group counts too: gone before asking whether anyone holds it.
+            drop(g);
             if empty && !self.offsets.has_group(&id) {
                 let mut map = lock(&self.groups);
                 if map.get(&id).is_some_and(|g| Arc::strong_count(g) == 1 && lock(g).is_empty()) {
@@ -145,6 +160,21 @@ impl Coordinator {
         }
     }
 
+    /// Deletes the committed offsets older than `retention` of groups without members that
+    /// `coordinated` says this gateway coordinates; returns how many.
+    pub async fn expire_offsets(&self, retention: Duration, coordinated: impl Fn(&str) -> bool) -> Result<usize, MetaError> {
+        let before = (wal_core::util::now_ms()).saturating_sub(retention.as_millis() as u64);
+        let idle =
+            |g: &str| coordinated(g) && self.with_group(g, false, |gr| gr.members.is_empty() && gr.pending.is_empty()).unwrap_or(true);
+        let mut n = 0;
+        for (group, parts) in self.offsets.older_than(before, idle) {
+            self.offsets.delete(&group, &parts).await?;
+            tracing::info!(group = %group, partitions = parts.len(), "expired committed offsets (offsets_retention_ms)");
+            n += parts.len();
+        }
+        Ok(n)
+    }
+
     /// Every known group id (with members or with committed offsets).
     pub fn group_ids(&self) -> Vec<String> {
         let mut ids: Vec<String> = lock(&self.groups).keys().cloned().collect();
@@ -175,5 +205,68 @@ impl Coordinator {
         }
         map.remove(id);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::group::state::{JoinArgs, Outcome};
+
+    fn join(id: &str) -> JoinArgs {
+        JoinArgs {
+            version: 4,
+            member_id: String::new(),
+            instance_id: None,
+            client_id: "c".into(),
+            client_host: "/127.0.0.1".into(),
+            session_timeout: Duration::from_secs(10),
+            rebalance_timeout: Duration::from_secs(10),
+            protocol_type: "consumer".into(),
+            protocols: vec![(id.into(), bytes::Bytes::new())],
+            max_size: 10,
+        }
+    }
+
+    /// max_groups bounds the groups JoinGroup creates; a group that empties and is dropped
+    /// frees its place.
+    #[tokio::test]
+    async fn joins_create_at_most_max_groups() {
+        let meta: Arc<dyn MetaStore> = Arc::new(wal_core::meta::embedded::EmbeddedMeta::in_memory());
+        let c = Coordinator::open(meta, Duration::ZERO, 2).await.unwrap();
+        let now = Instant::now();
+        for g in ["g1", "g2"] {
+            assert!(matches!(c.with_group(g, true, |gr| gr.join(join("range"), now, Duration::ZERO)), Some(Outcome::Now(_))));
+        }
+        assert!(c.full("g3"));
+        assert!(!c.full("g1"), "an existing group is never refused");
+        assert!(c.with_group("g3", true, |_| ()).is_none(), "a third group is not created");
+        // g1's pending member id expires; the empty group is dropped at the next tick
+        c.with_group("g1", false, |gr| gr.tick(now + Duration::from_secs(11), Duration::ZERO));
+        c.tick();
+        assert!(!c.full("g3"));
+        assert!(c.with_group("g3", true, |_| ()).is_some());
+    }
+
+    /// Offsets of a group without members expire after the retention; a group with members
+    /// keeps them, and so does a group another gateway coordinates.
+    #[tokio::test]
+    async fn committed_offsets_of_idle_groups_expire() {
+        let meta: Arc<dyn MetaStore> = Arc::new(wal_core::meta::embedded::EmbeddedMeta::in_memory());
+        let c = Coordinator::open(meta.clone(), Duration::ZERO, 10).await.unwrap();
+        let old = wal_core::util::now_ms() - 3_600_000;
+        let commit = |ms| offsets::Committed { offset: 5, leader_epoch: -1, metadata: String::new(), commit_ms: ms };
+        for g in ["idle", "busy", "elsewhere"] {
+            c.offsets.commit(g, vec![("t".into(), 0, commit(old)), ("t".into(), 1, commit(wal_core::util::now_ms()))]).await.unwrap();
+        }
+        let joined = c.with_group("busy", true, |gr| gr.join(JoinArgs { version: 3, ..join("range") }, Instant::now(), Duration::ZERO));
+        assert!(joined.is_some());
+        let n = c.expire_offsets(Duration::from_secs(60), |g| g != "elsewhere").await.unwrap();
+        assert_eq!(n, 1, "only idle's old offset");
+        assert!(c.offsets.get("idle", "t", 0).is_none() && c.offsets.get("idle", "t", 1).is_some());
+        assert!(c.offsets.get("busy", "t", 0).is_some() && c.offsets.get("elsewhere", "t", 0).is_some());
+        // gone from the MetaStore too: a coordinator starting now does not see it
+        let fresh = Coordinator::open(meta, Duration::ZERO, 10).await.unwrap();
+        assert!(fresh.offsets.get("idle", "t", 0).is_none());
     }
 }

@@ -155,6 +155,19 @@ impl OffsetStore {
         Ok(())
     }
 
+    /// The offsets committed before `before_ms` of the groups `expires` selects (Kafka's
+    /// `offsets.retention.minutes`, for groups without members).
+    pub fn older_than(&self, before_ms: u64, expires: impl Fn(&str) -> bool) -> Vec<(String, Vec<(String, i32)>)> {
+        self.cache()
+            .iter()
+            .filter(|(g, _)| expires(g))
+            .map(|(g, offs)| {
+                (g.clone(), offs.iter().filter(|(_, c)| c.commit_ms < before_ms).map(|(tp, _)| tp.clone()).collect::<Vec<_>>())
+            })
+            .filter(|(_, parts)| !parts.is_empty())
+            .collect()
+    }
+
     /// Offsets of a deleted topic are dropped with it: for every group, read from the MetaStore
     /// (the groups' coordinators may be other gateways, whose commits this one never cached), so
     /// a topic created again under the name starts with no committed offsets.

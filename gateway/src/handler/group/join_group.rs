@@ -40,6 +40,11 @@ pub async fn handle(b: Arc<Broker>, v: i16, client_id: String, client_host: Stri
             max_size: b.cfg.group_max_size,
         };
         let create = args.member_id.is_empty() || args.instance_id.is_some();
+        if create && b.groups.full(&group_id) {
+            // Retriable: clients back off and join once groups have emptied (gateway_groups).
+            tracing::debug!(group = %group_id, max_groups = b.cfg.max_groups, "refusing a new group: max_groups reached");
+            return response(v, JoinResult::error(ResponseError::CoordinatorNotAvailable, req.member_id.to_string()));
+        }
         let outcome = b.groups.with_group(&group_id, create, |g| g.join(args, Instant::now(), b.groups.initial_delay));
         match outcome {
             None => JoinResult::error(ResponseError::UnknownMemberId, req.member_id.to_string()),
@@ -50,6 +55,10 @@ pub async fn handle(b: Arc<Broker>, v: i16, client_id: String, client_host: Stri
             },
         }
     };
+    response(v, result)
+}
+
+fn response(v: i16, result: JoinResult) -> JoinGroupResponse {
     let mut resp = JoinGroupResponse::default()
         .with_error_code(result.error.map(|e| e.code()).unwrap_or(0))
         .with_generation_id(result.generation)
