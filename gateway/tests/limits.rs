@@ -216,3 +216,56 @@ async fn non_reading_and_idle_peers_are_closed() {
     .unwrap();
     running.shutdown().await;
 }
+
+/// `max_connections_per_ip`: connections past it are closed on accept; a closed one frees its
+/// place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_per_address_are_capped() {
+    let (running, _dir) = start(|c| c.max_connections_per_ip = 3).await;
+    let addr = running.addr;
+    tokio::task::spawn_blocking(move || {
+        let mut open: Vec<TcpStream> = (0..3).map(|_| TcpStream::connect(addr).unwrap()).collect();
+        for s in &mut open {
+            s.write_all(&frame(ApiKey::ApiVersions, 0, 1, &RequestKind::ApiVersions(ApiVersionsRequest::default()))).unwrap();
+            assert_eq!(read_response(s, Duration::from_secs(5)), Some(1), "within the cap: served");
+        }
+        let mut fourth = TcpStream::connect(addr).unwrap();
+        assert!(closed_within(&mut fourth, Duration::from_secs(5)), "a fourth connection from 127.0.0.1 stays open");
+        drop(open.pop());
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(api_versions_answered(addr, Duration::from_secs(5)), "a closed connection frees its place");
+    })
+    .await
+    .unwrap();
+    running.shutdown().await;
+}
+
+/// OffsetFetch v8: a group named twice is answered once, and past 10000 groups the rest get
+/// INVALID_REQUEST instead of a MetaStore read each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offset_fetch_answers_each_group_once_and_at_most_ten_thousand() {
+    let (running, _dir) = start(|_| {}).await;
+    let addr = running.addr;
+    tokio::task::spawn_blocking(move || {
+        let group = |i: usize| {
+            offset_fetch_request::OffsetFetchRequestGroup::default()
+                .with_group_id(GroupId(StrBytes::from_string(format!("g{i}"))))
+                .with_topics(None)
+        };
+        let mut groups: Vec<_> = (0..3).map(|_| group(0)).collect();
+        groups.extend((1..=10_005).map(group));
+        let ResponseKind::OffsetFetch(r) =
+            call(addr, ApiKey::OffsetFetch, 8, RequestKind::OffsetFetch(OffsetFetchRequest::default().with_groups(groups)))
+        else {
+            panic!()
+        };
+        assert_eq!(r.groups.len(), 10_006, "g0 once, then g1..g10005");
+        let refused = r.groups.iter().filter(|g| g.error_code == kafka_protocol::ResponseError::InvalidRequest.code()).count();
+        assert_eq!(refused, 6, "the groups past the first 10000");
+        assert_eq!(r.groups[0].group_id.as_str(), "g0");
+        assert!(r.groups[..10_000].iter().all(|g| g.error_code == 0));
+    })
+    .await
+    .unwrap();
+    running.shutdown().await;
+}
