@@ -14,8 +14,8 @@
 //! (`max_inflight_request_bytes`) and holds it until its response is written. Nothing ever holds
 //! part of a charge while waiting for more, so the budget cannot deadlock; and everything that
 //! holds a charge ends within a bound: a frame's bytes may not stop arriving for
-//! `request_read_timeout_ms`, a response write must progress within `response_write_timeout_ms`, handlers end by their own
-//! timeouts. Frames of at most [`SMALL_FRAME`] bytes (metadata, group and offset requests, small
+//! `request_read_timeout_ms`, a response write must progress within
+//! `response_write_timeout_ms`, handlers end by their own timeouts. Frames of at most [`SMALL_FRAME`] bytes (metadata, group and offset requests, small
 //! produces) draw from a separate lane of 1/8 of the budget, so large frames queued for the main
 //! budget never keep a client from its heartbeat. An idle connection (nothing in flight, nothing
 //! sent for `connections_max_idle_ms`) is closed, and one client address may hold at most

@@ -217,27 +217,47 @@ async fn answer(pending: gateway::handler::Pending) -> (i16, i64) {
     (p.error_code, p.base_offset)
 }
 
+/// A gateway over `store` and `meta` (config tuned by `tune`) with one-partition `topics`
+/// (and their configs) created and led, and a block of producer ids issued (0..1000, so the
+/// ids tests make up are valid).
+async fn led_broker(
+    store: std::sync::Arc<dyn wal_core::ObjectStore>,
+    meta: std::sync::Arc<dyn wal_core::MetaStore>,
+    tune: impl FnOnce(&mut gateway::GatewayConfig),
+    topics: &[(&str, &[(&str, &str)])],
+) -> std::sync::Arc<gateway::Broker> {
+    let mut cfg = gateway::GatewayConfig { listen: "127.0.0.1:0".parse().unwrap(), ..Default::default() };
+    cfg.wal.put_budget_per_sec = 1000;
+    tune(&mut cfg);
+    let b = gateway::Broker::open_with(cfg, store, meta).await.unwrap();
+    for (name, configs) in topics {
+        let configs = configs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        b.create_topic(name, 1, configs, false).await.unwrap();
+    }
+    b.allocate_producer_id().await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    for (name, _) in topics {
+        while !b.leads(&b.partition(name, 0).unwrap()) {
+            assert!(std::time::Instant::now() < deadline, "{name} is never led");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+    b
+}
+
 /// A gateway over a fault-injecting store whose failed uploads give up quickly, with topic
 /// `t` (one partition) led.
 async fn faulty_broker(
 ) -> (std::sync::Arc<gateway::Broker>, std::sync::Arc<wal_core::storage::faulty::FaultyStore<wal_core::storage::memory::MemoryStore>>) {
     use std::sync::Arc;
     let store = Arc::new(wal_core::storage::faulty::FaultyStore::new(wal_core::storage::memory::MemoryStore::new(), 3));
-    let meta: Arc<dyn wal_core::MetaStore> = Arc::new(wal_core::meta::embedded::EmbeddedMeta::in_memory());
-    let mut cfg = gateway::GatewayConfig { listen: "127.0.0.1:0".parse().unwrap(), ..Default::default() };
-    cfg.wal.upload_attempts = 3;
-    cfg.wal.retry_backoff_ms = 100;
-    cfg.wal.retry_backoff_max_ms = 200;
-    cfg.wal.put_budget_per_sec = 1000;
-    let b = gateway::Broker::open_with(cfg, store.clone(), meta).await.unwrap();
-    b.create_topic("t", 1, Default::default(), false).await.unwrap();
-    b.allocate_producer_id().await.unwrap(); // producer ids 1 and 2 below are issued
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !b.leads(&b.partition("t", 0).unwrap()) {
-        assert!(std::time::Instant::now() < deadline, "the partition is never led");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    (b, store)
+    let meta = Arc::new(wal_core::meta::embedded::EmbeddedMeta::in_memory());
+    let tune = |cfg: &mut gateway::GatewayConfig| {
+        cfg.wal.upload_attempts = 3;
+        cfg.wal.retry_backoff_ms = 100;
+        cfg.wal.retry_backoff_max_ms = 200;
+    };
+    (led_broker(store.clone(), meta, tune, &[("t", &[])]).await, store)
 }
 
 /// A retry that arrives while the first attempt of its batch is still being uploaded, whose
@@ -388,25 +408,12 @@ async fn broker_over_faulty_meta(
     commit_timeout_ms: u64,
 ) -> (std::sync::Arc<gateway::Broker>, std::sync::Arc<wal_core::meta::faulty::FaultyMeta<wal_core::meta::embedded::EmbeddedMeta>>) {
     use std::sync::Arc;
-    let store = Arc::new(wal_core::storage::memory::MemoryStore::new());
     let meta = Arc::new(wal_core::meta::faulty::FaultyMeta::new(wal_core::meta::embedded::EmbeddedMeta::in_memory()));
-    let mut cfg = gateway::GatewayConfig { listen: "127.0.0.1:0".parse().unwrap(), ..Default::default() };
-    cfg.wal.put_budget_per_sec = 1000;
-    cfg.retention_check_interval_ms = 3_600_000; // retention runs when the test says
-    cfg.wal.commit_timeout_ms = commit_timeout_ms;
-    let b = gateway::Broker::open_with(cfg, store, meta.clone()).await.unwrap();
-    for (name, configs) in topics {
-        let configs = configs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        b.create_topic(name, 1, configs, false).await.unwrap();
-    }
-    b.allocate_producer_id().await.unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    for (name, _) in topics {
-        while !b.leads(&b.partition(name, 0).unwrap()) {
-            assert!(std::time::Instant::now() < deadline, "{name} is never led");
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-    }
+    let tune = |cfg: &mut gateway::GatewayConfig| {
+        cfg.retention_check_interval_ms = 3_600_000; // retention runs when the test says
+        cfg.wal.commit_timeout_ms = commit_timeout_ms;
+    };
+    let b = led_broker(Arc::new(wal_core::storage::memory::MemoryStore::new()), meta.clone(), tune, topics).await;
     (b, meta)
 }
 

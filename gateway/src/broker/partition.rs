@@ -314,7 +314,7 @@ impl Partition {
                 .filter(|kv| generation == 0 || !kv.key.starts_with(&keep))
                 .map(|kv| Op::Delete(kv.key))
                 .collect();
-            wal_core::meta::write_in_chunks(meta, stale, 128).await?;
+            wal_core::meta::write_in_chunks(meta, stale, wal_core::meta::batcher::DEFAULT_MAX_TXN_OPS).await?;
         }
         Ok(())
     }

@@ -50,7 +50,7 @@ impl Broker {
             *last = Some(Instant::now());
         }
         let counter = match self.meta.get(PRODUCER_ID_KEY).await {
-            Ok(kv) => kv.and_then(|kv| std::str::from_utf8(&kv.value).ok().and_then(|s| s.parse::<i64>().ok())).unwrap_or(0),
+            Ok(kv) => kv.map_or(0, |kv| wal_core::meta::counter_value(&kv) as i64),
             Err(_) => return Err(ResponseError::NotEnoughReplicas),
         };
         let below = self.issued.below.fetch_max(counter, Ordering::AcqRel).max(counter);

@@ -67,7 +67,7 @@ impl Coordinator {
         if let Some(g) = map.get(id) {
             return Some(g.clone());
         }
-        if !create || map.len() >= self.max_groups {
+        if !create || self.refuses(&map, id) {
             return None;
         }
         Some(map.entry(id.to_string()).or_insert_with(|| Arc::new(Mutex::new(Group::new(id)))).clone())
@@ -75,7 +75,10 @@ impl Coordinator {
 
     /// Whether a group `id` would be refused creation: absent while `max_groups` exist.
     pub fn full(&self, id: &str) -> bool {
-        let map = lock(&self.groups);
+        self.refuses(&lock(&self.groups), id)
+    }
+
+    fn refuses(&self, map: &HashMap<String, Arc<Mutex<Group>>>, id: &str) -> bool {
         !map.contains_key(id) && map.len() >= self.max_groups
     }
 

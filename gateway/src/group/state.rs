@@ -484,30 +484,13 @@ impl Group {
         self.pending.retain(|_, deadline| *deadline > now);
         match self.state {
             GroupState::Stable | GroupState::CompletingRebalance => {
-                let expired: Vec<String> =
-                    self.members.values().filter(|m| m.last_heartbeat + m.session_timeout < now).map(|m| m.id.clone()).collect();
-                if !expired.is_empty() {
-                    for id in &expired {
-                        tracing::info!(group = %self.id, member = %id, "session expired");
-                        self.remove_member(id, ResponseError::UnknownMemberId);
-                    }
+                let left = self.expire_sessions(now);
+                if left {
                     self.after_departure(now, initial_delay);
                 }
             }
             GroupState::PreparingRebalance => {
-                // A member that has not rejoined and whose session ran out (no heartbeat: it
-                // died mid-rebalance) leaves now, as in Kafka, instead of holding every joiner
-                // until the rebalance timeout (often minutes).
-                let expired: Vec<String> = self
-                    .members
-                    .values()
-                    .filter(|m| m.join_waiter.is_none() && m.last_heartbeat + m.session_timeout < now)
-                    .map(|m| m.id.clone())
-                    .collect();
-                for id in &expired {
-                    tracing::info!(group = %self.id, member = %id, "session expired during a rebalance");
-                    self.remove_member(id, ResponseError::UnknownMemberId);
-                }
+                self.expire_sessions(now);
                 if self.rebalance_deadline.is_some_and(|d| now >= d) {
                     self.complete_join();
                 } else {
@@ -516,6 +499,25 @@ impl Group {
             }
             _ => {}
         }
+    }
+
+    /// Removes the members whose session ran out; returns whether any left. During a
+    /// rebalance only those that have not rejoined: a member that died mid-rebalance leaves at
+    /// its session timeout, as in Kafka, instead of holding every joiner until the rebalance
+    /// timeout (often minutes).
+    fn expire_sessions(&mut self, now: Instant) -> bool {
+        let rebalancing = self.state == GroupState::PreparingRebalance;
+        let expired: Vec<String> = self
+            .members
+            .values()
+            .filter(|m| !(rebalancing && m.join_waiter.is_some()) && m.last_heartbeat + m.session_timeout < now)
+            .map(|m| m.id.clone())
+            .collect();
+        for id in &expired {
+            tracing::info!(group = %self.id, member = %id, rebalancing, "session expired");
+            self.remove_member(id, ResponseError::UnknownMemberId);
+        }
+        !expired.is_empty()
     }
 
     pub fn is_empty(&self) -> bool {

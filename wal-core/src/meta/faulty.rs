@@ -1,8 +1,9 @@
 //! A fault-injecting MetaStore decorator for tests: reads under a key prefix fail (one log's
-//! metadata unreadable for a while), or the next transactions touching a prefix are applied and
-//! then reported as failed (the ambiguous outcome of an answer lost on the way back).
+//! metadata unreadable for a while), the next transactions touching a prefix are applied and
+//! then reported as failed (the ambiguous outcome of an answer lost on the way back), or lease
+//! keep-alives fail (a connection reset while the lease itself lives on).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
@@ -20,6 +21,8 @@ pub struct FaultyMeta<M> {
     lose_prefix: Mutex<String>,
     /// Answers lost so far.
     pub lost: AtomicU64,
+    /// Keep-alives fail (transiently) while set.
+    keep_alives_fail: AtomicBool,
 }
 
 fn transient(op: &'static str, message: &str) -> MetaError {
@@ -34,6 +37,7 @@ impl<M: MetaStore> FaultyMeta<M> {
             lose_next: AtomicU64::new(0),
             lose_prefix: Mutex::new(String::new()),
             lost: AtomicU64::new(0),
+            keep_alives_fail: AtomicBool::new(false),
         }
     }
 
@@ -49,9 +53,15 @@ impl<M: MetaStore> FaultyMeta<M> {
         self.lose_next.store(n, Ordering::SeqCst);
     }
 
+    /// Keep-alives fail with a transient error until [`FaultyMeta::heal`].
+    pub fn fail_keep_alives(&self) {
+        self.keep_alives_fail.store(true, Ordering::SeqCst);
+    }
+
     pub fn heal(&self) {
         *lock(&self.unreadable) = None;
         self.lose_next.store(0, Ordering::SeqCst);
+        self.keep_alives_fail.store(false, Ordering::SeqCst);
     }
 
     fn readable(&self, key: &str) -> Result<(), MetaError> {
@@ -92,6 +102,9 @@ impl<M: MetaStore> MetaStore for FaultyMeta<M> {
         self.inner.grant_lease(ttl_secs).await
     }
     async fn keep_alive(&self, lease: i64) -> Result<(), MetaError> {
+        if self.keep_alives_fail.load(Ordering::SeqCst) {
+            return Err(transient("lease_keep_alive", "injected: connection reset"));
+        }
         self.inner.keep_alive(lease).await
     }
     async fn revoke_lease(&self, lease: i64) -> Result<(), MetaError> {

@@ -167,6 +167,11 @@ pub struct Advanced {
     pub revision: i64,
 }
 
+/// The value of a counter key written by [`advance_counter`] (0 when unreadable).
+pub fn counter_value(kv: &KeyValue) -> u64 {
+    std::str::from_utf8(&kv.value).ok().and_then(|s| s.parse::<u64>().ok()).unwrap_or(0)
+}
+
 /// Advances the decimal counter at `key` by `step` with a compare-and-swap on its revision, and
 /// retries a lost race. `guard` sees the value about to be written and returns the rest of the
 /// same transaction (more comparisons and operations) with a value to hand back when the round
@@ -185,7 +190,7 @@ where
 {
     loop {
         let (rev, previous) = match meta.get(key).await? {
-            Some(kv) => (kv.mod_revision, std::str::from_utf8(&kv.value).ok().and_then(|s| s.parse::<u64>().ok()).unwrap_or(0)),
+            Some(kv) => (kv.mod_revision, counter_value(&kv)),
             None => (0, 0),
         };
         let value = previous + step;
@@ -349,55 +354,15 @@ mod tests {
         assert!(!r.renew().await.unwrap());
     }
 
-    /// Fails keep-alives with a transient error while `failing` is set.
-    struct FlakyKeepAlive {
-        inner: embedded::EmbeddedMeta,
-        failing: std::sync::atomic::AtomicBool,
-    }
-
-    #[async_trait]
-    impl MetaStore for FlakyKeepAlive {
-        async fn get(&self, key: &str) -> Result<Option<KeyValue>, MetaError> {
-            self.inner.get(key).await
-        }
-        async fn list(&self, prefix: &str) -> Result<Listing, MetaError> {
-            self.inner.list(prefix).await
-        }
-        async fn txn(&self, txn: Txn) -> Result<TxnResult, MetaError> {
-            self.inner.txn(txn).await
-        }
-        async fn watch(&self, prefix: &str, after_revision: i64) -> Result<WatchStream, MetaError> {
-            self.inner.watch(prefix, after_revision).await
-        }
-        async fn grant_lease(&self, ttl_secs: i64) -> Result<i64, MetaError> {
-            self.inner.grant_lease(ttl_secs).await
-        }
-        async fn keep_alive(&self, lease: i64) -> Result<(), MetaError> {
-            if self.failing.load(std::sync::atomic::Ordering::Acquire) {
-                return Err(MetaError::Transient { op: "lease_keep_alive", message: "connection reset".into() });
-            }
-            self.inner.keep_alive(lease).await
-        }
-        async fn revoke_lease(&self, lease: i64) -> Result<(), MetaError> {
-            self.inner.revoke_lease(lease).await
-        }
-        fn backend(&self) -> &'static str {
-            "flaky"
-        }
-    }
-
     #[tokio::test]
     async fn a_transient_keep_alive_failure_keeps_the_registration() {
-        let meta = std::sync::Arc::new(FlakyKeepAlive {
-            inner: embedded::EmbeddedMeta::in_memory(),
-            failing: std::sync::atomic::AtomicBool::new(false),
-        });
+        let meta = std::sync::Arc::new(faulty::FaultyMeta::new(embedded::EmbeddedMeta::in_memory()));
         let r = Registration::register(meta.clone(), "reg/b".into(), Bytes::from_static(b"v"), 10).await.unwrap();
         let lease = meta.get("reg/b").await.unwrap().unwrap().lease;
-        meta.failing.store(true, std::sync::atomic::Ordering::Release);
+        meta.fail_keep_alives();
         assert!(r.renew().await.is_err(), "the failure is reported");
         assert_eq!(meta.get("reg/b").await.unwrap().unwrap().lease, lease, "not registered again under a new lease");
-        meta.failing.store(false, std::sync::atomic::Ordering::Release);
+        meta.heal();
         assert!(!r.renew().await.unwrap(), "the same lease, kept alive");
         assert_eq!(meta.get("reg/b").await.unwrap().unwrap().lease, lease);
     }
