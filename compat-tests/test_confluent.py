@@ -12,7 +12,7 @@ import random
 import time
 
 import pytest
-from confluent_kafka import OFFSET_END, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_END, Consumer, KafkaError, TopicPartition
 from confluent_kafka.admin import (AlterConfigOpType, ConfigEntry, ConfigResource, ConfigSource, NewPartitions,
                                    NewTopic, OffsetSpec, ResourceType)
 
@@ -466,3 +466,28 @@ def test_list_offsets_by_timestamp_with_batching(gateway):
     # a consumer positioned inside a batch starts exactly there
     got = consume(gateway.bootstrap, topic, 0, 200 - 123, start=123)
     assert [(m.offset(), m.value()) for m in got] == [(i, b"m%d" % i) for i in range(123, 200)]
+
+
+def test_async_commits_then_committed_returns_the_last(gateway):
+    """librdkafka test 0030's shape (issue 16): 300 async commits of increasing offsets from one
+    consumer, then committed(). The commits travel pipelined on one connection; before the
+    gateway kept a connection's requests in order, committed() returned 299 or 297 (5 of 5
+    tries), so a restarted consumer would re-read records."""
+    topic = create_topic(gateway.bootstrap, unique("async-commits"))
+    produce_all(producer(gateway.bootstrap), topic, [(b"k", b"v", None)] * 5)
+    for attempt in range(3):
+        results = []
+        c = Consumer({"bootstrap.servers": gateway.bootstrap, "group.id": unique("async-commits"),
+                      "enable.auto.commit": False, "on_commit": lambda err, parts: results.append(err)})
+        try:
+            c.assign([TopicPartition(topic, 0, 0)])
+            for offset in range(1, 301):
+                c.commit(offsets=[TopicPartition(topic, 0, offset)], asynchronous=True)
+            deadline = time.monotonic() + 30
+            while len(results) < 300 and time.monotonic() < deadline:
+                c.poll(0.1)
+            assert len(results) == 300 and all(e is None for e in results), f"commit results: {len(results)}, {results[:3]}"
+            got = c.committed([TopicPartition(topic, 0)], timeout=30)
+            assert got[0].offset == 300, f"attempt {attempt}: committed() answered {got[0].offset}, not the last commit 300"
+        finally:
+            c.close()

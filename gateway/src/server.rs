@@ -1,8 +1,11 @@
 //! The Kafka listener: an accept loop bounded by a connection semaphore, and per connection a
 //! reader that frames and decodes requests in order and a writer that sends responses in request
-//! order. Requests of one connection are handled concurrently (each response is a spawned task,
-//! at most `max_inflight_per_connection` at once); what must happen in order (offset assignment
-//! of produce requests) happens in the reader before the request is queued.
+//! order. Each response is a spawned task (at most `max_inflight_per_connection` at once);
+//! what must happen in order happens in order: offset assignment of produce requests in the
+//! reader before the request is queued, and the work of every order-dependent request
+//! ([`handler::in_request_order`]: commits, group and admin requests, metadata and offset reads)
+//! one after the other through the connection's ordered lane. Fetch long polls and produce
+//! acknowledgements run beside them.
 //!
 //! Framing: a 4-byte size, then the body. The size is checked against `max_request_bytes` (and
 //! `max_admin_request_bytes` for everything but Produce) before anything is allocated. A malformed
@@ -33,7 +36,7 @@ use kafka_protocol::protocol::{Decodable, Encodable};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::broker::Broker;
 use crate::handler::{self, Pending};
@@ -251,6 +254,7 @@ async fn connection(
     let writer = tokio::spawn(write_loop(wr, rx, Duration::from_millis(broker.cfg.response_write_timeout_ms)));
     let mut rd = BufReader::with_capacity(64 << 10, rd);
     let in_flight = Arc::new(AtomicUsize::new(0));
+    let mut lane: Option<oneshot::Receiver<()>> = None;
     let result = loop {
         let frame = tokio::select! {
             f = read_frame(&mut rd, &broker, &limits, &in_flight) => f,
@@ -264,7 +268,10 @@ async fn connection(
         match decode(body) {
             Ok(Decoded::Request { header, request, api_key }) => {
                 let version = header.request_api_version;
-                let pending: Pending = handler::dispatch(&broker, &header, &client_host, api_key, request).await;
+                let mut pending: Pending = handler::dispatch(&broker, &header, &client_host, api_key, request).await;
+                if handler::in_request_order(api_key) {
+                    pending = in_lane(&mut lane, pending);
+                }
                 let q = Queued {
                     correlation_id: header.correlation_id,
                     api_key,
@@ -298,6 +305,21 @@ async fn connection(
     drop(tx);
     let _ = writer.await;
     result
+}
+
+/// Puts `pending` at the end of the connection's ordered lane: it starts once the lane's
+/// previous request has its response (or was dropped with its connection).
+fn in_lane(lane: &mut Option<oneshot::Receiver<()>>, pending: Pending) -> Pending {
+    let (done, next) = oneshot::channel::<()>();
+    let before = lane.replace(next);
+    Box::pin(async move {
+        if let Some(before) = before {
+            let _ = before.await;
+        }
+        let response = pending.await;
+        drop(done);
+        response
+    })
 }
 
 /// Reads one frame: `Ok(None)` on a clean end of stream between frames.

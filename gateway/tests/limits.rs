@@ -9,10 +9,9 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
 use common::*;
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::{Encodable, StrBytes};
+use kafka_protocol::protocol::StrBytes;
 
 async fn start(tune: impl FnOnce(&mut gateway::GatewayConfig)) -> (gateway::Running, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
@@ -20,22 +19,6 @@ async fn start(tune: impl FnOnce(&mut gateway::GatewayConfig)) -> (gateway::Runn
         gateway::GatewayConfig { listen: "127.0.0.1:0".parse().unwrap(), data_dir: dir.path().to_path_buf(), ..Default::default() };
     tune(&mut cfg);
     (gateway::start(cfg).await.unwrap(), dir)
-}
-
-/// A request frame (size prefix included).
-fn frame(api: ApiKey, v: i16, correlation_id: i32, req: &RequestKind) -> Vec<u8> {
-    let mut buf = BytesMut::new();
-    RequestHeader::default()
-        .with_request_api_key(api as i16)
-        .with_request_api_version(v)
-        .with_correlation_id(correlation_id)
-        .with_client_id(Some(StrBytes::from_static_str("limits")))
-        .encode(&mut buf, api.request_header_version(v))
-        .unwrap();
-    req.encode(&mut buf, v).unwrap();
-    let mut out = (buf.len() as i32).to_be_bytes().to_vec();
-    out.extend_from_slice(&buf);
-    out
 }
 
 /// Reads one response frame; its correlation id, or None on close / timeout.

@@ -1,9 +1,10 @@
 //! Object-store cost benchmark on moto_server: PUTs per second and per GiB, ack latency and
 //! throughput, with shared objects on and off in the same run, beside the raw PUT throughput of
-//! the same server. Metadata is the embedded in-memory store (the figures are about the object
-//! store). Needs `moto_server` on PATH.
+//! the same server. Metadata is the embedded in-memory store, or with `--meta etcd` a real etcd
+//! (needs the `etcd` feature and `etcd` on PATH: the merged metadata commits then pay etcd's
+//! round trips). Needs `moto_server` on PATH.
 //!
-//! `cargo run --release -p wal-core --example cost_bench -- [--secs N] [--rate-mb N] [--full-mib N] [--window N] [--hold-secs N] [--modes per-block,shared,quorum]`
+//! `cargo run --release -p wal-core [--features etcd] --example cost_bench -- [--secs N] [--rate-mb N] [--full-mib N] [--window N] [--hold-secs N] [--modes per-block,shared,quorum] [--meta etcd]`
 //! (`--window`: appends in flight in the full-speed cases, 8192 KiB entries by default, about a
 //! librdkafka producer's window)
 
@@ -25,12 +26,32 @@ struct Counting {
     inner: Arc<dyn ObjectStore>,
     puts: AtomicU64,
     gets: AtomicU64,
+    /// PUTs by kind of object: shared objects, flushed segments, everything else.
+    kinds: [AtomicU64; 3],
+}
+
+impl Counting {
+    fn new(inner: Arc<dyn ObjectStore>) -> Counting {
+        Counting { inner, puts: AtomicU64::new(0), gets: AtomicU64::new(0), kinds: Default::default() }
+    }
+
+    fn kinds(&self) -> [u64; 3] {
+        [0, 1, 2].map(|i| self.kinds[i].load(Ordering::Relaxed))
+    }
 }
 
 #[async_trait]
 impl ObjectStore for Counting {
     async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<(), StorageError> {
         self.puts.fetch_add(1, Ordering::Relaxed);
+        let kind = if key.contains("shared/") {
+            0
+        } else if key.ends_with("/data") || key.ends_with("/index") {
+            1
+        } else {
+            2
+        };
+        self.kinds[kind].fetch_add(1, Ordering::Relaxed);
         self.inner.put_if_absent(key, data).await
     }
     async fn get(&self, key: &str) -> Result<Bytes, StorageError> {
@@ -82,7 +103,46 @@ struct Figures {
 async fn s3(server: &wal_core::testing::servers::ChildServer, prefix: &str) -> Arc<Counting> {
     let s = S3Store::new(&wal_core::testing::servers::s3_config(server, "bench", prefix)).unwrap();
     s.ensure_bucket().await.unwrap();
-    Arc::new(Counting { inner: Arc::new(s), puts: AtomicU64::new(0), gets: AtomicU64::new(0) })
+    Arc::new(Counting::new(Arc::new(s)))
+}
+
+/// Where a run's metadata lives: a fresh embedded store, or a fresh root on one etcd server.
+struct Metas {
+    #[cfg(feature = "etcd")]
+    etcd: Option<wal_core::testing::servers::ChildServer>,
+    runs: AtomicU64,
+}
+
+impl Metas {
+    fn new() -> Metas {
+        let etcd = std::env::args().skip_while(|a| a != "--meta").nth(1).is_some_and(|m| m == "etcd");
+        #[cfg(feature = "etcd")]
+        return Metas { etcd: etcd.then(|| wal_core::testing::servers::start_etcd().expect("etcd on PATH")), runs: AtomicU64::new(0) };
+        #[cfg(not(feature = "etcd"))]
+        {
+            assert!(!etcd, "--meta etcd needs --features etcd");
+            Metas { runs: AtomicU64::new(0) }
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        #[cfg(feature = "etcd")]
+        if self.etcd.is_some() {
+            return "etcd";
+        }
+        "embedded, in memory"
+    }
+
+    async fn fresh(&self) -> Arc<dyn wal_core::MetaStore> {
+        let run = self.runs.fetch_add(1, Ordering::Relaxed);
+        #[cfg(feature = "etcd")]
+        if let Some(e) = &self.etcd {
+            let m = wal_core::meta::etcd::EtcdMeta::connect(&[e.endpoint()], &format!("bench-{run}/")).await.unwrap();
+            return Arc::new(m);
+        }
+        let _ = run;
+        Arc::new(EmbeddedMeta::in_memory())
+    }
 }
 
 /// `logs` partitions sharing `rate` bytes/s of 1 KiB entries for `secs` (or, `rate` = 0, as
@@ -91,6 +151,7 @@ async fn s3(server: &wal_core::testing::servers::ChildServer, prefix: &str) -> A
 /// full-speed load).
 #[allow(clippy::too_many_arguments)]
 async fn run(
+    metas: &Metas,
     store: Arc<Counting>,
     mode: Mode,
     logs: usize,
@@ -100,7 +161,7 @@ async fn run(
     window: usize,
     warm: usize,
 ) -> (Figures, Wal) {
-    let meta: Arc<dyn wal_core::MetaStore> = Arc::new(EmbeddedMeta::in_memory());
+    let meta = metas.fresh().await;
     let mut cfg = WalConfig { shared_objects: mode != Mode::PerBlock, ..WalConfig::default() };
     let mut nodes = Vec::new();
     let mut node_stores: Vec<Arc<Counting>> = Vec::new();
@@ -108,7 +169,7 @@ async fn run(
         cfg.buffer = wal_core::BufferMode::Quorum;
         for i in 0..3 {
             // (each node's own count too: which nodes upload)
-            let c = Arc::new(Counting { inner: store.clone(), puts: AtomicU64::new(0), gets: AtomicU64::new(0) });
+            let c = Arc::new(Counting::new(store.clone()));
             node_stores.push(c.clone());
             let s: Arc<dyn ObjectStore> = c;
             let n = wal_core::logstore::LogStoreNode::start(
@@ -150,6 +211,7 @@ async fn run(
         }
     }
     let puts0 = store.puts.load(Ordering::Relaxed);
+    let kinds0 = store.kinds();
     let started = Instant::now();
     // Steady cases: PUTs counted over the offered window only (closing the writers at the end
     // is not part of the load).
@@ -220,6 +282,13 @@ async fn run(
         Some(t) => (secs, (t.await.unwrap() - puts0) as f64),
         None => (started.elapsed().as_secs_f64(), (store.puts.load(Ordering::Relaxed) - puts0) as f64),
     };
+    let kinds = store.kinds();
+    eprintln!(
+        "  ({logs} partitions: PUTs of shared objects {}, of flushed segments {}, other {})",
+        kinds[0] - kinds0[0],
+        kinds[1] - kinds0[1],
+        kinds[2] - kinds0[2]
+    );
     if !node_stores.is_empty() {
         let per: Vec<u64> = node_stores.iter().map(|c| c.puts.load(Ordering::Relaxed)).collect();
         eprintln!("  ({logs} partitions: PUTs by LogStore node {per:?})");
@@ -245,6 +314,8 @@ async fn main() {
     let full = (arg("--full-mib", 128.0) * (1 << 20) as f64) as usize;
     let window = arg("--window", 8192.0) as usize;
     let server = wal_core::testing::servers::start_moto().expect("moto_server on PATH");
+    let metas = Metas::new();
+    println!("metadata: {}", metas.name());
     // Raw PUT limit: 4 MiB objects, one stream and four.
     let raw = s3(&server, "raw").await;
     let obj = Bytes::from(vec![1u8; 4 << 20]);
@@ -278,7 +349,7 @@ async fn main() {
             Mode::Quorum => "QuorumBuffer",
         };
         let store = s3(&server, &format!("full-{m:?}")).await;
-        let (f, wal) = run(store.clone(), m, 1, 0.0, 0.0, full, window, 0).await;
+        let (f, wal) = run(&metas, store.clone(), m, 1, 0.0, 0.0, full, window, 0).await;
         println!(
             "{:<44} {:>8.1} {:>8.0} {:>10.0} {:>8.2} {:>8.2}",
             format!("{mode}, full speed, 1 partition"),
@@ -307,10 +378,26 @@ async fn main() {
                 continue;
             }
             let store = s3(&server, &format!("steady-{m:?}-{logs}")).await;
-            let (f, _) = run(store, m, logs, rate, secs, 0, 0, 0).await;
+            let (f, _) = run(&metas, store, m, logs, rate, secs, 0, 0, 0).await;
             println!(
                 "{:<44} {:>8.1} {:>8.0} {:>10.0} {:>8.2} {:>8.2}",
                 format!("{mode}, {:.0} MB/s, {logs} partitions", rate / 1e6),
+                f.mb_s,
+                f.puts_s,
+                f.puts_gib,
+                f.p50,
+                f.p99
+            );
+        }
+    }
+    // QuorumBuffer on fresh nodes: 5,000 and 10,000 1 KiB messages/s on one partition.
+    if only.split(',').any(|o| o == "quorum") {
+        for msgs in [5_000.0, 10_000.0] {
+            let store = s3(&server, &format!("fresh-{msgs}")).await;
+            let (f, _) = run(&metas, store, Mode::Quorum, 1, msgs * 1024.0, secs, 0, window, 0).await;
+            println!(
+                "{:<44} {:>8.1} {:>8.0} {:>10.0} {:>8.2} {:>8.2}",
+                format!("QuorumBuffer, fresh nodes, {msgs:.0} msg/s"),
                 f.mb_s,
                 f.puts_s,
                 f.puts_gib,
@@ -324,7 +411,7 @@ async fn main() {
     let hold = arg("--hold-secs", 0.0);
     if hold > 0.0 {
         let store = s3(&server, "hold").await;
-        let (f, _) = run(store, Mode::Quorum, 1, 20_000.0 * 1024.0, hold, 0, window, full).await;
+        let (f, _) = run(&metas, store, Mode::Quorum, 1, 20_000.0 * 1024.0, hold, 0, window, full).await;
         println!(
             "{:<44} {:>8.1} {:>8.0} {:>10.0} {:>8.2} {:>8.2}",
             format!("QuorumBuffer, 20,000 msg/s for {hold:.0} s after full speed"),

@@ -35,6 +35,8 @@ pub const META_REQUEST_SECONDS: &str = "wal_meta_request_seconds";
 pub const REPLICATION_SECONDS: &str = "wal_replication_seconds";
 /// QuorumBuffer: replicas dropped from a segment (failed or timed out).
 pub const REPLICA_FAILURES_TOTAL: &str = "wal_replica_failures_total";
+/// QuorumBuffer recovery: blocks only replicas held, copied to object storage by a bulk read.
+pub const RECOVERY_BLOCKS_COPIED_TOTAL: &str = "wal_recovery_blocks_copied_total";
 /// Transactions merged into one metadata round trip by the transaction batcher.
 pub const META_TXN_MEMBERS: &str = "wal_meta_txn_members";
 /// Shared write objects: objects stored, their sizes, the blocks (chunks) and logs each holds.
@@ -57,6 +59,7 @@ pub const SEGMENT_FLUSH_BYTES_TOTAL: &str = "wal_segment_flush_bytes_total";
 pub const ALL: &[&str] = &[
     REPLICATION_SECONDS,
     REPLICA_FAILURES_TOTAL,
+    RECOVERY_BLOCKS_COPIED_TOTAL,
     APPEND_ENTRIES_TOTAL,
     APPEND_BYTES_TOTAL,
     APPEND_ERRORS_TOTAL,

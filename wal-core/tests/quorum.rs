@@ -187,6 +187,66 @@ async fn a_new_writer_recovers_from_replicas_what_never_reached_storage() {
     }
 }
 
+/// Nodes whose every PUT fails (reads go through): what they acknowledge stays on them.
+struct NoPuts(Arc<dyn ObjectStore>);
+
+#[async_trait::async_trait]
+impl ObjectStore for NoPuts {
+    async fn put_if_absent(&self, key: &str, _: bytes::Bytes) -> Result<(), wal_core::StorageError> {
+        Err(wal_core::StorageError::Transient { op: "put", message: format!("{key}: refused by the test") })
+    }
+    async fn get(&self, key: &str) -> Result<bytes::Bytes, wal_core::StorageError> {
+        self.0.get(key).await
+    }
+    async fn get_range(&self, key: &str, range: std::ops::Range<u64>) -> Result<bytes::Bytes, wal_core::StorageError> {
+        self.0.get_range(key, range).await
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<wal_core::storage::ObjectMeta>, wal_core::StorageError> {
+        self.0.list(prefix).await
+    }
+    async fn delete(&self, key: &str) -> Result<(), wal_core::StorageError> {
+        self.0.delete(key).await
+    }
+    fn backend(&self) -> &'static str {
+        "no-puts"
+    }
+}
+
+/// A writer taking over reads the replicas' tail in bulk: 60 blocks that only the replicas
+/// hold reach object storage as one object (one chunk key each), not as 60.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_takeover_copies_the_replicas_tail_in_bulk() {
+    let m = mem_wal(quorum_config());
+    let mut nodes = Vec::new();
+    for id in ["ls-a", "ls-b", "ls-c"] {
+        let mut cfg = NodeConfig::new(id);
+        cfg.lease_ttl_secs = 2;
+        let store: Arc<dyn ObjectStore> = Arc::new(NoPuts(m.store.clone()));
+        let meta: Arc<dyn MetaStore> = m.meta.clone();
+        nodes.push(LogStoreNode::start(cfg, "127.0.0.1:0".parse().unwrap(), store, meta).await.unwrap());
+    }
+    m.wal.create_log("q").await.unwrap();
+    let w = m.wal.open_writer("q").await.unwrap();
+    let mut seqs = Vec::new();
+    append_seqs(&w, 0..60, 300, &mut seqs).await; // one acknowledged block each
+    let end = w.durable();
+    w.abort();
+    let objects_before = m.store.inner().list("").await.unwrap().len();
+    let other = reopen(&m, quorum_config());
+    let w2 = other.open_writer("q").await.unwrap();
+    assert_eq!(w2.written(), end);
+    check_dense(&read_all(&other, "q", 0).await, &seqs);
+    let new_objects: Vec<String> =
+        m.store.inner().list("").await.unwrap().into_iter().map(|o| o.key).filter(|k| k.contains("shared/")).collect();
+    assert_eq!(new_objects.len(), 1, "the 60 replica-only blocks go into one object: {new_objects:?}");
+    assert!(m.store.inner().list("").await.unwrap().len() <= objects_before + 2, "no object per block");
+    assert_eq!(m.meta.list("chunk/").await.unwrap().kvs.len(), 60, "each block's place recorded");
+    w2.close().await.unwrap();
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stale_writer_is_refused_by_the_nodes() {
     let m = mem_wal(quorum_config());

@@ -2,8 +2,12 @@
 //! wal-core calls and back, and holds no storage logic.
 //!
 //! `dispatch` runs in the connection's reader, in request order, and returns the rest of the
-//! work as a future that the connection runs concurrently with later requests. Only Produce
-//! does work before returning (offset assignment must follow request order).
+//! work as a future. Only Produce does work before returning (offset assignment must follow
+//! request order). The connection runs Produce's and Fetch's futures concurrently with later
+//! requests; every other API is [`in_request_order`]: its future starts only once the one of
+//! the connection's previous such request has finished, as Kafka handles a connection's
+//! requests one by one (a later OffsetCommit must not land before an earlier one, a Delete
+//! must follow the Create sent before it, a read must see the write sent before it).
 
 pub mod alter_configs;
 pub mod api_versions;
@@ -61,6 +65,14 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::OffsetDelete, 0, 0),
 ];
+
+/// Whether the API's effect depends on the order of the connection's requests, so its work
+/// waits for the previous such request of the connection. Produce keeps its order at
+/// dispatch (offsets are assigned there); Fetch only reads and may long-poll, so it would
+/// hold up commits and heartbeats for nothing; ApiVersions answers from constants.
+pub fn in_request_order(api: ApiKey) -> bool {
+    !matches!(api, ApiKey::Produce | ApiKey::Fetch | ApiKey::ApiVersions)
+}
 
 /// The advertised version range of an API, if supported.
 pub fn versions(api: ApiKey) -> Option<(i16, i16)> {

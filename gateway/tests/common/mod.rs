@@ -9,28 +9,39 @@ use bytes::{Buf, BytesMut};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
-pub fn call(addr: std::net::SocketAddr, api: ApiKey, v: i16, req: RequestKind) -> ResponseKind {
+/// A request frame (size prefix included).
+pub fn frame(api: ApiKey, v: i16, correlation_id: i32, req: &RequestKind) -> Vec<u8> {
     let mut buf = BytesMut::new();
     RequestHeader::default()
         .with_request_api_key(api as i16)
         .with_request_api_version(v)
-        .with_correlation_id(1)
+        .with_correlation_id(correlation_id)
         .with_client_id(Some(StrBytes::from_static_str("test")))
         .encode(&mut buf, api.request_header_version(v))
         .unwrap();
     req.encode(&mut buf, v).unwrap();
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.write_all(&(buf.len() as i32).to_be_bytes()).unwrap();
-    s.write_all(&buf).unwrap();
+    let mut out = (buf.len() as i32).to_be_bytes().to_vec();
+    out.extend_from_slice(&buf);
+    out
+}
+
+/// Reads one response to `api` v`v` from `s`: its correlation id and body.
+pub fn read_response_of(s: &mut TcpStream, api: ApiKey, v: i16) -> (i32, ResponseKind) {
     let mut size = [0u8; 4];
     s.read_exact(&mut size).unwrap();
     let mut body = vec![0u8; i32::from_be_bytes(size) as usize];
     s.read_exact(&mut body).unwrap();
     let mut b = bytes::Bytes::from(body);
-    ResponseHeader::decode(&mut b, api.response_header_version(v)).unwrap();
+    let header = ResponseHeader::decode(&mut b, api.response_header_version(v)).unwrap();
     let r = ResponseKind::decode(api, &mut b, v).unwrap();
     assert!(!b.has_remaining());
-    r
+    (header.correlation_id, r)
+}
+
+pub fn call(addr: std::net::SocketAddr, api: ApiKey, v: i16, req: RequestKind) -> ResponseKind {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(&frame(api, v, 1, &req)).unwrap();
+    read_response_of(&mut s, api, v).1
 }
 
 pub fn batch(n: i32) -> bytes::Bytes {

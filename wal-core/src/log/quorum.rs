@@ -274,9 +274,10 @@ pub(crate) async fn recover(wal: &WalInner, log_id: u64, seg: &SegmentMeta, epoc
         count += 1;
         pos = end;
     }
-    // Copy them concurrently (a lagging upload can leave many small blocks behind).
-    let results: Vec<Result<()>> = futures::stream::iter(copies.iter().cloned())
-        .map(|(base, end, addr)| copy_block(wal, &rep, key, seg, base, end, addr))
+    // Copy them: consecutive blocks one replica holds are read in bulk and stored as one
+    // object (a lagging upload can leave many small blocks behind); runs concurrently.
+    let results: Vec<Result<()>> = futures::stream::iter(replica_runs(&copies))
+        .map(|run| copy_run(wal, &rep, key, seg, run))
         .buffer_unordered(RECOVERY_COPIES)
         .collect()
         .await;
@@ -332,8 +333,115 @@ struct HeldBlocks {
     addr: String,
 }
 
-/// Blocks recovery copies from replicas to object storage at once.
+/// Runs of blocks recovery copies from replicas to object storage at once.
 const RECOVERY_COPIES: usize = 16;
+
+/// What one bulk read of a replica's blocks asks for (and one copied object holds at most).
+const RUN_READ_BYTES: u32 = 8 << 20;
+
+/// The blocks to copy, `(base, end, replica)` in offset order, split into runs of consecutive
+/// blocks of one replica.
+fn replica_runs(copies: &[(u64, u64, String)]) -> Vec<Vec<(u64, u64, String)>> {
+    let mut runs: Vec<Vec<(u64, u64, String)>> = Vec::new();
+    for c in copies {
+        match runs.last_mut() {
+            Some(run) if run.last().is_some_and(|(_, end, addr)| *end == c.0 && *addr == c.2) => run.push(c.clone()),
+            _ => runs.push(vec![c.clone()]),
+        }
+    }
+    runs
+}
+
+/// Copies a run of consecutive blocks one replica holds: read in bulk (`ReadRun`, up to
+/// [`RUN_READ_BYTES`] a request) and stored together, one object per read. A replica that
+/// answers nothing for the run's next block (it uploaded and dropped it since the fence, or is
+/// a node from before `ReadRun`) is asked for that block alone, as [`copy_block`] does.
+async fn copy_run(wal: &WalInner, rep: &Arc<Replication>, key: SegKey, seg: &SegmentMeta, run: Vec<(u64, u64, String)>) -> Result<()> {
+    let mut rest = &run[..];
+    while let Some((base, end, addr)) = rest.first() {
+        let id = rep.request_id();
+        let rx = rep.client(addr).call(id, &Request::ReadRun { id, seg: key, base: *base, max_bytes: RUN_READ_BYTES });
+        let blocks = match tokio::time::timeout(Duration::from_secs(10), rx).await {
+            Ok(Ok(Response::Blocks { blocks, .. })) => blocks,
+            _ => Vec::new(),
+        };
+        let mut got = Vec::with_capacity(blocks.len());
+        for (data, (b, e, _)) in blocks.into_iter().zip(rest) {
+            got.push((checked_block(key, seg, *b, *e, &data)?, data));
+        }
+        if got.is_empty() {
+            copy_block(wal, rep, key, seg, *base, *end, addr.clone()).await?;
+            rest = &rest[1..];
+            continue;
+        }
+        store_copied(wal, key, seg, &got).await?;
+        metrics::counter!(m::RECOVERY_BLOCKS_COPIED_TOTAL).increment(got.len() as u64);
+        rest = &rest[got.len()..];
+    }
+    Ok(())
+}
+
+/// A replica's block checked against the range recovery asked for; returns its header.
+fn checked_block(key: SegKey, seg: &SegmentMeta, base: u64, end: u64, data: &Bytes) -> Result<crate::format::BlockHeader> {
+    let k = keys::block(key.log_id, seg.id, seg.epoch, base, end);
+    let h = decode_block_header(data).map_err(|source| WalError::Format { key: k.clone(), source })?;
+    if h.base_offset != base || h.end_offset != end {
+        return Err(WalError::Format {
+            key: k,
+            source: crate::error::FormatError::Inconsistent("replica block disagrees with its range".into()),
+        });
+    }
+    Ok(h)
+}
+
+/// Stores blocks copied from a replica: a segment in shared objects gets one object holding
+/// them all and their chunk keys in as few transactions as etcd allows; any other segment gets
+/// each block as an object of its own (its layout names blocks by range).
+async fn store_copied(wal: &WalInner, key: SegKey, seg: &SegmentMeta, got: &[(crate::format::BlockHeader, Bytes)]) -> Result<()> {
+    if seg.layout != Layout::Chunks {
+        let puts = got.iter().map(|(h, data)| async move {
+            let k = keys::block(key.log_id, seg.id, seg.epoch, h.base_offset, h.end_offset);
+            match wal.store.put_if_absent(&k, data.clone()).await {
+                Ok(()) | Err(StorageError::AlreadyExists(_)) => Ok(()),
+                Err(e) => Err(WalError::from(e)),
+            }
+        });
+        return futures::future::try_join_all(puts).await.map(|_| ());
+    }
+    let chunks: Vec<(crate::format::ChunkEntry, Bytes)> = got
+        .iter()
+        .map(|(h, data)| {
+            let e = crate::format::ChunkEntry {
+                log_id: key.log_id,
+                segment: seg.id,
+                epoch: seg.epoch,
+                base_offset: h.base_offset,
+                end_offset: h.end_offset,
+                pos: 0,
+                len: 0,
+            };
+            (e, data.clone())
+        })
+        .collect();
+    let (obj, entries) = crate::format::encode_shared(&chunks);
+    let object = keys::shared_object(crate::util::now_ms(), crate::util::random_nonzero_id());
+    // (a crash before the chunk keys leaves an object nothing points into: the collector's)
+    match wal.store.put_if_absent(&object, obj).await {
+        Ok(()) | Err(StorageError::AlreadyExists(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let ops = got
+        .iter()
+        .zip(&entries)
+        .map(|((h, _), e)| {
+            let loc = ChunkLoc { object: object.clone(), pos: e.pos, len: e.len };
+            let r = ChunkRef { base_offset: h.base_offset, end_offset: h.end_offset, max_timestamp: h.max_timestamp, loc };
+            Op::put(keys::chunk(key.log_id, seg.id, h.base_offset), json(&r))
+        })
+        .collect();
+    crate::meta::write_in_chunks(&*wal.meta, ops, crate::meta::batcher::DEFAULT_MAX_TXN_OPS).await?;
+    Ok(())
+}
 
 /// Copies one block a replica holds to object storage (or finds it stored since the listing).
 /// A block of a segment in shared objects is stored as an object of its own that its chunk key
@@ -366,13 +474,7 @@ async fn copy_block(
             };
         }
     };
-    let h = decode_block_header(&data).map_err(|source| WalError::Format { key: k.clone(), source })?;
-    if h.base_offset != base || h.end_offset != end {
-        return Err(WalError::Format {
-            key: k,
-            source: crate::error::FormatError::Inconsistent("replica block disagrees with its range".into()),
-        });
-    }
+    let h = checked_block(key, seg, base, end, &data)?;
     let len = data.len() as u32;
     match wal.store.put_if_absent(&k, data).await {
         Ok(()) | Err(StorageError::AlreadyExists(_)) => {}

@@ -357,6 +357,9 @@ impl Node {
                 Some(self.reply(resp, fx))
             }
             Request::Read { id, seg, base } => Some(Reply::Now(Response::Block { id, data: lock(&self.state).read(seg, base) })),
+            Request::ReadRun { id, seg, base, max_bytes } => {
+                Some(Reply::Now(Response::Blocks { id, blocks: lock(&self.state).read_run(seg, base, max_bytes as usize) }))
+            }
             Request::Progress { seg, stored_end } => {
                 let mut st = lock(&self.state);
                 let fx = st.stored(seg, stored_end);

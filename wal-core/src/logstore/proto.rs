@@ -56,6 +56,11 @@ pub enum Request {
     Read { id: u64, seg: SegKey, base: u64 },
     /// Every block of the segment below `stored_end` is in object storage (no answer).
     Progress { seg: SegKey, stored_end: u64 },
+    /// The stored bytes of the consecutive blocks the node holds from `base` on, at most
+    /// `max_bytes` of them (but at least the first): a writer taking over reads a replica's
+    /// tail in a few requests instead of one per block. (Nodes before this kind close the
+    /// connection on it; the writer then reads block by block.)
+    ReadRun { id: u64, seg: SegKey, base: u64, max_bytes: u32 },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,13 +100,22 @@ pub enum Response {
         seg: SegKey,
         stored_end: u64,
     },
+    /// Answers `ReadRun`: consecutive blocks from its `base` (none if it is not held).
+    Blocks {
+        id: u64,
+        blocks: Vec<Bytes>,
+    },
 }
 
 impl Response {
     /// The request id this answers (0 for notifications).
     pub fn id(&self) -> u64 {
         match self {
-            Response::Ok { id, .. } | Response::Error { id, .. } | Response::Fenced { id, .. } | Response::Block { id, .. } => *id,
+            Response::Ok { id, .. }
+            | Response::Error { id, .. }
+            | Response::Fenced { id, .. }
+            | Response::Block { id, .. }
+            | Response::Blocks { id, .. } => *id,
             Response::Stored { .. } => 0,
         }
     }
@@ -172,6 +186,16 @@ impl Request {
                 },
                 24,
             ),
+            Request::ReadRun { id, seg, base, max_bytes } => frame(
+                5,
+                |b| {
+                    b.put_u64(*id);
+                    put_seg(b, *seg);
+                    b.put_u64(*base);
+                    b.put_u32(*max_bytes);
+                },
+                36,
+            ),
         }
     }
 
@@ -192,6 +216,7 @@ impl Request {
             2 => Request::Fence { id: r.u64()?, seg: r.seg()?, epoch: r.u64()? },
             3 => Request::Read { id: r.u64()?, seg: r.seg()?, base: r.u64()? },
             4 => Request::Progress { seg: r.seg()?, stored_end: r.u64()? },
+            5 => Request::ReadRun { id: r.u64()?, seg: r.seg()?, base: r.u64()?, max_bytes: r.u32()? },
             k => return Err(ProtoError(format!("unknown request kind {k}"))),
         };
         r.finish()?;
@@ -255,6 +280,17 @@ impl Response {
                 },
                 24,
             ),
+            Response::Blocks { id, blocks } => frame(
+                6,
+                |b| {
+                    b.put_u64(*id);
+                    b.put_u32(blocks.len() as u32);
+                    for d in blocks {
+                        put_bytes(b, d);
+                    }
+                },
+                12 + blocks.iter().map(|d| 4 + d.len()).sum::<usize>(),
+            ),
         }
     }
 
@@ -294,6 +330,18 @@ impl Response {
                 Response::Block { id, data }
             }
             5 => Response::Stored { seg: r.seg()?, stored_end: r.u64()? },
+            6 => {
+                let id = r.u64()?;
+                let n = r.u32()? as usize;
+                if n > r.0.remaining() / 4 {
+                    return Err(ProtoError(format!("block count {n} exceeds the frame")));
+                }
+                let mut blocks = Vec::with_capacity(n);
+                for _ in 0..n {
+                    blocks.push(r.bytes()?);
+                }
+                Response::Blocks { id, blocks }
+            }
             k => return Err(ProtoError(format!("unknown response kind {k}"))),
         };
         r.finish()?;
@@ -390,6 +438,7 @@ mod tests {
             Request::Fence { id: 2, seg, epoch: 9 },
             Request::Read { id: 3, seg, base: 10 },
             Request::Progress { seg, stored_end: 20 },
+            Request::ReadRun { id: 6, seg, base: 10, max_bytes: 8 << 20 },
         ];
         for r in reqs {
             assert_eq!(Request::decode(body(r.encode())).unwrap(), r);
@@ -406,6 +455,8 @@ mod tests {
             Response::Block { id: 4, data: Some(Bytes::from_static(b"x")) },
             Response::Block { id: 5, data: None },
             Response::Stored { seg, stored_end: 9 },
+            Response::Blocks { id: 6, blocks: vec![Bytes::from_static(b"ab"), Bytes::new(), Bytes::from_static(b"c")] },
+            Response::Blocks { id: 7, blocks: Vec::new() },
         ];
         for r in resps {
             assert_eq!(Response::decode(body(r.encode())).unwrap(), r);

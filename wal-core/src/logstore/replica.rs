@@ -251,6 +251,22 @@ impl Replica {
         self.segs.get(&seg).and_then(|s| s.blocks.get(&base)).map(|b| b.data.clone())
     }
 
+    /// The consecutive blocks held from `base` on, at most `max_bytes` of them but at least the
+    /// first (empty if `base` does not start a held block).
+    pub fn read_run(&self, seg: SegKey, base: u64, max_bytes: usize) -> Vec<Bytes> {
+        let Some(s) = self.segs.get(&seg) else { return Vec::new() };
+        let (mut run, mut pos, mut bytes) = (Vec::new(), base, 0usize);
+        for (&b, blk) in s.blocks.range(base..) {
+            if b != pos || (!run.is_empty() && bytes + blk.data.len() > max_bytes) {
+                break;
+            }
+            bytes += blk.data.len();
+            pos = blk.end;
+            run.push(blk.data.clone());
+        }
+        run
+    }
+
     /// The writer reports the segment stored below `stored_end`.
     pub fn stored(&mut self, seg: SegKey, stored_end: u64) -> Effects {
         let mut fx = Effects::default();
@@ -551,6 +567,38 @@ mod tests {
         assert_eq!(r.held(), 1);
         r.stored(key(0), 11);
         assert_eq!(r.held(), 0);
+    }
+
+    #[test]
+    fn a_run_read_returns_consecutive_held_blocks_within_its_byte_bound() {
+        let now = Instant::now();
+        let mut r = Replica::default();
+        let a = |base, end, block: &'static [u8]| Append {
+            id: 1,
+            seg: key(0),
+            epoch: 1,
+            seg_base: 0,
+            base,
+            end,
+            upload_now: false,
+            shared: true,
+            stored_end: 0,
+            block: Bytes::from_static(block),
+        };
+        for (base, end, b) in [(0, 2, &b"aa"[..]), (2, 5, b"bbb"), (5, 6, b"c"), (6, 9, b"ddd")] {
+            assert_eq!(r.append(&a(base, end, b), 1 << 20, now).0, Appended::Ok { stored_end: 0 });
+        }
+        let lens = |r: &Replica, base, max| r.read_run(key(0), base, max).iter().map(|b| b.len()).collect::<Vec<_>>();
+        let run = |base, max| lens(&r, base, max);
+        assert_eq!(run(0, 100), vec![2, 3, 1, 3]);
+        assert_eq!(run(2, 4), vec![3, 1], "stops before the block that would pass the bound");
+        assert_eq!(run(6, 1), vec![3], "the first block always comes, whatever the bound");
+        assert!(run(3, 100).is_empty(), "3 starts no block");
+        assert!(r.read_run(key(9), 0, 100).is_empty());
+        // Blocks stored (and dropped) leave the run starting later.
+        r.stored(key(0), 5);
+        assert!(lens(&r, 0, 100).is_empty());
+        assert_eq!(lens(&r, 5, 100), vec![1, 3]);
     }
 
     /// Found by the replay property: a stored notice for a segment this node knew only from a
