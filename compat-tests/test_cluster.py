@@ -9,7 +9,7 @@ is printed. The same run in QuorumBuffer mode (three LogStores as well).
 import threading
 import time
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from conftest import GATEWAY_BIN, require_servers
@@ -146,7 +146,17 @@ def read_back(bootstrap):
     md = c.list_topics(TOPIC, timeout=10)
     ends = {}
     for pid in md.topics[TOPIC].partitions:
-        lo, hi = c.get_watermark_offsets(TopicPartition(TOPIC, pid), timeout=10)
+        # Right after the faults a partition may still be moving back to its owner (a
+        # retriable NOT_LEADER answer): ask again, bounded, as a client would.
+        for attempt in range(60):
+            try:
+                lo, hi = c.get_watermark_offsets(TopicPartition(TOPIC, pid), timeout=10)
+                break
+            except KafkaException as e:
+                moving = (KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE, KafkaError.UNKNOWN_TOPIC_OR_PART)
+                if attempt == 59 or e.args[0].code() not in moving:
+                    raise
+                time.sleep(0.5)
         ends[pid] = hi
     c.assign([TopicPartition(TOPIC, pid, 0) for pid in ends])
     got = {pid: [] for pid in ends}
