@@ -13,14 +13,6 @@ use common::*;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 
-async fn start(tune: impl FnOnce(&mut gateway::GatewayConfig)) -> (gateway::Running, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg =
-        gateway::GatewayConfig { listen: "127.0.0.1:0".parse().unwrap(), data_dir: dir.path().to_path_buf(), ..Default::default() };
-    tune(&mut cfg);
-    (gateway::start(cfg).await.unwrap(), dir)
-}
-
 /// Reads one response frame; its correlation id, or None on close / timeout.
 fn read_response(s: &mut TcpStream, timeout: Duration) -> Option<i32> {
     s.set_read_timeout(Some(timeout)).unwrap();
@@ -72,7 +64,7 @@ fn fetch_request(topic: &'static str, copies: usize, partition_max_bytes: i32, m
 /// 2^31-1 is served once, within `fetch_max_bytes`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fetch_is_bounded_by_fetch_max_bytes_and_serves_a_partition_once() {
-    let (running, _dir) = start(|c| c.fetch_max_bytes = 16 << 10).await;
+    let (running, _dir) = start_local(|c| c.fetch_max_bytes = 16 << 10).await;
     running.broker.create_topic("f", 1, Default::default(), false).await.unwrap();
     let addr = running.addr;
     tokio::task::spawn_blocking(move || {
@@ -103,7 +95,7 @@ async fn a_fetch_is_bounded_by_fetch_max_bytes_and_serves_a_partition_once() {
 /// after `request_read_timeout_ms`, after which a full-size frame is admitted again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn half_sent_frames_cannot_hold_the_budget() {
-    let (running, _dir) = start(|c| {
+    let (running, _dir) = start_local(|c| {
         c.max_request_bytes = 1 << 20;
         c.max_admin_request_bytes = 1 << 20;
         c.max_inflight_request_bytes = 1 << 20;
@@ -159,7 +151,7 @@ async fn half_sent_frames_cannot_hold_the_budget() {
 /// sends nothing is closed after `connections_max_idle_ms`, unless a request of it is in flight.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn non_reading_and_idle_peers_are_closed() {
-    let (running, _dir) = start(|c| {
+    let (running, _dir) = start_local(|c| {
         c.response_write_timeout_ms = 500;
         c.connections_max_idle_ms = 700;
     })
@@ -204,7 +196,7 @@ async fn non_reading_and_idle_peers_are_closed() {
 /// place.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_per_address_are_capped() {
-    let (running, _dir) = start(|c| c.max_connections_per_ip = 3).await;
+    let (running, _dir) = start_local(|c| c.max_connections_per_ip = 3).await;
     let addr = running.addr;
     tokio::task::spawn_blocking(move || {
         let mut open: Vec<TcpStream> = (0..3).map(|_| TcpStream::connect(addr).unwrap()).collect();
@@ -227,7 +219,7 @@ async fn connections_per_address_are_capped() {
 /// INVALID_REQUEST instead of a MetaStore read each.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn offset_fetch_answers_each_group_once_and_at_most_ten_thousand() {
-    let (running, _dir) = start(|_| {}).await;
+    let (running, _dir) = start_local(|_| {}).await;
     let addr = running.addr;
     tokio::task::spawn_blocking(move || {
         let group = |i: usize| {

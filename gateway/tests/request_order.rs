@@ -12,12 +12,6 @@ use common::*;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 
-async fn start() -> (gateway::Running, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = gateway::GatewayConfig { listen: "127.0.0.1:0".parse().unwrap(), data_dir: dir.path().to_path_buf(), ..Default::default() };
-    (gateway::start(cfg).await.unwrap(), dir)
-}
-
 fn create(topic: &'static str, partitions: i32) -> RequestKind {
     let t =
         create_topics_request::CreatableTopic::default().with_name(name(topic)).with_num_partitions(partitions).with_replication_factor(1);
@@ -40,7 +34,7 @@ fn commit(group: &str, topic: &'static str, offset: i64) -> RequestKind {
 /// could land after a later one (299 or 297 instead of 300, 5 of 5 tries).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_commits_land_in_the_order_sent() {
-    let (running, _dir) = start().await;
+    let (running, _dir) = start_local(|_| {}).await;
     let addr = running.addr;
     tokio::task::spawn_blocking(move || {
         let ResponseKind::CreateTopics(r) = call(addr, ApiKey::CreateTopics, 7, create("ordered", 1)) else { panic!() };
@@ -76,7 +70,7 @@ async fn pipelined_commits_land_in_the_order_sent() {
 /// at once: each applies after the one before, so the last create wins and nothing fails.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_admin_requests_apply_one_after_another() {
-    let (running, _dir) = start().await;
+    let (running, _dir) = start_local(|_| {}).await;
     let addr = running.addr;
     tokio::task::spawn_blocking(move || {
         let delete = RequestKind::DeleteTopics(

@@ -38,6 +38,16 @@ pub fn read_response_of(s: &mut TcpStream, api: ApiKey, v: i16) -> (i32, Respons
     (header.correlation_id, r)
 }
 
+/// A gateway in this process on a free loopback port over a fresh data directory, its
+/// configuration adjusted by `tune`.
+pub async fn start_local(tune: impl FnOnce(&mut gateway::GatewayConfig)) -> (gateway::Running, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg =
+        gateway::GatewayConfig { listen: "127.0.0.1:0".parse().unwrap(), data_dir: dir.path().to_path_buf(), ..Default::default() };
+    tune(&mut cfg);
+    (gateway::start(cfg).await.unwrap(), dir)
+}
+
 pub fn call(addr: std::net::SocketAddr, api: ApiKey, v: i16, req: RequestKind) -> ResponseKind {
     let mut s = TcpStream::connect(addr).unwrap();
     s.write_all(&frame(api, v, 1, &req)).unwrap();

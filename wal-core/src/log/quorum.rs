@@ -400,11 +400,7 @@ fn checked_block(key: SegKey, seg: &SegmentMeta, base: u64, end: u64, data: &Byt
 async fn store_copied(wal: &WalInner, key: SegKey, seg: &SegmentMeta, got: &[(crate::format::BlockHeader, Bytes)]) -> Result<()> {
     if seg.layout != Layout::Chunks {
         let puts = got.iter().map(|(h, data)| async move {
-            let k = keys::block(key.log_id, seg.id, seg.epoch, h.base_offset, h.end_offset);
-            match wal.store.put_if_absent(&k, data.clone()).await {
-                Ok(()) | Err(StorageError::AlreadyExists(_)) => Ok(()),
-                Err(e) => Err(WalError::from(e)),
-            }
+            put_once(wal, &keys::block(key.log_id, seg.id, seg.epoch, h.base_offset, h.end_offset), data.clone()).await
         });
         return futures::future::try_join_all(puts).await.map(|_| ());
     }
@@ -426,10 +422,7 @@ async fn store_copied(wal: &WalInner, key: SegKey, seg: &SegmentMeta, got: &[(cr
     let (obj, entries) = crate::format::encode_shared(&chunks);
     let object = keys::shared_object(crate::util::now_ms(), crate::util::random_nonzero_id());
     // (a crash before the chunk keys leaves an object nothing points into: the collector's)
-    match wal.store.put_if_absent(&object, obj).await {
-        Ok(()) | Err(StorageError::AlreadyExists(_)) => {}
-        Err(e) => return Err(e.into()),
-    }
+    put_once(wal, &object, obj).await?;
     let ops = got
         .iter()
         .zip(&entries)
@@ -441,6 +434,15 @@ async fn store_copied(wal: &WalInner, key: SegKey, seg: &SegmentMeta, got: &[(cr
         .collect();
     crate::meta::write_in_chunks(&*wal.meta, ops, crate::meta::batcher::DEFAULT_MAX_TXN_OPS).await?;
     Ok(())
+}
+
+/// Stores an object recovery copied; already there (a retry, or a replica's own upload of the
+/// same bytes) is as good.
+async fn put_once(wal: &WalInner, key: &str, data: Bytes) -> Result<()> {
+    match wal.store.put_if_absent(key, data).await {
+        Ok(()) | Err(StorageError::AlreadyExists(_)) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Copies one block a replica holds to object storage (or finds it stored since the listing).
@@ -476,10 +478,7 @@ async fn copy_block(
     };
     let h = checked_block(key, seg, base, end, &data)?;
     let len = data.len() as u32;
-    match wal.store.put_if_absent(&k, data).await {
-        Ok(()) | Err(StorageError::AlreadyExists(_)) => {}
-        Err(e) => return Err(e.into()),
-    }
+    put_once(wal, &k, data).await?;
     if shared {
         let loc = ChunkLoc { object: k, pos: 0, len };
         let r = ChunkRef { base_offset: base, end_offset: end, max_timestamp: h.max_timestamp, loc };
