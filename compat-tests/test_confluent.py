@@ -218,8 +218,8 @@ def test_create_duplicate_topic_fails(gateway):
 @pytest.mark.parametrize("config", [
     {"no.such.config": "1"},
     {"retention.ms": "not-a-number"},
-    {"cleanup.policy": "compact"},
-    {"message.timestamp.type": "LogAppendTime"},
+    {"cleanup.policy": "lru"},
+    {"message.timestamp.type": "WallClockTime"},
 ])
 def test_create_topic_with_invalid_config_fails(gateway, config):
     a = admin(gateway.bootstrap)

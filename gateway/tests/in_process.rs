@@ -366,6 +366,7 @@ async fn a_large_producer_state_is_snapshotted_in_pieces() {
                     producer_id: pid,
                     producer_epoch: 0,
                     base_sequence: seq,
+                    records: None,
                 };
                 s.record(&info, 0, 1); // below the durable end: covered by the snapshot
             }
@@ -396,6 +397,7 @@ async fn a_large_producer_state_is_snapshotted_in_pieces() {
         producer_id: producers - 1,
         producer_epoch: 0,
         base_sequence: 4,
+        records: None,
     };
     assert!(matches!(s.check(&retry), gateway::broker::producer::Check::Duplicate(_)));
     drop(s);

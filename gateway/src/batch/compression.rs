@@ -3,7 +3,8 @@
 //! and walked by [`super::records::walk`], streaming, with a hard bound on the decompressed
 //! bytes ([`MAX_DECOMPRESSED_BYTES`] and [`MAX_RATIO`] times the compressed size, whichever is
 //! lower), so a decompression bomb costs at most that much CPU and a few buffers of memory. The
-//! batch itself is stored as it came; the decompressed bytes are dropped.
+//! batch itself is stored as it came, unless its topic's `compression.type` names another codec:
+//! then [`decompress`] and [`compress`] rewrite it ([`super::rewrite`]).
 //!
 //! Decompression is CPU work: [`validate_off_thread`] runs it on the blocking pool, at most
 //! one per core at a time.
@@ -13,8 +14,8 @@ use std::sync::OnceLock;
 
 use tokio::sync::Semaphore;
 
-use super::records::{walk, OutputBound};
-use super::{check_timestamp, BatchError, BatchInfo, HEADER_LEN};
+use super::records::{read_error, walk, OutputBound, RecordStats};
+use super::{BatchError, BatchInfo, HEADER_LEN};
 
 /// The most bytes one batch's records may decompress to.
 pub const MAX_DECOMPRESSED_BYTES: u64 = 256 << 20;
@@ -22,10 +23,10 @@ pub const MAX_DECOMPRESSED_BYTES: u64 = 256 << 20;
 /// 5-20x, zeros far more; past it a batch is treated as a bomb), with a floor of 1 MiB.
 pub const MAX_RATIO: u64 = 1000;
 
-const GZIP: i16 = 1;
-const SNAPPY: i16 = 2;
-const LZ4: i16 = 3;
-const ZSTD: i16 = 4;
+pub const GZIP: i16 = 1;
+pub const SNAPPY: i16 = 2;
+pub const LZ4: i16 = 3;
+pub const ZSTD: i16 = 4;
 
 /// The decompressed-size bound of `compressed` bytes.
 pub fn bound(compressed: usize) -> u64 {
@@ -129,41 +130,84 @@ impl Read for Snappy<'_> {
     }
 }
 
-fn walk_bounded(r: impl Read, bound: u64, info: &BatchInfo) -> Result<i64, BatchError> {
-    let mut r = BufReader::with_capacity(64 << 10, Bounded { inner: r, left: bound, bound });
-    walk(&mut r, info.record_count, info.base_timestamp)
+/// A decoder of `codec` over the compressed records `data`.
+fn decoder<'a>(data: &'a [u8], codec: i16, bound: u64) -> Result<Box<dyn Read + 'a>, BatchError> {
+    Ok(match codec {
+        GZIP => Box::new(flate2::bufread::MultiGzDecoder::new(data)),
+        SNAPPY => Box::new(Snappy::new(data, bound)),
+        LZ4 => Box::new(lz4_flex::frame::FrameDecoder::new(data)),
+        ZSTD => Box::new(ruzstd::decoding::StreamingDecoder::new(data).map_err(|e| BatchError::Decompress(e.to_string()))?),
+        other => return Err(BatchError::Codec(other)),
+    })
 }
 
 /// Decompresses and walks the records of a whole compressed batch `b` (header included).
-pub fn validate(b: &[u8], info: &BatchInfo) -> Result<(), BatchError> {
+pub fn validate(b: &[u8], info: &BatchInfo) -> Result<RecordStats, BatchError> {
     validate_within(b, info, bound(b.len() - HEADER_LEN))
 }
 
 /// [`validate`] with the decompressed bytes bounded by `bound`.
-fn validate_within(b: &[u8], info: &BatchInfo, bound: u64) -> Result<(), BatchError> {
+fn validate_within(b: &[u8], info: &BatchInfo, bound: u64) -> Result<RecordStats, BatchError> {
+    let r = decoder(&b[HEADER_LEN..], info.attributes & 0x07, bound)?;
+    let mut r = BufReader::with_capacity(64 << 10, Bounded { inner: r, left: bound, bound });
+    walk(&mut r, info.record_count, info.base_timestamp)
+}
+
+/// The records of a whole batch `b` uncompressed (bounded as [`validate`] is).
+pub fn decompress(b: &[u8], info: &BatchInfo) -> Result<Vec<u8>, BatchError> {
     let data = &b[HEADER_LEN..];
     let codec = info.attributes & 0x07;
-    let newest = match codec {
-        GZIP => walk_bounded(flate2::bufread::MultiGzDecoder::new(data), bound, info)?,
-        SNAPPY => walk_bounded(Snappy::new(data, bound), bound, info)?,
-        LZ4 => walk_bounded(lz4_flex::frame::FrameDecoder::new(data), bound, info)?,
-        ZSTD => {
-            let d = ruzstd::decoding::StreamingDecoder::new(data).map_err(|e| BatchError::Decompress(e.to_string()))?;
-            walk_bounded(d, bound, info)?
+    if codec == 0 {
+        return Ok(data.to_vec());
+    }
+    let bound = bound(data.len());
+    let mut out = Vec::with_capacity(data.len().saturating_mul(4));
+    Bounded { inner: decoder(data, codec, bound)?, left: bound, bound }.read_to_end(&mut out).map_err(read_error)?;
+    Ok(out)
+}
+
+/// Compresses records with `codec` as Kafka's clients do: gzip at `gzip_level` (-1: the
+/// codec's default), snappy in xerial framing (32 KiB blocks, as the Java client writes and
+/// every client reads), lz4 frames with independent blocks, zstd at the encoder's one level.
+/// Codec 0 returns the records as they are.
+pub fn compress(codec: i16, raw: &[u8], gzip_level: i32) -> Vec<u8> {
+    use std::io::Write;
+    match codec {
+        GZIP => {
+            let level = if gzip_level < 0 { flate2::Compression::default() } else { flate2::Compression::new(gzip_level as u32) };
+            let mut e = flate2::write::GzEncoder::new(Vec::with_capacity(raw.len() / 2), level);
+            e.write_all(raw).expect("writes to a Vec");
+            e.finish().expect("writes to a Vec")
         }
-        other => return Err(BatchError::Codec(other)),
-    };
-    check_timestamp(info, newest)
+        SNAPPY => {
+            let mut out = XERIAL_MAGIC.to_vec();
+            out.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 1]); // version 1, compatible with 1
+            let mut enc = snap::raw::Encoder::new();
+            for chunk in raw.chunks(32 << 10) {
+                let c = enc.compress_vec(chunk).expect("a chunk within snappy's limits");
+                out.extend_from_slice(&(c.len() as u32).to_be_bytes());
+                out.extend(c);
+            }
+            out
+        }
+        LZ4 => {
+            let mut e = lz4_flex::frame::FrameEncoder::new(Vec::with_capacity(raw.len() / 2));
+            e.write_all(raw).expect("writes to a Vec");
+            e.finish().expect("writes to a Vec")
+        }
+        ZSTD => ruzstd::encoding::compress_to_vec(raw, ruzstd::encoding::CompressionLevel::Fastest),
+        _ => raw.to_vec(),
+    }
 }
 
 /// Decompressions running at once, at most one per core.
-fn slots() -> &'static Semaphore {
+pub(super) fn slots() -> &'static Semaphore {
     static SLOTS: OnceLock<Semaphore> = OnceLock::new();
     SLOTS.get_or_init(|| Semaphore::new(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)))
 }
 
 /// [`validate`] on the blocking pool, holding one of the per-core slots.
-pub async fn validate_off_thread(b: bytes::Bytes, info: BatchInfo) -> Result<(), BatchError> {
+pub async fn validate_off_thread(b: bytes::Bytes, info: BatchInfo) -> Result<RecordStats, BatchError> {
     let _slot = slots().acquire().await.expect("never closed");
     tokio::task::spawn_blocking(move || validate(&b, &info)).await.unwrap_or_else(|e| Err(BatchError::Decompress(e.to_string())))
 }
@@ -172,7 +216,6 @@ pub async fn validate_off_thread(b: bytes::Bytes, info: BatchInfo) -> Result<(),
 mod tests {
     use super::super::{encode_batch, put_varint, split};
     use super::*;
-    use std::io::Write;
 
     /// Records 0..n (null key, value `value`) as they sit after a batch header.
     fn records(n: i32, value: &[u8]) -> Vec<u8> {
@@ -190,36 +233,9 @@ mod tests {
         out
     }
 
-    fn compress(codec: i16, raw: &[u8]) -> Vec<u8> {
-        match codec {
-            GZIP => {
-                let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-                e.write_all(raw).unwrap();
-                e.finish().unwrap()
-            }
-            SNAPPY => {
-                // xerial framing, 32 KiB blocks, as the Java client writes it
-                let mut out = b"\x82SNAPPY\x00\x00\x00\x00\x01\x00\x00\x00\x01".to_vec();
-                for chunk in raw.chunks(32 << 10) {
-                    let c = snap::raw::Encoder::new().compress_vec(chunk).unwrap();
-                    out.extend_from_slice(&(c.len() as u32).to_be_bytes());
-                    out.extend(c);
-                }
-                out
-            }
-            LZ4 => {
-                let mut e = lz4_flex::frame::FrameEncoder::new(Vec::new());
-                e.write_all(raw).unwrap();
-                e.finish().unwrap()
-            }
-            ZSTD => ruzstd::encoding::compress_to_vec(raw, ruzstd::encoding::CompressionLevel::Fastest),
-            _ => unreachable!(),
-        }
-    }
-
     /// A batch of `n` records compressed with `codec`, its header patched and CRC computed.
     fn batch(codec: i16, n: i32, raw: &[u8]) -> Vec<u8> {
-        let mut b = encode_batch(&compress(codec, raw), n, -1, -1, -1, wal_core::util::now_ms() as i64);
+        let mut b = encode_batch(&super::compress(codec, raw, -1), n, -1, -1, -1, wal_core::util::now_ms() as i64);
         b[21..23].copy_from_slice(&codec.to_be_bytes());
         let crc = crc32c::crc32c(&b[21..]);
         b[17..21].copy_from_slice(&crc.to_be_bytes());
@@ -228,7 +244,7 @@ mod tests {
 
     fn check(b: &[u8]) -> Result<(), BatchError> {
         let (data, info) = split(&bytes::Bytes::copy_from_slice(b))?.pop().unwrap();
-        validate(&data, &info)
+        validate(&data, &info).map(|_| ())
     }
 
     #[test]
@@ -290,7 +306,7 @@ mod tests {
             let b = batch(codec, 1, &raw);
             let (data, info) = split(&bytes::Bytes::from(b)).unwrap().pop().unwrap();
             assert_eq!(validate_within(&data, &info, 1 << 20), Err(BatchError::TooLarge(1 << 20)), "codec {codec}");
-            assert_eq!(validate_within(&data, &info, 8 << 20), Ok(()), "codec {codec}");
+            assert!(validate_within(&data, &info, 8 << 20).is_ok(), "codec {codec}");
         }
         assert_eq!(bound(10), 1 << 20, "a floor of 1 MiB");
         assert_eq!(bound(10_000), 10_000_000);

@@ -1,14 +1,15 @@
 //! Kafka record batches (magic 2) as they arrive in Produce requests: split a `records` field
 //! into batches, validate each header and its CRC32C, and read what the partition needs (record
-//! count, max timestamp, producer id/epoch/sequence). Batches are stored as sent; only the base
-//! offset and partition leader epoch (outside the CRC) are rewritten.
+//! count, max timestamp, producer id/epoch/sequence). Batches are stored as sent (only the base
+//! offset and partition leader epoch, outside the CRC, are written), unless the topic's configs
+//! ask for another codec or for LogAppendTime ([`rewrite`]).
 //!
 //! The records of every batch are walked as Kafka's broker does before appending
 //! ([`records`]): record lengths agree with their fields and the batch, offset deltas run
-//! 0, 1, 2, ..., key, value and header lengths are in range, and no CreateTime lies more than
-//! [`MAX_FUTURE_TIMESTAMP_MS`] ahead (Kafka 4's `log.message.timestamp.after.max.ms`).
+//! 0, 1, 2, ..., key, value and header lengths are in range; the walk also yields the records'
+//! timestamp range and null keys, which the topic's rules check ([`rewrite::check`]).
 //! Compressed records are decompressed for that walk only, streaming and with a hard output
-//! bound ([`compression`]); the batch is still stored as it came.
+//! bound ([`compression`]).
 //!
 //! ```text
 //! 0 baseOffset i64 | 8 batchLength i32 | 12 partitionLeaderEpoch i32 | 16 magic i8 | 17 crc u32
@@ -18,6 +19,7 @@
 
 pub mod compression;
 pub mod records;
+pub mod rewrite;
 
 use bytes::Bytes;
 
@@ -40,9 +42,12 @@ pub enum BatchError {
     /// A record inside the batch is malformed (Kafka's INVALID_RECORD).
     #[error("invalid record: {0}")]
     Record(&'static str),
-    /// A CreateTime too far in the future (Kafka's INVALID_TIMESTAMP).
-    #[error("timestamp {0} is more than an hour ahead")]
+    /// A CreateTime outside the topic's bounds (Kafka's INVALID_TIMESTAMP).
+    #[error("timestamp {0} is out of the topic's accepted range")]
     Timestamp(i64),
+    /// A record without a key for a compacted topic (Kafka's INVALID_RECORD).
+    #[error("compacted topic cannot accept a record without a key")]
+    NullKey,
     /// Compressed records that do not decompress (Kafka's CORRUPT_MESSAGE).
     #[error("compressed records are corrupt: {0}")]
     Decompress(String),
@@ -53,9 +58,6 @@ pub enum BatchError {
     #[error("unknown compression codec {0}")]
     Codec(i16),
 }
-
-/// How far ahead of the gateway's clock a CreateTime may be.
-pub const MAX_FUTURE_TIMESTAMP_MS: i64 = 3_600_000;
 
 /// The header fields of one validated batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,6 +71,8 @@ pub struct BatchInfo {
     pub producer_id: i64,
     pub producer_epoch: i16,
     pub base_sequence: i32,
+    /// What the walk of the records found (`None` until compressed records are walked).
+    pub records: Option<records::RecordStats>,
 }
 
 impl BatchInfo {
@@ -132,28 +136,18 @@ pub fn validate(b: &[u8]) -> Result<BatchInfo, BatchError> {
         producer_id: i64_at(b, 43),
         producer_epoch: i16_at(b, 51),
         base_sequence: i32_at(b, 53),
+        records: None,
     };
     // Every batch must hold as many records as the header claims offsets for.
     if info.record_count as u32 != info.offset_count {
         return Err(BatchError::Invalid("record count disagrees with last offset delta"));
     }
+    // Compressed records are walked by [`compression::validate`], off the reader's thread.
+    let mut info = info;
     if info.attributes & 0x07 == 0 {
-        let newest = records::walk(&mut &b[HEADER_LEN..], info.record_count, info.base_timestamp)?;
-        check_timestamp(&info, newest)?;
-    } else {
-        // The records are checked by [`compression::validate`], off the reader's thread.
-        check_timestamp(&info, info.max_timestamp)?;
+        info.records = Some(records::walk(&mut &b[HEADER_LEN..], info.record_count, info.base_timestamp)?);
     }
     Ok(info)
-}
-
-/// A CreateTime batch may not lie more than [`MAX_FUTURE_TIMESTAMP_MS`] ahead.
-fn check_timestamp(info: &BatchInfo, newest: i64) -> Result<(), BatchError> {
-    let create_time = info.attributes & 0x08 == 0;
-    if create_time && newest > wal_core::util::now_ms() as i64 + MAX_FUTURE_TIMESTAMP_MS {
-        return Err(BatchError::Timestamp(newest));
-    }
-    Ok(())
 }
 
 /// Whether the batch's records are compressed (and checked by [`compression::validate`]).
@@ -210,6 +204,7 @@ pub fn stored_info(b: &[u8]) -> Option<BatchInfo> {
         producer_id: i64_at(b, 43),
         producer_epoch: i16_at(b, 51),
         base_sequence: i32_at(b, 53),
+        records: None,
     })
 }
 
@@ -398,14 +393,6 @@ mod tests {
             let b = encode_batch(&records, n, -1, -1, -1, now());
             assert!(matches!(validate(&b), Err(BatchError::Record(_))), "{name}: {:?}", validate(&b));
         }
-        let future = encode_batch(&record(MAX_FUTURE_TIMESTAMP_MS + 60_000, 0, None, None, &[]), 1, -1, -1, -1, now());
-        assert!(matches!(validate(&future), Err(BatchError::Timestamp(_))));
-        // LogAppendTime batches carry the broker's time: not checked against the client's clock
-        let mut append_time = encode_batch(&record(MAX_FUTURE_TIMESTAMP_MS + 60_000, 0, None, None, &[]), 1, -1, -1, -1, now());
-        append_time[22] |= 0x08;
-        let crc = crc32c::crc32c(&append_time[CRC_START..]);
-        append_time[17..21].copy_from_slice(&crc.to_be_bytes());
-        assert!(validate(&append_time).is_ok());
     }
 
     proptest::proptest! {

@@ -10,7 +10,7 @@ use std::io::{BufRead, ErrorKind, Read};
 use super::BatchError;
 
 /// Why reading the record stream failed: the decompressor's own errors, or the bound.
-fn read_error(e: std::io::Error) -> BatchError {
+pub(super) fn read_error(e: std::io::Error) -> BatchError {
     if let Some(bound) = e.get_ref().and_then(|i| i.downcast_ref::<OutputBound>()) {
         return BatchError::TooLarge(bound.0);
     }
@@ -66,19 +66,29 @@ fn skip(r: &mut impl BufRead, mut n: u64) -> Result<(), BatchError> {
     Ok(())
 }
 
-/// Skips a length-prefixed field (-1 = null when `nullable`).
-fn field(r: &mut impl BufRead, nullable: bool) -> Result<(), BatchError> {
+/// Skips a length-prefixed field (-1 = null when `nullable`); true when it was null.
+fn field(r: &mut impl BufRead, nullable: bool) -> Result<bool, BatchError> {
     match varint(r)? {
-        -1 if nullable => Ok(()),
+        -1 if nullable => Ok(true),
         len if len < 0 => Err(BatchError::Record("negative length")),
-        len => skip(r, len as u64),
+        len => skip(r, len as u64).map(|_| false),
     }
 }
 
+/// What a walk learned about a batch's records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordStats {
+    /// The oldest and newest record timestamps (`base_timestamp` + deltas).
+    pub oldest: i64,
+    pub newest: i64,
+    /// The indexes of records with a null key (refused by compacted topics).
+    pub null_keys: Vec<u32>,
+}
+
 /// Walks `count` records from `r` (everything after the batch header) and requires the stream
-/// to end after them; returns the newest timestamp (`base_timestamp` + deltas).
-pub fn walk<R: BufRead>(r: &mut R, count: i32, base_timestamp: i64) -> Result<i64, BatchError> {
-    let mut newest = i64::MIN;
+/// to end after them.
+pub fn walk<R: BufRead>(r: &mut R, count: i32, base_timestamp: i64) -> Result<RecordStats, BatchError> {
+    let mut stats = RecordStats { oldest: i64::MAX, newest: i64::MIN, null_keys: Vec::new() };
     for i in 0..count as i64 {
         let len = varint(r)?;
         if len <= 0 {
@@ -86,11 +96,15 @@ pub fn walk<R: BufRead>(r: &mut R, count: i32, base_timestamp: i64) -> Result<i6
         }
         let mut rec = (&mut *r).take(len as u64);
         byte(&mut rec)?; // attributes (unused in v2)
-        newest = newest.max(base_timestamp.saturating_add(varint(&mut rec)?));
+        let ts = base_timestamp.saturating_add(varint(&mut rec)?);
+        stats.oldest = stats.oldest.min(ts);
+        stats.newest = stats.newest.max(ts);
         if varint(&mut rec)? != i {
             return Err(BatchError::Record("offset deltas are not 0, 1, 2, ..."));
         }
-        field(&mut rec, true)?; // key
+        if field(&mut rec, true)? {
+            stats.null_keys.push(i as u32); // a null key
+        }
         field(&mut rec, true)?; // value
         let headers = varint(&mut rec)?;
         if headers < 0 {
@@ -107,5 +121,5 @@ pub fn walk<R: BufRead>(r: &mut R, count: i32, base_timestamp: i64) -> Result<i6
     if !r.fill_buf().map_err(read_error)?.is_empty() {
         return Err(BatchError::Record("bytes after the last record"));
     }
-    Ok(newest)
+    Ok(stats)
 }

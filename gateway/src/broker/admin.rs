@@ -11,13 +11,27 @@ use wal_core::util::now_ms;
 use wal_core::WalError;
 
 use super::partition::Partition;
+use super::topic_config;
 use super::topics::{self, topic_key, TopicMeta};
 use super::{wal_err, AdminError, Broker, Topic};
 
+/// Drops the configs Kafka 4 removed (from a request, or from an old topic's metadata), as
+/// Kafka 4 drops them.
+fn drop_removed(configs: &mut BTreeMap<String, String>) {
+    configs.retain(|k, _| {
+        let removed = topic_config::is_removed(k);
+        if removed {
+            tracing::warn!(config = %k, "ignoring a topic config that Kafka 4 removed");
+        }
+        !removed
+    });
+}
+
 impl Broker {
-    /// Checks explicit topic configs, and that a QuorumBuffer topic has what it needs (LogStore
-    /// nodes register in etcd).
-    fn validate_topic_configs(&self, configs: &BTreeMap<String, String>) -> Result<(), AdminError> {
+    /// Checks explicit topic configs (after dropping removed ones), and that a QuorumBuffer
+    /// topic has what it needs (LogStore nodes register in etcd).
+    fn validate_topic_configs(&self, configs: &mut BTreeMap<String, String>) -> Result<(), AdminError> {
+        drop_removed(configs);
         topics::validate_configs(configs.iter().map(|(k, v)| (k.as_str(), v.as_str()))).map_err(|m| (ResponseError::InvalidConfig, m))?;
         let quorum = configs.get(topics::BUFFER_MODE).and_then(|v| topics::parse_buffer_mode(v)) == Some(wal_core::BufferMode::Quorum);
         if quorum && self.cfg.metadata == crate::config::MetadataKind::Embedded {
@@ -34,7 +48,7 @@ impl Broker {
         &self,
         name: &str,
         partitions: i32,
-        configs: BTreeMap<String, String>,
+        mut configs: BTreeMap<String, String>,
         validate_only: bool,
     ) -> Result<Arc<Topic>, AdminError> {
         if !topics::valid_topic_name(name) {
@@ -44,7 +58,7 @@ impl Broker {
         if !(1..=100_000).contains(&partitions) {
             return Err((ResponseError::InvalidPartitions, format!("invalid partition count {partitions}")));
         }
-        self.validate_topic_configs(&configs)?;
+        self.validate_topic_configs(&mut configs)?;
         let _g = self.admin.lock().await;
         if self.topic(name).is_some() {
             return Err((ResponseError::TopicAlreadyExists, format!("topic {name} already exists")));
@@ -160,14 +174,14 @@ impl Broker {
                     configs.insert(k, v);
                 }
                 None => {
-                    if topics::config_def(&k).is_none() {
-                        return Err((ResponseError::InvalidConfig, format!("unknown or unsupported topic config {k}")));
+                    if topics::config_def(&k).is_none() && !topic_config::is_removed(&k) {
+                        return Err((ResponseError::InvalidConfig, format!("Unknown topic config name: {k}")));
                     }
                     configs.remove(&k);
                 }
             }
         }
-        self.validate_topic_configs(&configs)?;
+        self.validate_topic_configs(&mut configs)?;
         if validate_only {
             return Ok(());
         }

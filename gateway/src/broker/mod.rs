@@ -14,6 +14,7 @@ pub mod partition;
 pub mod producer;
 pub mod producer_ids;
 pub mod retention;
+pub mod topic_config;
 pub mod topics;
 
 pub use backends::backends;

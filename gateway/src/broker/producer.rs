@@ -172,6 +172,7 @@ mod tests {
             producer_id: pid,
             producer_epoch: epoch,
             base_sequence: seq,
+            records: None,
         }
     }
 

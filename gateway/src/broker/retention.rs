@@ -43,7 +43,8 @@ pub async fn enforce_once(broker: &Broker) -> anyhow::Result<u64> {
     let mut truncated = 0;
     for topic in broker.topics() {
         let s = topic.meta.settings(&broker.cfg.wal);
-        if s.retention_ms < 0 && s.retention_bytes < 0 {
+        // Only cleanup.policy=delete (alone or with compact) deletes by age or size.
+        if !s.delete || (s.retention_ms < 0 && s.retention_bytes < 0) {
             continue;
         }
         for p in &topic.partitions {

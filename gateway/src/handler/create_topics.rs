@@ -8,8 +8,9 @@ use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, Cr
 use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
 use kafka_protocol::ResponseError;
 
+use super::describe_configs::topic_configs;
 use super::s;
-use crate::broker::{topics::CONFIGS, Broker};
+use crate::broker::Broker;
 
 pub async fn handle(b: Arc<Broker>, v: i16, req: CreateTopicsRequest) -> CreateTopicsResponse {
     let mut results = Vec::with_capacity(req.topics.len());
@@ -23,9 +24,14 @@ pub async fn handle(b: Arc<Broker>, v: i16, req: CreateTopicsRequest) -> CreateT
             Err((ResponseError::InvalidRequest, "give either num_partitions or assignments".to_string()))
         } else {
             let partitions = if t.assignments.is_empty() { t.num_partitions } else { t.assignments.len() as i32 };
-            let configs: BTreeMap<String, String> =
-                t.configs.iter().filter_map(|c| c.value.as_ref().map(|v| (c.name.to_string(), v.to_string()))).collect();
-            b.create_topic(&name, partitions, configs, req.validate_only).await
+            match t.configs.iter().find(|c| c.value.is_none()) {
+                Some(c) => Err((ResponseError::InvalidConfig, format!("Null value not supported for topic configs: {}", &*c.name))),
+                None => {
+                    let configs: BTreeMap<String, String> =
+                        t.configs.iter().filter_map(|c| c.value.as_ref().map(|v| (c.name.to_string(), v.to_string()))).collect();
+                    b.create_topic(&name, partitions, configs, req.validate_only).await
+                }
+            }
         };
         match outcome {
             Ok(topic) => {
@@ -36,14 +42,13 @@ pub async fn handle(b: Arc<Broker>, v: i16, req: CreateTopicsRequest) -> CreateT
                     r.num_partitions = topic.meta.partitions;
                     r.replication_factor = 1;
                     r.configs = Some(
-                        CONFIGS
-                            .iter()
+                        topic_configs(&topic.meta, &b.cfg.wal)
+                            .into_iter()
                             .map(|d| {
-                                let (val, default) = topic.meta.value(d.name, &b.cfg.wal).unwrap_or_default();
                                 CreatableTopicConfigs::default()
                                     .with_name(s(d.name))
-                                    .with_value(Some(s(val)))
-                                    .with_config_source(if default { 5 } else { 1 })
+                                    .with_value(Some(s(d.value)))
+                                    .with_config_source(d.source)
                             })
                             .collect(),
                     );

@@ -1,6 +1,8 @@
-//! Produce: validate each batch (magic 2, CRC32C, lengths, size limit), check idempotence, write
-//! the assigned base offset into the batch header and append it as one wal-core entry; answer
-//! once the entries are durable (acks=1/all) or not at all (acks=0).
+//! Produce: validate each batch (magic 2, CRC32C, lengths, size limit), check idempotence and
+//! the topic's batch rules (timestamps, keys of a compacted topic; recompression and
+//! LogAppendTime, [`crate::batch::rewrite`]), write the assigned base offset into the batch
+//! header and append it as one wal-core entry; answer once the entries are durable (acks=1/all)
+//! or not at all (acks=0). A refused batch's error carries KIP-467's message and record indexes.
 //!
 //! Offset assignment happens in `submit`, which the connection runs in request order; waiting
 //! for durability happens in the returned future.
@@ -9,15 +11,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_response::{BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
 use kafka_protocol::ResponseError;
 use wal_core::log::AppendTicket;
 use wal_core::WalError;
 
 use super::Pending;
-use crate::batch::{self, BatchError, BatchInfo};
+use crate::batch::{self, rewrite, BatchError, BatchInfo};
 use crate::broker::producer::Check;
+use crate::broker::topics::TopicSettings;
 use crate::broker::{Broker, Partition};
 use crate::metrics as m;
 
@@ -41,6 +44,24 @@ struct PartState {
     partition: Option<Arc<Partition>>,
     steps: Vec<Step>,
     error: Option<ResponseError>,
+    /// Why, and which records of the refused batch (KIP-467's record errors).
+    detail: Option<(String, Vec<i32>)>,
+    /// The LogAppendTime stamped on the batches (-1: CreateTime).
+    append_time: i64,
+}
+
+/// What phase 1 of one partition returns besides its steps.
+#[derive(Default)]
+struct Outcome {
+    error: Option<ResponseError>,
+    detail: Option<(String, Vec<i32>)>,
+    append_time: Option<i64>,
+}
+
+impl From<ResponseError> for Outcome {
+    fn from(e: ResponseError) -> Outcome {
+        Outcome { error: Some(e), ..Outcome::default() }
+    }
 }
 
 fn batch_error(e: &BatchError) -> ResponseError {
@@ -53,7 +74,20 @@ fn batch_error(e: &BatchError) -> ResponseError {
         BatchError::Decompress(_) => ResponseError::CorruptMessage,
         BatchError::TooLarge(_) => ResponseError::MessageTooLarge,
         BatchError::Codec(_) => ResponseError::UnsupportedCompressionType,
+        BatchError::NullKey => ResponseError::InvalidRecord,
     }
+}
+
+/// The Kafka error of a refused batch, with KIP-467's message and record indexes.
+fn refused(e: &BatchError, info: Option<&BatchInfo>, topic: &str, partition: i32) -> Outcome {
+    let detail = match (e, info.and_then(|i| i.records.as_ref())) {
+        (BatchError::NullKey, Some(r)) => Some((
+            format!("Compacted topic cannot accept message without key in topic partition {topic}-{partition}."),
+            r.null_keys.iter().map(|&i| i as i32).collect(),
+        )),
+        _ => Some((e.to_string(), Vec::new())),
+    };
+    Outcome { error: Some(batch_error(e)), detail, append_time: None }
 }
 
 /// Maps a WAL failure to the Kafka error the client acts on.
@@ -68,42 +102,54 @@ pub fn wal_error(e: &WalError) -> ResponseError {
     }
 }
 
-async fn submit_partition(
-    b: &Broker,
-    p: &Arc<Partition>,
-    records: Option<bytes::Bytes>,
-    max_message_bytes: usize,
-) -> (Vec<Step>, Option<ResponseError>) {
-    let Some(records) = records else { return (Vec::new(), Some(ResponseError::CorruptMessage)) };
-    let batches = match batch::split(&records) {
+async fn submit_partition(b: &Broker, p: &Arc<Partition>, records: Option<bytes::Bytes>, settings: &TopicSettings) -> (Vec<Step>, Outcome) {
+    let Some(records) = records else { return (Vec::new(), ResponseError::CorruptMessage.into()) };
+    let mut batches = match batch::split(&records) {
         Ok(v) => v,
-        Err(e) => return (Vec::new(), Some(batch_error(&e))),
+        Err(e) => return (Vec::new(), refused(&e, None, &p.topic, p.index)),
     };
+    let max_bytes = settings.max_message_bytes.min(b.cfg.wal.max_entry_bytes);
     for (data, info) in &batches {
-        if data.len() > max_message_bytes || data.len() > b.cfg.wal.max_entry_bytes {
-            return (Vec::new(), Some(ResponseError::MessageTooLarge));
+        if data.len() > max_bytes {
+            return (Vec::new(), ResponseError::MessageTooLarge.into());
         }
         if info.is_transactional() || info.is_control() {
-            return (Vec::new(), Some(ResponseError::UnsupportedForMessageFormat));
+            return (Vec::new(), ResponseError::UnsupportedForMessageFormat.into());
         }
         if info.is_idempotent() {
             match b.producer_id_issued(info.producer_id).await {
                 Ok(true) => {}
-                Ok(false) => return (Vec::new(), Some(ResponseError::UnknownProducerId)),
-                Err(e) => return (Vec::new(), Some(e)),
+                Ok(false) => return (Vec::new(), ResponseError::UnknownProducerId.into()),
+                Err(e) => return (Vec::new(), e.into()),
             }
         }
     }
-    // Compressed records are decompressed (bounded, off this thread) and walked like others.
-    for (data, info) in &batches {
-        if batch::is_compressed(info) {
-            if let Err(e) = batch::compression::validate_off_thread(data.clone(), info.clone()).await {
-                return (Vec::new(), Some(batch_error(&e)));
+    // Compressed records are decompressed (bounded, off this thread) and walked like others;
+    // then every batch meets the topic's rules, and is rewritten where they ask for it.
+    let rules = settings.batch;
+    let now = wal_core::util::now_ms() as i64;
+    for (data, info) in &mut batches {
+        if info.records.is_none() {
+            match batch::compression::validate_off_thread(data.clone(), info.clone()).await {
+                Ok(stats) => info.records = Some(stats),
+                Err(e) => return (Vec::new(), refused(&e, Some(&*info), &p.topic, p.index)),
+            }
+        }
+        let stats = info.records.as_ref().expect("walked");
+        if let Err(e) = rewrite::check(info, stats, &rules, settings.compact, now) {
+            return (Vec::new(), refused(&e, Some(&*info), &p.topic, p.index));
+        }
+        if rewrite::needed(info, &rules) {
+            match rewrite::rewrite_off_thread(data.clone(), info.clone(), rules, now).await {
+                Ok((d, i)) if d.len() <= max_bytes => (*data, *info) = (d, i),
+                Ok(_) => return (Vec::new(), ResponseError::MessageTooLarge.into()),
+                Err(e) => return (Vec::new(), refused(&e, Some(&*info), &p.topic, p.index)),
             }
         }
     }
+    let outcome = |error: Option<ResponseError>| Outcome { error, detail: None, append_time: rules.log_append_time.then_some(now) };
     let Some(writer) = p.writer().filter(|_| b.leads(p)) else {
-        return (Vec::new(), Some(ResponseError::NotLeaderOrFollower));
+        return (Vec::new(), ResponseError::NotLeaderOrFollower.into());
     };
     let epoch = writer.epoch() as i32;
     let mut producers = p.producers.lock().await;
@@ -124,7 +170,7 @@ async fn submit_partition(
                     });
                     continue;
                 }
-                Check::Reject(e) => return (steps, Some(e)),
+                Check::Reject(e) => return (steps, outcome(Some(e))),
             }
         }
         let len = data.len();
@@ -133,7 +179,7 @@ async fn submit_partition(
             .await
         {
             Ok(t) => t,
-            Err(e) => return (steps, Some(wal_error(&e))),
+            Err(e) => return (steps, outcome(Some(wal_error(&e)))),
         };
         if info.is_idempotent() {
             producers.record(&info, ticket.base_offset, ticket.end_offset);
@@ -143,7 +189,7 @@ async fn submit_partition(
         metrics::counter!(m::PRODUCE_BATCHES_TOTAL).increment(1);
         steps.push(Step::Appended { ticket });
     }
-    (steps, None)
+    (steps, outcome(None))
 }
 
 /// Waits for a partition's appends; returns (error, base offset of the first batch).
@@ -225,16 +271,17 @@ pub async fn submit(b: Arc<Broker>, v: i16, req: ProduceRequest) -> Pending {
     let mut topics: Vec<(kafka_protocol::messages::TopicName, Vec<PartState>)> = Vec::with_capacity(req.topic_data.len());
     for td in req.topic_data {
         let topic = b.topic(&td.name.0);
-        let max_message_bytes = topic.as_ref().map(|t| t.meta.settings(&b.cfg.wal).max_message_bytes).unwrap_or(0);
+        let settings = topic.as_ref().map(|t| t.meta.settings(&b.cfg.wal));
         let mut parts = Vec::with_capacity(td.partition_data.len());
         for pd in td.partition_data {
             let partition = topic.as_ref().and_then(|t| usize::try_from(pd.index).ok().and_then(|i| t.partitions.get(i).cloned()));
-            let (steps, error) = match (&reject_all, &partition) {
-                (Some(e), _) => (Vec::new(), Some(*e)),
-                (None, None) => (Vec::new(), Some(ResponseError::UnknownTopicOrPartition)),
-                (None, Some(p)) => submit_partition(&b, p, pd.records, max_message_bytes).await,
+            let (steps, o) = match (&reject_all, &partition, &settings) {
+                (Some(e), _, _) => (Vec::new(), (*e).into()),
+                (None, Some(p), Some(s)) => submit_partition(&b, p, pd.records, s).await,
+                (None, _, _) => (Vec::new(), ResponseError::UnknownTopicOrPartition.into()),
             };
-            parts.push(PartState { index: pd.index, partition, steps, error });
+            let append_time = o.append_time.unwrap_or(-1);
+            parts.push(PartState { index: pd.index, partition, steps, error: o.error, detail: o.detail, append_time });
         }
         topics.push((td.name, parts));
     }
@@ -246,14 +293,25 @@ pub async fn submit(b: Arc<Broker>, v: i16, req: ProduceRequest) -> Pending {
             for st in parts {
                 let index = st.index;
                 let p = st.partition.clone();
+                let (detail, append_time) = (st.detail.clone(), st.append_time);
                 let (err, base) = match tokio::time::timeout(timeout, complete(&b, st)).await {
                     Ok(r) => r,
                     Err(_) => (Some(ResponseError::RequestTimedOut), -1),
                 };
                 let code = err.map(|e| e.code()).unwrap_or(0);
                 let mut r = PartitionProduceResponse::default().with_index(index).with_error_code(code).with_base_offset(base);
+                if v >= 2 && err.is_none() {
+                    r.log_append_time_ms = append_time;
+                }
                 if v >= 5 {
                     r.log_start_offset = p.map(|p| p.log_start()).unwrap_or(-1);
+                }
+                if let (true, Some((message, records))) = (v >= 8, detail) {
+                    r.error_message = Some(super::s(message));
+                    r.record_errors = records
+                        .into_iter()
+                        .map(|i| BatchIndexAndErrorMessage::default().with_batch_index(i).with_batch_index_error_message(None))
+                        .collect();
                 }
                 out.push(r);
             }
