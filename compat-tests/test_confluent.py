@@ -299,6 +299,11 @@ def test_create_partitions_grows_only(gateway):
     topic = create_topic(gateway.bootstrap, unique("grow"), partitions=1)
     a = admin(gateway.bootstrap)
     assert wait_futures(a.create_partitions([NewPartitions(topic, 4)]))[topic] is None
+    # served when the call returns: an immediate ListOffsets of the new partitions (KafkaJS's
+    # fetchTopicOffsets does this) is answered, not NOT_LEADER_OR_FOLLOWER
+    for spec in (OffsetSpec.latest(), OffsetSpec.earliest()):
+        got = wait_futures(a.list_offsets({TopicPartition(topic, i): spec for i in (1, 2, 3)}, request_timeout=30))
+        assert all(not isinstance(r, KafkaError) and r.offset == 0 for r in got.values()), got
     assert sorted(a.list_topics(timeout=10).topics[topic].partitions) == [0, 1, 2, 3]
     for count in (2, 4):
         out = wait_futures(a.create_partitions([NewPartitions(topic, count)]))[topic]
@@ -433,34 +438,36 @@ def test_message_above_topic_max_message_bytes_is_rejected(gateway):
 
 
 def test_list_offsets_by_timestamp_with_batching(gateway):
-    """With several records per batch a lookup may answer the base offset of the batch holding
-    the record (the gateway does not open batches); Kafka answers the record itself."""
+    """With several records per batch a lookup answers the record itself, as Kafka does: the
+    first one timestamped at or after the target (its own offset and timestamp), not the base
+    offset of the batch holding it; timestamps that go back inside a batch are handled."""
     topic = create_topic(gateway.bootstrap, unique("offsets-batched"))
     base = int(time.time() * 1000) - 3_600_000
+    stamps = [base + i * 10 for i in range(200)]
+    stamps[57] = base + 5  # older than the records around it
     p = producer(gateway.bootstrap, acks="all", linger_ms=100, batch_num_messages=40)
-    for i in range(200):
-        p.produce(topic, value=b"m%d" % i, partition=0, timestamp=base + i * 10)
+    for i, ts in enumerate(stamps):
+        p.produce(topic, value=b"m%d" % i, partition=0, timestamp=ts)
     assert p.flush(30) == 0
     batches = wire.fetch_all_batches(gateway.port, topic, 0)
     assert len(batches) > 1 and max(b["count"] for b in batches) > 1, "no multi-record batches to test with"
-
-    def batch_base(offset):
-        (b,) = [b for b in batches if b["base_offset"] <= offset <= b["base_offset"] + b["last_offset_delta"]]
-        return b["base_offset"]
+    assert all(b["count"] > 1 for b in batches if b["base_offset"] <= 56 <= b["base_offset"] + b["last_offset_delta"]), \
+        "record 56 must sit inside a batch for the lookups to mean something"
 
     a = admin(gateway.bootstrap)
     tp = TopicPartition(topic, 0)
     c = consumer(gateway.bootstrap)
     try:
-        for target, expected in [(base - 1, 0), (base + 5, 1), (base + 400, 40), (base + 555, 56), (base + 1990, 199)]:
+        for target, expected in [(base - 1, 0), (base + 5, 1), (base + 400, 40), (base + 555, 56), (base + 565, 58),
+                                 (base + 1990, 199)]:
             (r,) = wait_futures(a.list_offsets({tp: OffsetSpec.for_timestamp(target)})).values()
-            assert r.offset in (expected, batch_base(expected)), f"ts {target}: offset {r.offset}, record {expected}"
+            assert (r.offset, r.timestamp) == (expected, stamps[expected]), f"ts {target}: {(r.offset, r.timestamp)}"
             (found,) = c.offsets_for_times([TopicPartition(topic, 0, target)], timeout=10)
-            assert found.offset in (expected, batch_base(expected))
+            assert found.offset == expected
         (r,) = wait_futures(a.list_offsets({tp: OffsetSpec.for_timestamp(base + 1991)})).values()
         assert r.offset == -1
         (r,) = wait_futures(a.list_offsets({tp: OffsetSpec.max_timestamp()})).values()
-        assert r.offset in (199, batch_base(199)) and r.timestamp == base + 1990, (r.offset, r.timestamp)
+        assert (r.offset, r.timestamp) == (199, base + 1990)
     finally:
         c.close()
     # a consumer positioned inside a batch starts exactly there

@@ -2,7 +2,9 @@
 //! wire: partitions split between them; Metadata names every gateway and each partition's owner
 //! and leader epoch; Produce to the non-owner gets NOT_LEADER_OR_FOLLOWER; Fetch with a stale
 //! leader epoch gets FENCED_LEADER_EPOCH; group requests to the non-coordinator get
-//! NOT_COORDINATOR; DeleteRecords to the non-owner gets NOT_LEADER_OR_FOLLOWER; a gateway stopped with SIGTERM hands its partitions over before it leaves
+//! NOT_COORDINATOR; DeleteRecords to the non-owner gets NOT_LEADER_OR_FOLLOWER; new partitions are
+//! led on their owners when CreateTopics / CreatePartitions answer; a gateway stopped with SIGTERM
+//! hands its partitions over before it leaves
 //! (well before its lease, 30 s here, would expire).
 #![cfg(feature = "etcd")]
 
@@ -310,4 +312,52 @@ fn a_topic_deleted_and_created_again_through_another_gateway_starts_empty_everyw
     assert_eq!(got, (0, 2, vec![(0, 2)]), "the new log as acknowledged, after the takeover");
     let (err, base) = wait_for("gateway 1 to accept", || Some(produce_batch(addrs[0], "again", p, 1)).filter(|r| r.0 == 0));
     assert_eq!((err, base), (0, 2));
+}
+
+fn create_partitions(addr: SocketAddr, topic: &'static str, count: i32) -> i16 {
+    let t = create_partitions_request::CreatePartitionsTopic::default().with_name(name(topic)).with_count(count);
+    let req = CreatePartitionsRequest::default().with_timeout_ms(20_000).with_topics(vec![t]);
+    let ResponseKind::CreatePartitions(r) = call(addr, ApiKey::CreatePartitions, 3, RequestKind::CreatePartitions(req)) else { panic!() };
+    r.results[0].error_code
+}
+
+fn list_latest(addr: SocketAddr, topic: &'static str, partition: i32) -> (i16, i64) {
+    let req =
+        ListOffsetsRequest::default().with_replica_id(BrokerId(-1)).with_topics(vec![list_offsets_request::ListOffsetsTopic::default()
+            .with_name(name(topic))
+            .with_partitions(vec![list_offsets_request::ListOffsetsPartition::default()
+                .with_partition_index(partition)
+                .with_timestamp(-1)])]);
+    let ResponseKind::ListOffsets(r) = call(addr, ApiKey::ListOffsets, 7, RequestKind::ListOffsets(req)) else { panic!() };
+    let p = &r.topics[0].partitions[0];
+    (p.error_code, p.offset)
+}
+
+/// CreateTopics and CreatePartitions answer once every new partition is led, on whichever
+/// gateway owns it: the next request to the leader Metadata names is served at once (KafkaJS's
+/// fetchTopicOffsets right after createPartitions failed with NOT_LEADER_OR_FOLLOWER).
+#[test]
+fn new_partitions_are_led_on_every_gateway_when_the_call_returns() {
+    let (Some(etcd), Some(moto)) = (servers::start_etcd(), servers::start_moto()) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let ports = [free_port(), free_port()];
+    let addrs: Vec<SocketAddr> = ports.iter().map(|p| format!("127.0.0.1:{p}").parse().unwrap()).collect();
+    let _g1 = spawn(1, ports[0], &etcd.endpoint(), &moto.endpoint(), dir.path());
+    let _g2 = spawn(2, ports[1], &etcd.endpoint(), &moto.endpoint(), dir.path());
+    wait_for("both gateways to be members", || (metadata_of(addrs[0], "grown", false).0 == vec![1, 2]).then_some(()));
+    wait_for("both gateways to be members", || (metadata_of(addrs[1], "grown", false).0 == vec![1, 2]).then_some(()));
+    let check_all = |count: i32| {
+        let (_, parts) = metadata_of(addrs[0], "grown", false);
+        assert_eq!(parts.len(), count as usize);
+        for (p, (leader, epoch)) in parts {
+            assert!(epoch >= 1, "partition {p} has no leader epoch yet");
+            assert_eq!(list_latest(addrs[(leader - 1) as usize], "grown", p), (0, 0), "partition {p} on its leader {leader}");
+        }
+    };
+    assert_eq!(create_topic(addrs[0], "grown", 2), 0);
+    check_all(2);
+    assert_eq!(create_partitions(addrs[0], "grown", 8), 0);
+    check_all(8);
+    assert_eq!(create_partitions(addrs[1], "grown", 12), 0);
+    check_all(12);
 }

@@ -18,6 +18,7 @@
 //! ```
 
 pub mod compression;
+pub mod lookup;
 pub mod records;
 pub mod rewrite;
 

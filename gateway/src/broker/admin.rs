@@ -119,6 +119,15 @@ impl Broker {
                 Err(e) => tracing::warn!(log = %p.log, error = %e, "deleting log"),
             }
         }
+        // The partitions' leader records go too (else a topic created again under this name
+        // would look led before its new owners take it), in transactions etcd accepts.
+        let keys: Vec<String> = t.partitions.iter().map(|p| crate::cluster::leader_key(&p.log)).collect();
+        for chunk in keys.chunks(100) {
+            let txn = chunk.iter().fold(Txn::new(), |txn, k| txn.then(Op::Delete(k.clone())));
+            if let Err(e) = self.meta.txn(txn).await {
+                tracing::warn!(topic = name, error = %e, "deleting the topic's leader records");
+            }
+        }
         if let Err(e) = self.groups.offsets.delete_topic(name).await {
             tracing::warn!(topic = name, error = %e, "deleting the topic's committed offsets");
         }
@@ -151,8 +160,34 @@ impl Broker {
             partitions.push(Partition::open(&self.wal, Arc::from(name), i).await.map_err(wal_err)?);
         }
         self.insert(Arc::new(Topic { meta, partitions }));
-        self.wake.notify_one();
+        drop(_g);
+        // Take this gateway's new partitions now rather than at the next poll.
+        self.cluster_tick().await;
         Ok(())
+    }
+
+    /// Waits (at most `timeout`) until partitions `from..` of `name` are led by their owners,
+    /// here or on other gateways, so that a client's next request to them is served, as Kafka
+    /// answers CreateTopics and CreatePartitions once the new partitions have leaders.
+    pub async fn wait_served(&self, name: &str, from: i32, timeout: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let Some(t) = self.topic(name) else { return false };
+            let view = self.cluster.view();
+            let served = t.partitions.iter().skip(from.max(0) as usize).all(|p| match self.cluster.owner(name, p.index) {
+                _ if self.cluster.owns(name, p.index) => self.leads(p),
+                Some(owner) => view.leaders.get(&p.log).is_some_and(|r| r.node_id == owner),
+                None => false,
+            });
+            if served {
+                return true;
+            }
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            self.cluster_tick().await;
+        }
     }
 
     /// Replaces (`incremental = false`) or updates a topic's explicit configs. `None` deletes a key.

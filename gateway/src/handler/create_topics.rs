@@ -1,5 +1,6 @@
-//! CreateTopics: with configs and validate-only. Any replication factor is accepted (durability
-//! comes from object storage) and reported as 1 replica, this gateway.
+//! CreateTopics: with configs and validate-only; answered once the new partitions are led (as
+//! CreatePartitions). Any replication factor is accepted (durability comes from object storage)
+//! and reported as 1 replica, this gateway.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -8,6 +9,7 @@ use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, Cr
 use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
 use kafka_protocol::ResponseError;
 
+use super::create_partitions::served_within;
 use super::describe_configs::topic_configs;
 use super::s;
 use crate::broker::Broker;
@@ -29,7 +31,10 @@ pub async fn handle(b: Arc<Broker>, v: i16, req: CreateTopicsRequest) -> CreateT
                 None => {
                     let configs: BTreeMap<String, String> =
                         t.configs.iter().filter_map(|c| c.value.as_ref().map(|v| (c.name.to_string(), v.to_string()))).collect();
-                    b.create_topic(&name, partitions, configs, req.validate_only).await
+                    match b.create_topic(&name, partitions, configs, req.validate_only).await {
+                        Ok(topic) if !req.validate_only => served_within(&b, &name, 0, req.timeout_ms).await.map(|_| topic),
+                        other => other,
+                    }
                 }
             }
         };

@@ -1,6 +1,8 @@
 //! ListOffsets: earliest (-2, and -4 "earliest local"), latest (-1), max timestamp (-3) and by
-//! timestamp. A timestamp lookup answers with the first batch holding a record at or after the
-//! timestamp (its base offset and max timestamp): batches are stored as sent, never opened.
+//! timestamp. Timestamp lookups answer a record, as Kafka does: the first one timestamped at or
+//! after the target, or the first one holding the largest timestamp, with its own offset and
+//! timestamp; the log finds the batch by its max timestamp, then the batch is opened
+//! ([`crate::batch::lookup`]).
 
 use std::sync::Arc;
 
@@ -8,6 +10,7 @@ use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionRespon
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 use kafka_protocol::ResponseError;
 
+use crate::batch;
 use crate::broker::Broker;
 
 pub async fn handle(b: Arc<Broker>, v: i16, req: ListOffsetsRequest) -> ListOffsetsResponse {
@@ -31,8 +34,23 @@ pub async fn handle(b: Arc<Broker>, v: i16, req: ListOffsetsRequest) -> ListOffs
             let found = match lp.timestamp {
                 -1 => Ok(Some((p.high_watermark() as u64, -1))),
                 -2 | -4 => Ok(Some((p.log_start() as u64, -1))),
-                -3 => p.reader.max_timestamp_entry().await,
-                ts if ts >= 0 => p.reader.offset_for_timestamp(ts).await,
+                -3 => {
+                    let start = p.log_start().max(0) as u64;
+                    p.reader
+                        .max_timestamp_stored_entry()
+                        .await
+                        .map(|e| e.map(|e| batch::lookup::max_record(&e.data, start).unwrap_or((e.offset.max(start), e.max_timestamp))))
+                }
+                ts if ts >= 0 => {
+                    let start = p.log_start().max(0) as u64;
+                    let hit = |e: &wal_core::StoredEntry| {
+                        e.max_timestamp >= ts && batch::lookup::record_at_or_after(&e.data, start, ts).is_some()
+                    };
+                    p.reader
+                        .first_entry_where(|seg_max| seg_max >= ts, hit)
+                        .await
+                        .map(|e| e.and_then(|e| batch::lookup::record_at_or_after(&e.data, start, ts)))
+                }
                 _ => {
                     parts.push(r.with_error_code(ResponseError::InvalidRequest.code()));
                     continue;

@@ -374,22 +374,31 @@ impl LogReader {
 
     /// The first entry with a timestamp at or after `ts`: its offset and max timestamp.
     pub async fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(u64, i64)>> {
-        self.scan_timestamps(|seg_max| seg_max >= ts, |e| e.max_timestamp >= ts).await
+        let start = self.sh.start_offset();
+        let e = self.first_entry_where(|seg_max| seg_max >= ts, |e| e.max_timestamp >= ts).await?;
+        Ok(e.map(|e| (e.offset.max(start), e.max_timestamp)))
     }
 
     /// The first entry holding the log's largest timestamp: its offset and that timestamp.
     pub async fn max_timestamp_entry(&self) -> Result<Option<(u64, i64)>> {
         let start = self.sh.start_offset();
+        Ok(self.max_timestamp_stored_entry().await?.map(|e| (e.offset.max(start), e.max_timestamp)))
+    }
+
+    /// The first entry holding the log's largest timestamp, whole.
+    pub async fn max_timestamp_stored_entry(&self) -> Result<Option<StoredEntry>> {
+        let start = self.sh.start_offset();
         let best = self.sh.segs().values().filter(|v| v.meta.end_offset > start).map(|v| v.meta.max_timestamp).max();
         match best {
-            Some(ts) if ts >= 0 => self.scan_timestamps(|seg_max| seg_max >= ts, |e| e.max_timestamp >= ts).await,
+            Some(ts) if ts >= 0 => self.first_entry_where(|seg_max| seg_max >= ts, |e| e.max_timestamp >= ts).await,
             _ => Ok(None),
         }
     }
 
-    /// Walks segments whose max timestamp passes `seg_ok`, then blocks, then entries, returning
-    /// the first entry matching `hit` (at or after the start offset).
-    async fn scan_timestamps(&self, seg_ok: impl Fn(i64) -> bool, hit: impl Fn(&StoredEntry) -> bool) -> Result<Option<(u64, i64)>> {
+    /// Walks segments and blocks whose max timestamp passes `seg_ok`, then their entries,
+    /// returning the first entry (ending past the start offset) that `hit` accepts: a caller
+    /// that looks inside entries (records of a Kafka batch) refines a timestamp lookup with it.
+    pub async fn first_entry_where(&self, seg_ok: impl Fn(i64) -> bool, hit: impl Fn(&StoredEntry) -> bool) -> Result<Option<StoredEntry>> {
         let start = self.sh.start_offset();
         let segs: Vec<super::SegmentMeta> = self.sh.segs().values().map(|v| v.meta.clone()).collect();
         for seg in segs.into_iter().filter(|s| s.end_offset > start) {
@@ -401,8 +410,8 @@ impl LogReader {
                 let (src, info) = self.locate(pos).await?;
                 if seg_ok(info.max_timestamp) {
                     let entries = self.load_block(&src).await?;
-                    if let Some(e) = entries.iter().find(|e| hit(e) && e.end_offset() > start) {
-                        return Ok(Some((e.offset.max(start), e.max_timestamp)));
+                    if let Some(e) = entries.iter().find(|e| e.end_offset() > start && hit(e)) {
+                        return Ok(Some(e.clone()));
                     }
                 }
                 pos = info.end_offset;
