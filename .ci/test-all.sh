@@ -2,7 +2,8 @@
 # Runs every test of the project on a fresh machine, installing what the tests need first:
 # Debian's etcd-server, protobuf-compiler (etcd-client's build) and kcat, helm-python-sdk and
 # kubernetes-validate (the Helm chart test); moto_server (an S3-compatible server) and the Python Kafka
-# clients from PyPI; Rust crates from crates.io.
+# clients from PyPI; KafkaJS from npm (Debian's nodejs and npm if the machine has no node); Rust
+# crates from crates.io.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +14,7 @@ need_apt=()
 command -v etcd >/dev/null 2>&1 || need_apt+=(etcd-server)
 command -v protoc >/dev/null 2>&1 || need_apt+=(protobuf-compiler)
 command -v kcat >/dev/null 2>&1 || need_apt+=(kcat)
+command -v npm >/dev/null 2>&1 || need_apt+=(nodejs npm)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "== installing ${need_apt[*]}"
   $SUDO apt-get update -qq
@@ -24,6 +26,8 @@ $SUDO systemctl stop etcd >/dev/null 2>&1 || true
 echo "== installing Python test dependencies"
 python3 -m pip install -q --disable-pip-version-check -r compat-tests/requirements.txt
 python3 -m pip install -q --disable-pip-version-check -r helm/tests/requirements.txt
+echo "== installing KafkaJS (compat-tests/kafkajs, pinned by its package-lock.json)"
+npm ci --no-audit --no-fund --prefix compat-tests/kafkajs >/dev/null
 
 export WAL_REQUIRE_SERVERS=1
 export CARGO_TERM_COLOR=never
