@@ -187,3 +187,23 @@ def test_a_compacted_topic_refuses_keyless_records(gateway):
     assert produce_one(gateway.bootstrap, topic, b"key") is None
     (m,) = consume(gateway.bootstrap, topic, 0, 1)
     assert (m.offset(), m.key()) == (0, b"key")
+
+
+def test_incremental_append_and_subtract_on_list_configs(gateway):
+    from confluent_kafka.admin import AlterConfigOpType, ConfigEntry
+    topic = create_topic(gateway.bootstrap, unique("append"))
+    a = admin(gateway.bootstrap)
+
+    def alter(op, name, value):
+        res = ConfigResource(ResourceType.TOPIC, topic, incremental_configs=[ConfigEntry(name, value, incremental_operation=op)])
+        return list(wait_futures(a.incremental_alter_configs([res])).values())[0]
+
+    assert alter(AlterConfigOpType.APPEND, "cleanup.policy", "compact") is None
+    assert describe(gateway.bootstrap, ResourceType.TOPIC, topic)["cleanup.policy"].value == "delete,compact"
+    assert alter(AlterConfigOpType.APPEND, "cleanup.policy", "compact") is None, "appending a present item"
+    assert alter(AlterConfigOpType.SUBTRACT, "cleanup.policy", "delete") is None
+    assert describe(gateway.bootstrap, ResourceType.TOPIC, topic)["cleanup.policy"].value == "compact"
+    # only list configs take APPEND / SUBTRACT
+    assert is_error(alter(AlterConfigOpType.APPEND, "retention.ms", "5"), KafkaError.INVALID_CONFIG)
+    # subtracting every item leaves an empty list, which cleanup.policy refuses
+    assert is_error(alter(AlterConfigOpType.SUBTRACT, "cleanup.policy", "compact"), KafkaError.INVALID_CONFIG)

@@ -59,6 +59,16 @@ pub fn check(info: &BatchInfo, stats: &RecordStats, rules: &Rules, compact: bool
     Ok(())
 }
 
+/// The cheap part of [`check`], on the header alone: a CreateTime batch whose max timestamp is
+/// already past the after-bound is refused before its records are decompressed.
+pub fn check_header(info: &BatchInfo, rules: &Rules, now: i64) -> Result<(), BatchError> {
+    let create_time = !rules.log_append_time && info.attributes & 0x08 == 0;
+    if create_time && info.max_timestamp > now.saturating_add(rules.after_max_ms) {
+        return Err(BatchError::Timestamp(info.max_timestamp));
+    }
+    Ok(())
+}
+
 /// Whether [`rewrite`] would change the batch.
 pub fn needed(info: &BatchInfo, rules: &Rules) -> bool {
     rules.log_append_time || rules.codec.is_some_and(|c| c != info.attributes & 0x07)
@@ -141,6 +151,10 @@ mod tests {
         assert!(matches!(check(&info, &stats(&b, &info), &Rules::default(), false, now()), Err(BatchError::Timestamp(_))));
         let (b, info) = info_of(&encode_simple_batch(1, -1, -1, -1, 0));
         assert!(check(&info, &stats(&b, &info), &Rules::default(), false, now()).is_ok());
+        // the header alone already refuses a batch claiming a max timestamp past the bound
+        let (_, info) = info_of(&encode_simple_batch(1, -1, -1, -1, now() + 7_200_000));
+        assert!(matches!(check_header(&info, &Rules::default(), now()), Err(BatchError::Timestamp(_))));
+        assert!(check_header(&info, &Rules { log_append_time: true, ..Rules::default() }, now()).is_ok());
         // a LogAppendTime topic takes any producer timestamp (it is replaced)
         let lat = Rules { log_append_time: true, ..rules };
         let (b, info) = info_of(&encode_simple_batch(1, -1, -1, -1, now() + 7_200_000));

@@ -1,5 +1,6 @@
-//! AlterConfigs (replace all explicit configs of a topic) and IncrementalAlterConfigs (set or
-//! delete single keys). Broker configs are static: changing them is refused.
+//! AlterConfigs (replace all explicit configs of a topic) and IncrementalAlterConfigs (set,
+//! delete, and for list configs such as cleanup.policy append to or subtract from the effective
+//! value). Broker configs are static: changing them is refused.
 
 use std::sync::Arc;
 
@@ -10,7 +11,7 @@ use kafka_protocol::ResponseError;
 
 use super::describe_configs::RESOURCE_TOPIC;
 use super::s;
-use crate::broker::{AdminError, Broker};
+use crate::broker::{topic_config, AdminError, Broker};
 
 async fn apply(
     b: &Broker,
@@ -48,17 +49,45 @@ pub async fn handle_incremental(b: Arc<Broker>, req: IncrementalAlterConfigsRequ
     for res in req.resources {
         let mut r =
             AlterConfigsResourceResponse::default().with_resource_type(res.resource_type).with_resource_name(res.resource_name.clone());
-        let mut changes = Vec::with_capacity(res.configs.len());
+        let mut changes: Vec<(String, Option<String>)> = Vec::with_capacity(res.configs.len());
         let mut bad = None;
+        let topic = (res.resource_type == RESOURCE_TOPIC).then(|| b.topic(&res.resource_name)).flatten();
         for c in &res.configs {
+            let name = c.name.to_string();
+            if changes.iter().any(|(k, _)| *k == name) {
+                bad = Some((ResponseError::InvalidRequest, format!("Error due to duplicate config keys: {name}")));
+                continue;
+            }
             match c.config_operation {
-                0 => changes.push((c.name.to_string(), c.value.as_ref().map(|v| v.to_string()))),
-                1 => changes.push((c.name.to_string(), None)),
-                op => bad = Some(format!("operation {op} is not supported for {}", &*c.name)),
+                0 => changes.push((name, c.value.as_ref().map(|v| v.to_string()))),
+                1 => changes.push((name, None)),
+                // APPEND / SUBTRACT: list configs only, from the effective value.
+                op @ (2 | 3) => match (topic_config::config_def(&name), &topic) {
+                    (Some(d), Some(t)) if d.check.kind() == topic_config::kind::LIST => {
+                        let current = t.meta.value(&name, &b.cfg.wal).map(|(v, _)| v).unwrap_or_default();
+                        let mut items: Vec<String> = current.split(',').map(|i| i.trim().to_string()).filter(|i| !i.is_empty()).collect();
+                        for item in c.value.as_deref().unwrap_or("").split(',').map(str::trim).filter(|i| !i.is_empty()) {
+                            match op {
+                                2 if !items.iter().any(|i| i == item) => items.push(item.to_string()),
+                                3 => items.retain(|i| i != item),
+                                _ => {}
+                            }
+                        }
+                        changes.push((name, Some(items.join(","))));
+                    }
+                    (Some(_), _) => {
+                        bad = Some((
+                            ResponseError::InvalidConfig,
+                            format!("operation {op} (APPEND or SUBTRACT) is only for list configs, not {name}"),
+                        ))
+                    }
+                    (None, _) => bad = Some((ResponseError::InvalidConfig, format!("Unknown topic config name: {name}"))),
+                },
+                op => bad = Some((ResponseError::InvalidConfig, format!("operation {op} is not supported for {name}"))),
             }
         }
         let res_ = match bad {
-            Some(m) => Err((ResponseError::InvalidConfig, m)),
+            Some(e) => Err(e),
             None => apply(&b, res.resource_type, &res.resource_name, changes, true, req.validate_only).await,
         };
         if let Err((e, msg)) = res_ {

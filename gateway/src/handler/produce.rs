@@ -109,7 +109,12 @@ async fn submit_partition(b: &Broker, p: &Arc<Partition>, records: Option<bytes:
         Err(e) => return (Vec::new(), refused(&e, None, &p.topic, p.index)),
     };
     let max_bytes = settings.max_message_bytes.min(b.cfg.wal.max_entry_bytes);
+    let rules = settings.batch;
+    let now = wal_core::util::now_ms() as i64;
     for (data, info) in &batches {
+        if let Err(e) = rewrite::check_header(info, &rules, now) {
+            return (Vec::new(), refused(&e, Some(info), &p.topic, p.index));
+        }
         if data.len() > max_bytes {
             return (Vec::new(), ResponseError::MessageTooLarge.into());
         }
@@ -126,8 +131,6 @@ async fn submit_partition(b: &Broker, p: &Arc<Partition>, records: Option<bytes:
     }
     // Compressed records are decompressed (bounded, off this thread) and walked like others;
     // then every batch meets the topic's rules, and is rewritten where they ask for it.
-    let rules = settings.batch;
-    let now = wal_core::util::now_ms() as i64;
     for (data, info) in &mut batches {
         if info.records.is_none() {
             match batch::compression::validate_off_thread(data.clone(), info.clone()).await {
