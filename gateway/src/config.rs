@@ -137,6 +137,10 @@ pub struct LogStoreConfig {
     /// Directory of the node's local journal: every append and fence is fsync'd there before it
     /// is acknowledged, and a restarted node comes back holding it. Empty: memory only.
     pub data_dir: String,
+    /// Shared-object PUTs per second this node makes while its objects are not full; 0 takes
+    /// the process's `wal.put_budget_per_sec`. Every node of an ensemble uploads, so a QuorumBuffer
+    /// cluster's PUT rate is the sum over its nodes: size this to the share each should have.
+    pub put_budget_per_sec: u32,
 }
 
 impl Default for LogStoreConfig {
@@ -149,6 +153,7 @@ impl Default for LogStoreConfig {
             takeover_ms: wal_core::logstore::node::DEFAULT_TAKEOVER_MS,
             lease_ttl_secs: wal_core::logstore::node::DEFAULT_LEASE_TTL_SECS,
             data_dir: String::new(),
+            put_budget_per_sec: 0,
         }
     }
 }
@@ -162,6 +167,15 @@ impl LogStoreConfig {
         c.lease_ttl_secs = self.lease_ttl_secs;
         c.data_dir = (!self.data_dir.is_empty()).then(|| PathBuf::from(&self.data_dir));
         c
+    }
+
+    /// The node's shared-object settings: the process's `wal.*` ones, with this node's PUT budget.
+    pub fn object_limits(&self, wal: &WalConfig) -> wal_core::config::ObjectLimits {
+        let mut o = wal.object_limits();
+        if self.put_budget_per_sec > 0 {
+            o.put_budget_per_sec = self.put_budget_per_sec;
+        }
+        o
     }
 }
 
@@ -275,5 +289,22 @@ impl GatewayConfig {
             }
         }
         (self.listen.ip().to_string(), self.listen.port() as i32)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_logstore_node_takes_its_own_put_budget_or_the_process_one() {
+        let mut c = GatewayConfig::default();
+        assert_eq!(c.logstore.object_limits(&c.wal).put_budget_per_sec, c.wal.put_budget_per_sec);
+        c.logstore.put_budget_per_sec = 7;
+        let o = c.logstore.object_limits(&c.wal);
+        assert_eq!(o.put_budget_per_sec, 7);
+        assert_eq!(o.max_inflight_objects, c.wal.object_limits().max_inflight_objects, "the rest is the process's");
+        let parsed: GatewayConfig = toml::from_str("[logstore]\nput_budget_per_sec = 12\n").unwrap();
+        assert_eq!(parsed.logstore.put_budget_per_sec, 12);
     }
 }

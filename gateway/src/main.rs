@@ -128,6 +128,9 @@ struct RunArgs {
     /// logstore: bytes of not-yet-stored blocks held before appends are refused [default: 1073741824].
     #[arg(long, env = "GATEWAY_LOGSTORE_MAX_HELD_BYTES")]
     logstore_max_held_bytes: Option<usize>,
+    /// logstore: shared-object PUTs per second of this node (0: wal.put_budget_per_sec) [default: 0].
+    #[arg(long, env = "GATEWAY_LOGSTORE_PUT_BUDGET_PER_SEC")]
+    logstore_put_budget_per_sec: Option<u32>,
     /// logstore: directory of the fsync'd local journal (empty: memory only) [default: empty].
     #[arg(long, env = "GATEWAY_LOGSTORE_DATA_DIR")]
     logstore_data_dir: Option<String>,
@@ -175,6 +178,7 @@ impl RunArgs {
             logstore_advertise => c.logstore.advertise,
             logstore_max_held_bytes => c.logstore.max_held_bytes,
             logstore_data_dir => c.logstore.data_dir,
+            logstore_put_budget_per_sec => c.logstore.put_budget_per_sec,
         );
         if let Some(n) = self.ensemble_size {
             c.wal.quorum.ensemble_size = n;
@@ -202,8 +206,8 @@ async fn run_logstore(cfg: gateway::config::GatewayConfig) -> anyhow::Result<()>
     let ready = Arc::new(AtomicBool::new(false));
     let _http = gateway::metrics::serve(cfg.metrics_listen, prom, ready.clone(), Default::default()).await?;
     let (store, meta) = gateway::broker::backends(&cfg).await?;
-    // (the node cuts shared objects with the process's `wal.*` object settings)
-    let node_cfg = wal_core::logstore::NodeConfig { objects: cfg.wal.object_limits(), ..cfg.logstore.node_config() };
+    // (the node cuts shared objects with the process's `wal.*` object settings and its own budget)
+    let node_cfg = wal_core::logstore::NodeConfig { objects: cfg.logstore.object_limits(&cfg.wal), ..cfg.logstore.node_config() };
     let node = wal_core::logstore::LogStoreNode::start(node_cfg, cfg.logstore.listen, store, meta).await?;
     tracing::info!(addr = %node.addr, node = %cfg.logstore.node_id, "LogStore node listening");
     ready.store(true, Ordering::Release);

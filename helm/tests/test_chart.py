@@ -215,6 +215,7 @@ def test_quorum_mode_renders_logstore_nodes(helm_config):
     assert env["GATEWAY_LOGSTORE_ADVERTISE"]["value"] == \
         "$(POD_NAME).test-wal-gateway-logstore-headless.$(POD_NAMESPACE).svc.cluster.local:9700"
     assert env["GATEWAY_LOGSTORE_MAX_HELD_BYTES"]["value"] == "1073741824"
+    assert env["GATEWAY_LOGSTORE_PUT_BUDGET_PER_SEC"]["value"] == "0", "0: the process's wal.put_budget_per_sec"
     assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "s3-creds"
     assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
     assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"replication": 9700, "metrics": 9644}

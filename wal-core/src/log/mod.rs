@@ -293,6 +293,8 @@ impl Wal {
         let replication = Arc::new(crate::logstore::Replication::new(meta.clone()));
         let objects = cfg.shared_objects.then(|| objects::ObjectWriter::start(store.clone(), cfg.object_limits()));
         let txns = crate::meta::batcher::TxnBatcher::start(meta.clone(), crate::meta::batcher::DEFAULT_MAX_TXN_OPS);
+        // Exported from the start (at 0), so a dashboard shows "no copies" rather than no data.
+        metrics::counter!(crate::metrics::RECOVERY_BLOCKS_COPIED_TOTAL).increment(0);
         Ok(Wal { inner: Arc::new(WalInner { objects, txns, replication, store, meta, cfg, logs: DashMap::new(), buffer_space }) })
     }
 
