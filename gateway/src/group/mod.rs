@@ -1,8 +1,11 @@
-//! The group coordinator: every consumer group of this gateway (classic protocol) and their
-//! committed offsets. Group membership lives in memory (after a restart members rejoin, as
-//! with a new Kafka coordinator); committed offsets are durable (see [`offsets`]).
-//! A background task applies session and rebalance timeouts.
+//! The group coordinator: every consumer group of this gateway, classic ([`state`]) and KIP-848
+//! ([`consumer`]), and their committed offsets. Group membership lives in memory (after a
+//! restart members rejoin, as with a new Kafka coordinator); committed offsets are durable (see
+//! [`offsets`]). A background task applies session and rebalance timeouts. A group id is one
+//! type at a time: a non-empty group refuses the other protocol (INCONSISTENT_GROUP_PROTOCOL),
+//! an empty one is taken over by it, as Kafka 4 allows.
 
+pub mod consumer;
 pub mod offsets;
 pub mod state;
 
@@ -24,6 +27,8 @@ pub const MAX_SESSION_TIMEOUT: Duration = Duration::from_secs(1800);
 
 pub struct Coordinator {
     groups: Mutex<HashMap<String, Arc<Mutex<Group>>>>,
+    /// KIP-848 consumer groups.
+    consumer: Mutex<HashMap<String, Arc<Mutex<consumer::ConsumerGroup>>>>,
     pub offsets: OffsetStore,
     /// Kafka's `group.initial.rebalance.delay.ms`: an empty group waits this long for more
     /// members before its first generation.
@@ -57,7 +62,13 @@ pub struct MemberSummary {
 impl Coordinator {
     pub async fn open(meta: Arc<dyn MetaStore>, initial_delay: Duration, max_groups: usize) -> Result<Arc<Coordinator>, MetaError> {
         let offsets = OffsetStore::load(meta).await?;
-        Ok(Arc::new(Coordinator { groups: Mutex::new(HashMap::new()), offsets, initial_delay, max_groups }))
+        Ok(Arc::new(Coordinator {
+            groups: Mutex::new(HashMap::new()),
+            consumer: Mutex::new(HashMap::new()),
+            offsets,
+            initial_delay,
+            max_groups,
+        }))
     }
 
     /// The group, created empty when `create` and absent (unless [`Coordinator::max_groups`]
@@ -82,6 +93,39 @@ impl Coordinator {
         !map.contains_key(id) && map.len() >= self.max_groups
     }
 
+    /// Whether `id` is a KIP-848 consumer group with members.
+    pub fn is_active_consumer_group(&self, id: &str) -> bool {
+        lock(&self.consumer).get(id).is_some_and(|g| !lock(g).is_empty())
+    }
+
+    /// Whether `id` is a classic group with members (or joining ones).
+    pub fn is_active_classic_group(&self, id: &str) -> bool {
+        self.with_group(id, false, |g| !g.is_empty() || g.state != GroupState::Empty).unwrap_or(false)
+    }
+
+    /// Runs `f` on the consumer group `id`, created when `create` (unless `max_groups` groups
+    /// exist). An empty classic group of that id is dropped: the new protocol takes it over.
+    pub fn with_consumer_group<T>(&self, id: &str, create: bool, f: impl FnOnce(&mut consumer::ConsumerGroup) -> T) -> Option<T> {
+        let g = {
+            let mut map = lock(&self.consumer);
+            match map.get(id) {
+                Some(g) => g.clone(),
+                None if !create || map.len() + lock(&self.groups).len() >= self.max_groups => return None,
+                None => {
+                    lock(&self.groups).remove(id);
+                    map.entry(id.to_string()).or_insert_with(|| Arc::new(Mutex::new(consumer::ConsumerGroup::new(id)))).clone()
+                }
+            }
+        };
+        let mut g = lock(&g);
+        Some(f(&mut g))
+    }
+
+    /// Every consumer group's id, state and members' count (for ListGroups).
+    pub fn consumer_groups(&self) -> Vec<(String, &'static str)> {
+        lock(&self.consumer).iter().map(|(k, g)| (k.clone(), lock(g).state())).collect()
+    }
+
     pub fn with_group<T>(&self, id: &str, create: bool, f: impl FnOnce(&mut Group) -> T) -> Option<T> {
         let g = self.group(id, create)?;
         let mut g = lock(&g);
@@ -91,6 +135,22 @@ impl Coordinator {
     /// Applies timeouts to every group; drops empty groups that hold no offsets.
     pub fn tick(&self) {
         let now = Instant::now();
+        let consumer: Vec<(String, Arc<Mutex<consumer::ConsumerGroup>>)> =
+            lock(&self.consumer).iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        for (id, g) in consumer {
+            let empty = {
+                let mut g = lock(&g);
+                g.expire(now);
+                g.is_empty()
+            };
+            drop(g);
+            if empty && !self.offsets.has_group(&id) {
+                let mut map = lock(&self.consumer);
+                if map.get(&id).is_some_and(|g| Arc::strong_count(g) == 1 && lock(g).is_empty()) {
+                    map.remove(&id);
+                }
+            }
+        }
         let groups: Vec<(String, Arc<Mutex<Group>>)> = lock(&self.groups).iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         for (id, g) in groups {
             let empty = {
@@ -178,9 +238,10 @@ impl Coordinator {
         Ok(n)
     }
 
-    /// Every known group id (with members or with committed offsets).
+    /// Every known group id (with members or with committed offsets), classic or consumer.
     pub fn group_ids(&self) -> Vec<String> {
         let mut ids: Vec<String> = lock(&self.groups).keys().cloned().collect();
+        ids.extend(lock(&self.consumer).keys().filter(|k| !ids.contains(k)).cloned().collect::<Vec<_>>());
         for g in self.offsets.groups() {
             if !ids.contains(&g) {
                 ids.push(g);
@@ -192,10 +253,14 @@ impl Coordinator {
 
     /// Deletes an empty group and its offsets.
     pub async fn delete_group(&self, id: &str) -> Result<(), ResponseError> {
+        if self.is_active_consumer_group(id) {
+            return Err(ResponseError::NonEmptyGroup);
+        }
+        let was_consumer = lock(&self.consumer).remove(id).is_some();
         let has_members = self.with_group(id, false, |g| !g.members.is_empty() || g.state != GroupState::Empty);
         match has_members {
             Some(true) => return Err(ResponseError::NonEmptyGroup),
-            None if !self.offsets.has_group(id) => return Err(ResponseError::GroupIdNotFound),
+            None if !was_consumer && !self.offsets.has_group(id) => return Err(ResponseError::GroupIdNotFound),
             _ => {}
         }
         self.offsets.delete_group(id).await.map_err(|_| ResponseError::CoordinatorNotAvailable)?;

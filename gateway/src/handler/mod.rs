@@ -58,12 +58,14 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::SyncGroup, 0, 5),
     (ApiKey::Heartbeat, 0, 4),
     (ApiKey::LeaveGroup, 0, 5),
-    (ApiKey::OffsetCommit, 2, 8),
-    (ApiKey::OffsetFetch, 1, 8),
+    (ApiKey::OffsetCommit, 2, 9),
+    (ApiKey::OffsetFetch, 1, 9),
     (ApiKey::ListGroups, 0, 5),
     (ApiKey::DescribeGroups, 0, 5),
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::OffsetDelete, 0, 0),
+    (ApiKey::ConsumerGroupHeartbeat, 0, 1),
+    (ApiKey::ConsumerGroupDescribe, 0, 1),
 ];
 
 /// Whether the API's effect depends on the order of the connection's requests, so its work
@@ -111,6 +113,8 @@ pub fn api_name(api: ApiKey) -> &'static str {
         ApiKey::OffsetFetch => "offset_fetch",
         ApiKey::ListGroups => "list_groups",
         ApiKey::DescribeGroups => "describe_groups",
+        ApiKey::ConsumerGroupHeartbeat => "consumer_group_heartbeat",
+        ApiKey::ConsumerGroupDescribe => "consumer_group_describe",
         ApiKey::DeleteGroups => "delete_groups",
         ApiKey::OffsetDelete => "offset_delete",
         _ => "other",
@@ -161,6 +165,14 @@ pub async fn dispatch(b: &Arc<Broker>, header: &RequestHeader, client_host: &str
         RequestKind::OffsetFetch(r) => ready(async move { ResponseKind::OffsetFetch(group::offset_fetch::handle(b, v, r).await) }),
         RequestKind::ListGroups(r) => ready(async move { ResponseKind::ListGroups(group::list_groups::handle(b, v, r)) }),
         RequestKind::DescribeGroups(r) => ready(async move { ResponseKind::DescribeGroups(group::describe_groups::handle(b, v, r)) }),
+        RequestKind::ConsumerGroupHeartbeat(r) => {
+            ready(
+                async move { ResponseKind::ConsumerGroupHeartbeat(group::consumer_group_heartbeat::handle(b, client_id, client_host, r)) },
+            )
+        }
+        RequestKind::ConsumerGroupDescribe(r) => {
+            ready(async move { ResponseKind::ConsumerGroupDescribe(group::consumer_group_describe::handle(b, r)) })
+        }
         RequestKind::DeleteGroups(r) => ready(async move { ResponseKind::DeleteGroups(group::delete_groups::handle(b, r).await) }),
         RequestKind::OffsetDelete(r) => ready(async move { ResponseKind::OffsetDelete(group::offset_delete::handle(b, r).await) }),
         other => {

@@ -1,5 +1,6 @@
 //! DescribeGroups: state, protocol and members (with metadata and assignment) of each group;
-//! an unknown group is reported as Dead, as Kafka does.
+//! an unknown group is reported as Dead, and a KIP-848 consumer group as GROUP_ID_NOT_FOUND
+//! (ConsumerGroupDescribe describes it), as Kafka does.
 
 use std::sync::Arc;
 
@@ -19,6 +20,13 @@ pub fn handle(b: Arc<Broker>, v: i16, req: DescribeGroupsRequest) -> DescribeGro
             let mut r = DescribedGroup::default().with_group_id(id.clone());
             if !b.cluster.coordinates(id) {
                 return r.with_error_code(ResponseError::NotCoordinator.code());
+            }
+            if b.groups.with_consumer_group(id, false, |_| ()).is_some() {
+                r.error_code = ResponseError::GroupIdNotFound.code();
+                if v >= 6 {
+                    r.error_message = Some(s(format!("Group {} is not a classic group.", &**id)));
+                }
+                return r;
             }
             match b.groups.summary(id) {
                 None => r.group_state = s("Dead"),

@@ -24,6 +24,8 @@ pub async fn handle(b: Arc<Broker>, v: i16, client_id: String, client_host: Stri
         JoinResult::error(ResponseError::InvalidGroupId, req.member_id.to_string())
     } else if !b.cluster.coordinates(&group_id) {
         JoinResult::error(ResponseError::NotCoordinator, req.member_id.to_string())
+    } else if b.groups.is_active_consumer_group(&group_id) {
+        JoinResult::error(ResponseError::InconsistentGroupProtocol, req.member_id.to_string())
     } else if session < MIN_SESSION_TIMEOUT || session > MAX_SESSION_TIMEOUT {
         JoinResult::error(ResponseError::InvalidSessionTimeout, req.member_id.to_string())
     } else {

@@ -1,8 +1,10 @@
-//! The consumer-group APIs (classic protocol): finding the coordinator, membership (join,
-//! sync, heartbeat, leave), committed offsets (commit, fetch, delete) and administration (list,
-//! describe, delete). The state machine they drive is [`crate::group`]; these files only
+//! The consumer-group APIs: finding the coordinator, classic membership (join, sync,
+//! heartbeat, leave), KIP-848 membership (ConsumerGroupHeartbeat, ConsumerGroupDescribe),
+//! committed offsets (commit, fetch, delete) and administration (list, describe, delete). The state machine they drive is [`crate::group`]; these files only
 //! translate requests and answers.
 
+pub mod consumer_group_describe;
+pub mod consumer_group_heartbeat;
 pub mod delete_groups;
 pub mod describe_groups;
 pub mod find_coordinator;

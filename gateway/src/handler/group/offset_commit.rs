@@ -1,5 +1,6 @@
-//! OffsetCommit: validates the member and generation (or accepts a standalone commit for a group
-//! without members), then stores every partition's offset in one durable transaction.
+//! OffsetCommit: validates the member and generation (a KIP-848 group: the member epoch), or
+//! accepts a standalone commit for a group without members, then stores every partition's
+//! offset in one durable transaction.
 
 use std::sync::Arc;
 
@@ -18,6 +19,13 @@ const MAX_METADATA: usize = 4096;
 fn check_member(b: &Broker, req: &OffsetCommitRequest) -> Option<ResponseError> {
     let generation = req.generation_id_or_member_epoch;
     let instance = req.group_instance_id.as_ref().map(|i| i.to_string());
+    if b.groups.is_active_consumer_group(&req.group_id.0) {
+        // A KIP-848 group: the member and its epoch (OffsetCommit v9's rule).
+        if generation < 0 && req.member_id.is_empty() {
+            return Some(ResponseError::UnknownMemberId);
+        }
+        return b.groups.with_consumer_group(&req.group_id.0, false, |g| g.check_commit(&req.member_id, generation).err()).flatten();
+    }
     if generation < 0 && req.member_id.is_empty() {
         // A standalone commit (manual assignment, admin tools): only for a group without members.
         return b
