@@ -90,6 +90,41 @@ async fn a_fetch_is_bounded_by_fetch_max_bytes_and_serves_a_partition_once() {
     running.shutdown().await;
 }
 
+/// librdkafka's 0082: past the first partition with data, a batch that does not fit the rest of
+/// max_bytes is not sent (the response went over fetch.max.bytes by a whole batch).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_first_partition_may_pass_max_bytes() {
+    let (running, _dir) = start_local(|_| {}).await;
+    running.broker.create_topic("two", 2, Default::default(), false).await.unwrap();
+    let addr = running.addr;
+    tokio::task::spawn_blocking(move || {
+        let big = batch(6000); // about 40 KiB in one batch
+        for p in 0..2 {
+            let req = ProduceRequest::default().with_acks(-1).with_timeout_ms(5000).with_topic_data(vec![
+                produce_request::TopicProduceData::default().with_name(name("two")).with_partition_data(vec![
+                    produce_request::PartitionProduceData::default().with_index(p).with_records(Some(big.clone())),
+                ]),
+            ]);
+            let ResponseKind::Produce(r) = call(addr, ApiKey::Produce, 9, RequestKind::Produce(req)) else { panic!() };
+            assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
+        }
+        let max = (big.len() + big.len() / 2) as i32;
+        let partitions = (0..2)
+            .map(|p| fetch_request::FetchPartition::default().with_partition(p).with_fetch_offset(0).with_partition_max_bytes(20 << 20))
+            .collect();
+        let req = FetchRequest::default()
+            .with_max_wait_ms(0)
+            .with_max_bytes(max)
+            .with_topics(vec![fetch_request::FetchTopic::default().with_topic(name("two")).with_partitions(partitions)]);
+        let ResponseKind::Fetch(r) = call(addr, ApiKey::Fetch, 11, RequestKind::Fetch(req)) else { panic!() };
+        let sizes: Vec<usize> = r.responses[0].partitions.iter().map(|p| p.records.as_ref().map_or(0, |b| b.len())).collect();
+        assert_eq!(sizes, vec![big.len(), 0], "the second batch would pass max_bytes {max}");
+    })
+    .await
+    .unwrap();
+    running.shutdown().await;
+}
+
 /// The repro: budget = largest frame = 1 MiB, two peers each announce 1 MiB and send
 /// half of it. Small requests keep being answered at once, and the stalled peers are closed
 /// after `request_read_timeout_ms`, after which a full-size frame is admitted again.

@@ -73,7 +73,18 @@ async fn read_one(w: &Want, budget: &mut usize, first: &mut bool, v: i16) -> Par
         return d.with_records(Some(Bytes::new()));
     }
     match p.reader.read(w.offset as u64, limit).await {
-        Ok(entries) => {
+        Ok(mut entries) => {
+            // The log returns at least one entry; past the first non-empty partition only what
+            // fits counts, so the response stays within fetch.max.bytes (librdkafka's 0082).
+            if !*first {
+                let mut sum = 0;
+                let fits = entries.iter().take_while(|e| {
+                    sum += e.data.len();
+                    sum <= limit
+                });
+                let n = fits.count();
+                entries.truncate(n);
+            }
             let total: usize = entries.iter().map(|e| e.data.len()).sum();
             let records = if entries.len() == 1 {
                 entries.into_iter().next().map(|e| e.data).unwrap_or_default()
