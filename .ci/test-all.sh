@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of the project on a fresh machine, installing what the tests need first:
-# Debian's etcd-server, protobuf-compiler (etcd-client's build) and kcat, helm-python-sdk and
+# Debian's etcd-server, protobuf-compiler (etcd-client's build), kcat, and zlib / zstd / RapidJSON
+# headers (librdkafka's test suite, built from the rdkafka-sys sources), helm-python-sdk and
 # kubernetes-validate (the Helm chart test); moto_server (an S3-compatible server) and the Python Kafka
 # clients from PyPI; KafkaJS from npm (Debian's nodejs and npm if the machine has no node); Rust
 # crates from crates.io.
@@ -15,6 +16,10 @@ command -v etcd >/dev/null 2>&1 || need_apt+=(etcd-server)
 command -v protoc >/dev/null 2>&1 || need_apt+=(protobuf-compiler)
 command -v kcat >/dev/null 2>&1 || need_apt+=(kcat)
 command -v npm >/dev/null 2>&1 || need_apt+=(nodejs npm)
+# librdkafka's own test suite (compat-tests/librdkafka) is built from source with these headers.
+[ -f /usr/include/zlib.h ] || need_apt+=(zlib1g-dev)
+[ -f /usr/include/zstd.h ] || need_apt+=(libzstd-dev)
+[ -f /usr/include/rapidjson/document.h ] || need_apt+=(rapidjson-dev)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "== installing ${need_apt[*]}"
   $SUDO apt-get update -qq

@@ -21,13 +21,14 @@ fn check_member(b: &Broker, req: &OffsetCommitRequest) -> Option<ResponseError> 
     let instance = req.group_instance_id.as_ref().map(|i| i.to_string());
     if b.groups.is_active_consumer_group(&req.group_id.0) {
         // A KIP-848 group: the member and its epoch (OffsetCommit v9's rule).
-        if generation < 0 && req.member_id.is_empty() {
+        if generation < 0 {
             return Some(ResponseError::UnknownMemberId);
         }
         return b.groups.with_consumer_group(&req.group_id.0, false, |g| g.check_commit(&req.member_id, generation).err()).flatten();
     }
-    if generation < 0 && req.member_id.is_empty() {
-        // A standalone commit (manual assignment, admin tools): only for a group without members.
+    if generation < 0 {
+        // A standalone commit (manual assignment, admin tools; a KIP-848 client sends its own
+        // member id with it): only for a group without members, as Kafka's coordinator does.
         return b
             .groups
             .with_group(&req.group_id.0, false, |g| (!g.members.is_empty()).then_some(ResponseError::UnknownMemberId))
