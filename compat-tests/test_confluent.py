@@ -218,8 +218,15 @@ def test_create_duplicate_topic_fails(gateway):
 @pytest.mark.parametrize("config", [
     {"no.such.config": "1"},
     {"retention.ms": "not-a-number"},
+    {"retention.ms": "-2"},
     {"cleanup.policy": "lru"},
+    {"cleanup.policy": "compact,nope"},
     {"message.timestamp.type": "WallClockTime"},
+    {"message.timestamp.type": "logappendtime"},
+    {"compression.type": "brotli"},
+    {"min.cleanable.dirty.ratio": "1.5"},
+    {"max.message.bytes": "3000000000"},
+    {"preallocate": "yes"},
 ])
 def test_create_topic_with_invalid_config_fails(gateway, config):
     a = admin(gateway.bootstrap)

@@ -17,7 +17,6 @@ pub struct Rules {
     /// The codec batches are stored in (`None`: as the producer sent them).
     pub codec: Option<i16>,
     pub gzip_level: i32,
-    pub zstd_level: i32,
     pub log_append_time: bool,
     pub before_max_ms: i64,
     pub after_max_ms: i64,
@@ -25,7 +24,7 @@ pub struct Rules {
 
 impl Default for Rules {
     fn default() -> Rules {
-        Rules { codec: None, gzip_level: -1, zstd_level: 3, log_append_time: false, before_max_ms: i64::MAX, after_max_ms: 3_600_000 }
+        Rules { codec: None, gzip_level: -1, log_append_time: false, before_max_ms: i64::MAX, after_max_ms: 3_600_000 }
     }
 }
 
@@ -41,14 +40,23 @@ pub fn codec_of(v: &str) -> Option<i16> {
     }
 }
 
+/// Whether the batch's timestamps are the producer's: LogAppendTime (the topic's, or a batch
+/// that says so) carries the broker's clock and is not checked.
+fn create_time(info: &BatchInfo, rules: &Rules) -> bool {
+    !rules.log_append_time && info.attributes & 0x08 == 0
+}
+
+/// Whether the topic stores the batch in another codec than it came in.
+fn recompresses(info: &BatchInfo, rules: &Rules) -> bool {
+    rules.codec.is_some_and(|c| c != info.attributes & 0x07)
+}
+
 /// Checks a walked batch against the topic's rules at time `now` (ms).
 pub fn check(info: &BatchInfo, stats: &RecordStats, rules: &Rules, compact: bool, now: i64) -> Result<(), BatchError> {
     if compact && !stats.null_keys.is_empty() {
         return Err(BatchError::NullKey);
     }
-    // LogAppendTime (the topic's, or a batch that says so) carries the broker's clock.
-    let create_time = !rules.log_append_time && info.attributes & 0x08 == 0;
-    if create_time {
+    if create_time(info, rules) {
         if stats.oldest < now.saturating_sub(rules.before_max_ms) {
             return Err(BatchError::Timestamp(stats.oldest));
         }
@@ -62,8 +70,7 @@ pub fn check(info: &BatchInfo, stats: &RecordStats, rules: &Rules, compact: bool
 /// The cheap part of [`check`], on the header alone: a CreateTime batch whose max timestamp is
 /// already past the after-bound is refused before its records are decompressed.
 pub fn check_header(info: &BatchInfo, rules: &Rules, now: i64) -> Result<(), BatchError> {
-    let create_time = !rules.log_append_time && info.attributes & 0x08 == 0;
-    if create_time && info.max_timestamp > now.saturating_add(rules.after_max_ms) {
+    if create_time(info, rules) && info.max_timestamp > now.saturating_add(rules.after_max_ms) {
         return Err(BatchError::Timestamp(info.max_timestamp));
     }
     Ok(())
@@ -71,7 +78,7 @@ pub fn check_header(info: &BatchInfo, rules: &Rules, now: i64) -> Result<(), Bat
 
 /// Whether [`rewrite`] would change the batch.
 pub fn needed(info: &BatchInfo, rules: &Rules) -> bool {
-    rules.log_append_time || rules.codec.is_some_and(|c| c != info.attributes & 0x07)
+    rules.log_append_time || recompresses(info, rules)
 }
 
 /// The batch `b` as the topic stores it, at time `now` (ms).
@@ -105,8 +112,7 @@ pub fn rewrite(b: &[u8], info: &BatchInfo, rules: &Rules, now: i64) -> Result<Ve
 
 /// [`rewrite`], on the blocking pool (holding a per-core slot) when it recompresses.
 pub async fn rewrite_off_thread(b: Bytes, info: BatchInfo, rules: Rules, now: i64) -> Result<(Bytes, BatchInfo), BatchError> {
-    let recompress = rules.codec.is_some_and(|c| c != info.attributes & 0x07);
-    let out = if recompress {
+    let out = if recompresses(&info, &rules) {
         let _slot = slots().acquire().await.expect("never closed");
         let i = info.clone();
         tokio::task::spawn_blocking(move || rewrite(&b, &i, &rules, now))

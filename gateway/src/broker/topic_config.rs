@@ -101,6 +101,10 @@ macro_rules! def {
     ($name:expr, $check:expr, $default:expr, $broker:expr, $doc:expr) => {
         ConfigDef { name: $name, check: $check, default: |_| $default.to_string(), broker: $broker, from_gateway: false, doc: $doc }
     };
+    // A default taken from the gateway's own configuration.
+    (gateway $name:expr, $check:expr, $default:expr, $broker:expr, $doc:expr) => {
+        ConfigDef { name: $name, check: $check, default: $default, broker: $broker, from_gateway: true, doc: $doc }
+    };
 }
 
 /// `partition:broker` pairs, or `*`, or nothing (the replication throttle lists).
@@ -121,7 +125,7 @@ pub const CONFIGS: &[ConfigDef] = &[
     def!("compression.type", Check::OneOf(CODECS), "producer", Some("compression.type"),
         "producer: batches are stored as the producer compressed them. uncompressed, gzip, snappy, lz4, zstd: batches in another codec are recompressed to this one before they are stored."),
     def!("compression.zstd.level", Check::Int(-131072, 22), "3", Some("compression.zstd.level"),
-        "The zstd level used when the gateway compresses a batch; the encoder maps it to its nearest level."),
+        "Accepted; the gateway's zstd encoder has one level."),
     def!("delete.retention.ms", Check::Long(0, MAX), "86400000", Some("log.cleaner.delete.retention.ms"),
         "How long tombstones are kept in a compacted topic."),
     def!("file.delete.delay.ms", Check::Long(0, MAX), "60000", Some("log.segment.delete.delay.ms"),
@@ -164,35 +168,17 @@ pub const CONFIGS: &[ConfigDef] = &[
         "With cleanup.policy delete, the oldest segments beyond this size per partition are deleted (-1: no limit)."),
     def!("retention.ms", Check::Long(-1, MAX), "604800000", Some("log.retention.ms"),
         "With cleanup.policy delete, segments older than this are deleted (-1: kept)."),
-    ConfigDef {
-        name: "segment.bytes",
-        check: Check::Int(14, IMAX),
-        default: |w| w.segment_max_bytes.to_string(),
-        broker: Some("log.segment.bytes"),
-        from_gateway: true,
-        doc: "A segment is sealed after this many bytes (the gateway's wal.segment_max_bytes by default).",
-    },
+    def!(gateway "segment.bytes", Check::Int(14, IMAX), |w| w.segment_max_bytes.to_string(), Some("log.segment.bytes"),
+        "A segment is sealed after this many bytes (the gateway's wal.segment_max_bytes by default)."),
     def!("segment.index.bytes", Check::Int(4, IMAX), "10485760", Some("log.index.size.max.bytes"),
         "Accepted; no effect: the block index is part of each segment's metadata."),
     def!("segment.jitter.ms", Check::Long(0, MAX), "0", Some("log.roll.jitter.ms"), "Accepted; no effect: segments roll by segment.ms."),
-    ConfigDef {
-        name: "segment.ms",
-        check: Check::Long(1, MAX),
-        default: |w| w.segment_max_age_ms.to_string(),
-        broker: Some("log.roll.ms"),
-        from_gateway: true,
-        doc: "A segment is sealed after this age (the gateway's wal.segment_max_age_ms by default).",
-    },
+    def!(gateway "segment.ms", Check::Long(1, MAX), |w| w.segment_max_age_ms.to_string(), Some("log.roll.ms"),
+        "A segment is sealed after this age (the gateway's wal.segment_max_age_ms by default)."),
     def!("unclean.leader.election.enable", Check::Bool, "false", Some("unclean.leader.election.enable"),
         "Accepted; no effect: a partition's new owner always reads the whole acknowledged log."),
-    ConfigDef {
-        name: BUFFER_MODE,
-        check: Check::Custom(kind::STRING, |v| parse_buffer_mode(v).is_some()),
-        default: |w| buffer_mode_name(w.buffer).into(),
-        broker: None,
-        from_gateway: true,
-        doc: "memory (MemoryBuffer: shared objects, throughput-first) or quorum (QuorumBuffer: LogStore nodes, latency-first; needs etcd). Takes effect when the partition's writer next opens.",
-    },
+    def!(gateway BUFFER_MODE, Check::Custom(kind::STRING, |v| parse_buffer_mode(v).is_some()), |w| buffer_mode_name(w.buffer).into(), None,
+        "memory (MemoryBuffer: shared objects, throughput-first) or quorum (QuorumBuffer: LogStore nodes, latency-first; needs etcd). Takes effect when the partition's writer next opens."),
 ];
 
 pub fn buffer_mode_name(m: wal_core::BufferMode) -> &'static str {

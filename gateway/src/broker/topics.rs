@@ -80,7 +80,6 @@ impl TopicMeta {
             batch: crate::batch::rewrite::Rules {
                 codec: crate::batch::rewrite::codec_of(&text("compression.type")),
                 gzip_level: get("compression.gzip.level") as i32,
-                zstd_level: get("compression.zstd.level") as i32,
                 log_append_time: text("message.timestamp.type") == "LogAppendTime",
                 before_max_ms: get("message.timestamp.before.max.ms"),
                 after_max_ms: get("message.timestamp.after.max.ms"),
