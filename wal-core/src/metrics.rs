@@ -54,6 +54,12 @@ pub const SHARED_OBJECTS_DELETED_TOTAL: &str = "wal_shared_objects_deleted_total
 pub const FLUSH_BACKLOG_SEGMENTS: &str = "wal_segment_flush_backlog_segments";
 pub const SEGMENTS_FLUSHED_TOTAL: &str = "wal_segment_flushed_total";
 pub const SEGMENT_FLUSH_BYTES_TOTAL: &str = "wal_segment_flush_bytes_total";
+/// Compaction: passes that ran, segments rewritten, bytes read and written, records removed.
+pub const COMPACTION_PASSES_TOTAL: &str = "wal_compaction_passes_total";
+pub const COMPACTION_SEGMENTS_TOTAL: &str = "wal_compaction_segments_rewritten_total";
+pub const COMPACTION_BYTES_READ_TOTAL: &str = "wal_compaction_bytes_read_total";
+pub const COMPACTION_BYTES_WRITTEN_TOTAL: &str = "wal_compaction_bytes_written_total";
+pub const COMPACTION_RECORDS_REMOVED_TOTAL: &str = "wal_compaction_records_removed_total";
 
 /// Every name above, for tests and dashboards that must only use exported names.
 pub const ALL: &[&str] = &[
@@ -94,4 +100,9 @@ pub const ALL: &[&str] = &[
     FLUSH_BACKLOG_SEGMENTS,
     SEGMENTS_FLUSHED_TOTAL,
     SEGMENT_FLUSH_BYTES_TOTAL,
+    COMPACTION_PASSES_TOTAL,
+    COMPACTION_SEGMENTS_TOTAL,
+    COMPACTION_BYTES_READ_TOTAL,
+    COMPACTION_BYTES_WRITTEN_TOTAL,
+    COMPACTION_RECORDS_REMOVED_TOTAL,
 ];

@@ -112,6 +112,7 @@ mod tests {
             ack_quorum: 0,
             fixed_end: None,
             layout: Default::default(),
+            compacted: None,
         }
     }
 

@@ -10,6 +10,10 @@
 //!   data: the entries' bytes, concatenated in order
 //! ```
 //! A reader can learn a block's offset range from one 72-byte range GET of its header.
+//!
+//! Flag [`FLAG_HOLES`] (blocks written by compaction): an entry of zero bytes is a hole, offsets
+//! whose records compaction removed. The decoder counts its offsets and returns no entry for it,
+//! so offsets stay dense in the format while readers see gaps.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -21,6 +25,8 @@ pub const BLOCK_MAGIC: [u8; 4] = *b"WALB";
 pub const BLOCK_VERSION: u16 = 1;
 pub const BLOCK_HEADER_LEN: usize = 72;
 const ENTRY_META_LEN: usize = 16;
+/// Header flag: zero-byte entries are holes (see the module text).
+pub const FLAG_HOLES: u16 = 1;
 
 /// The decoded header of a block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,10 +40,16 @@ pub struct BlockHeader {
     pub body_len: u32,
     pub max_timestamp: i64,
     pub body_crc: u32,
+    pub flags: u16,
 }
 
 /// Encodes entries (already carrying their offsets, dense and in order) as one block object.
 pub fn encode_block(log_id: u64, segment: u64, epoch: u64, entries: &[StoredEntry]) -> Bytes {
+    encode_block_flagged(log_id, segment, epoch, entries, 0)
+}
+
+/// [`encode_block`] with header `flags` ([`FLAG_HOLES`]: zero-byte entries are holes).
+pub fn encode_block_flagged(log_id: u64, segment: u64, epoch: u64, entries: &[StoredEntry], flags: u16) -> Bytes {
     let data_len: usize = entries.iter().map(|e| e.data.len()).sum();
     let body_len = entries.len() * ENTRY_META_LEN + data_len;
     let mut buf = BytesMut::with_capacity(BLOCK_HEADER_LEN + body_len);
@@ -46,7 +58,7 @@ pub fn encode_block(log_id: u64, segment: u64, epoch: u64, entries: &[StoredEntr
     let max_ts = entries.iter().map(|e| e.max_timestamp).max().unwrap_or(-1);
     buf.put_slice(&BLOCK_MAGIC);
     buf.put_u16_le(BLOCK_VERSION);
-    buf.put_u16_le(0);
+    buf.put_u16_le(flags);
     buf.put_u64_le(log_id);
     buf.put_u64_le(segment);
     buf.put_u64_le(epoch);
@@ -83,7 +95,7 @@ pub fn decode_block_header(buf: &[u8]) -> Result<BlockHeader, FormatError> {
     if version != BLOCK_VERSION {
         return Err(FormatError::UnsupportedVersion(version));
     }
-    let _flags = c.u16()?;
+    let flags = c.u16()?;
     let h = BlockHeader {
         log_id: c.u64()?,
         segment: c.u64()?,
@@ -94,6 +106,7 @@ pub fn decode_block_header(buf: &[u8]) -> Result<BlockHeader, FormatError> {
         body_len: c.u32()?,
         max_timestamp: c.i64()?,
         body_crc: c.u32()?,
+        flags,
     };
     let header_crc = c.u32()?;
     check_crc("block header", &buf[..68], header_crc)?;
@@ -107,7 +120,7 @@ pub fn decode_block_header(buf: &[u8]) -> Result<BlockHeader, FormatError> {
 }
 
 /// Decodes a whole block, verifying both checksums and every length. Entries are zero-copy
-/// slices of `buf`.
+/// slices of `buf`; holes ([`FLAG_HOLES`]) are not returned.
 pub fn decode_block(buf: &Bytes) -> Result<(BlockHeader, Vec<StoredEntry>), FormatError> {
     let h = decode_block_header(buf)?;
     let need = BLOCK_HEADER_LEN + h.body_len as usize;
@@ -138,7 +151,9 @@ pub fn decode_block(buf: &Bytes) -> Result<(BlockHeader, Vec<StoredEntry>), Form
             .checked_add(len)
             .filter(|e| *e <= need)
             .ok_or_else(|| FormatError::Inconsistent(format!("entry of {len} bytes overruns the body")))?;
-        entries.push(StoredEntry { offset, count, max_timestamp: ts, data: buf.slice(pos..end) });
+        if len > 0 || h.flags & FLAG_HOLES == 0 {
+            entries.push(StoredEntry { offset, count, max_timestamp: ts, data: buf.slice(pos..end) });
+        }
         offset = offset.checked_add(count as u64).ok_or_else(|| FormatError::Inconsistent("offset overflow".into()))?;
         max_ts = max_ts.max(ts);
         pos = end;
@@ -180,6 +195,20 @@ mod tests {
         assert_eq!((h.log_id, h.segment, h.epoch, h.base_offset, h.end_offset), (7, 2, 3, 100, 106));
         assert_eq!(h.max_timestamp, 10);
         assert_eq!(back, es);
+    }
+
+    #[test]
+    fn holes_take_offsets_but_are_not_entries() {
+        let es = entries(&[(2, 10, b"ab".to_vec()), (5, -1, vec![]), (1, 7, b"c".to_vec())], 100);
+        let b = encode_block_flagged(7, 2, 3, &es, FLAG_HOLES);
+        let (h, back) = decode_block(&b).unwrap();
+        assert_eq!((h.base_offset, h.end_offset, h.flags), (100, 108, FLAG_HOLES));
+        assert_eq!(back, vec![es[0].clone(), es[2].clone()]);
+        // without the flag an empty entry is an entry
+        assert_eq!(decode_block(&encode_block(7, 2, 3, &es)).unwrap().1, es);
+        // a block of holes only
+        let (h, back) = decode_block(&encode_block_flagged(7, 2, 3, &es[1..2], FLAG_HOLES)).unwrap();
+        assert_eq!((h.base_offset, h.end_offset, back.len()), (102, 107, 0));
     }
 
     #[test]

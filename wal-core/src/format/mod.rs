@@ -10,7 +10,7 @@ pub mod block;
 pub mod index;
 pub mod shared;
 
-pub use block::{decode_block, decode_block_header, encode_block, BlockHeader, BLOCK_HEADER_LEN};
+pub use block::{decode_block, decode_block_header, encode_block, encode_block_flagged, BlockHeader, BLOCK_HEADER_LEN, FLAG_HOLES};
 pub use index::{decode_index, encode_index, BlockInfo, SegmentIndex};
 pub use shared::{decode_shared_index, encode_shared, ChunkEntry};
 

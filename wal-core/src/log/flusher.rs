@@ -133,7 +133,7 @@ async fn flush_segment(wal: &Wal, name: &str, log_id: u64, seg: &SegmentMeta) ->
         data.extend_from_slice(p);
     }
     let bytes = data.len() as u64;
-    let data_key = keys::segment_data(log_id, seg.id, seg.epoch);
+    let data_key = seg.data_key(log_id);
     match put_retrying(store, &data_key, data.freeze(), wal.inner_retry_policy()).await {
         Ok(()) => {}
         Err(PutError::Conflict(k)) => {

@@ -16,6 +16,7 @@
 //! is part of the log only once a metadata commit has moved its segment's `end_offset` past it.
 
 mod cleaner;
+mod compactor;
 mod flusher;
 pub(crate) mod objects;
 mod quorum;
@@ -31,6 +32,7 @@ use bytes::Bytes;
 use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
 
+pub use compactor::{CompactionPass, CompactionPolicy, KeyedRecord, RecordKeys};
 pub use flusher::FlushPass;
 pub use reader::LogReader;
 pub use writer::{AppendTicket, LogWriter, WriterOptions};
@@ -116,6 +118,25 @@ pub struct SegmentMeta {
     /// Where the blocks are (absent in records written before shared objects: per-block objects).
     #[serde(default, skip_serializing_if = "is_blocks")]
     pub layout: Layout,
+    /// Set once compaction rewrote the segment (layout [`Layout::Flushed`], objects under
+    /// [`Compacted::dir`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compacted: Option<Compacted>,
+}
+
+/// What compaction did to a segment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Compacted {
+    /// The directory of its data and index objects under the segment's prefix,
+    /// `c{created_ms:013}-{random:016x}`: a fresh one per rewrite, so an unfinished rewrite of
+    /// another process never collides with the current one (and ages out by its name).
+    pub dir: String,
+    /// When compaction first rewrote the segment: its tombstones are kept until
+    /// `delete.retention.ms` after this (Kafka's delete horizon, KIP-534).
+    pub first_ms: u64,
+    /// Tombstones the segment still holds.
+    #[serde(default)]
+    pub tombstones: u64,
 }
 
 fn is_blocks(l: &Layout) -> bool {
@@ -139,6 +160,23 @@ impl SegmentMeta {
             ack_quorum: 0,
             fixed_end: None,
             layout: Layout::Blocks,
+            compacted: None,
+        }
+    }
+
+    /// The key of the segment's index object (sealed segments of layouts `Blocks` and `Flushed`).
+    pub(crate) fn index_key(&self, log_id: u64) -> String {
+        match &self.compacted {
+            Some(c) => format!("{}{}/index", keys::segment_objects(log_id, self.id, self.epoch), c.dir),
+            None => keys::index(log_id, self.id, self.epoch),
+        }
+    }
+
+    /// The key of a flushed segment's data object.
+    pub(crate) fn data_key(&self, log_id: u64) -> String {
+        match &self.compacted {
+            Some(c) => format!("{}{}/data", keys::segment_objects(log_id, self.id, self.epoch), c.dir),
+            None => keys::segment_data(log_id, self.id, self.epoch),
         }
     }
 }

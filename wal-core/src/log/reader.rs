@@ -33,7 +33,7 @@ fn cache_key(src: &Source) -> String {
 }
 
 /// Where a block's bytes are.
-enum Source {
+pub(crate) enum Source {
     /// Its own object.
     Object(String),
     /// A byte range of a larger object.
@@ -174,7 +174,7 @@ impl LogReader {
             }
             (Layout::Flushed, _) => {
                 let blocks = load_index(store, self.sh.id, meta).await?;
-                let data = keys::segment_data(self.sh.id, meta.id, meta.epoch);
+                let data = meta.data_key(self.sh.id);
                 let mut pos = 0u64;
                 let mut chunks = BTreeMap::new();
                 for b in &blocks {
@@ -273,6 +273,27 @@ impl LogReader {
         metrics::counter!(m::PREFETCHED_BLOCKS_TOTAL).increment(done.iter().filter(|r| r.is_ok()).count() as u64);
     }
 
+    /// A segment's blocks in order, each with where its bytes are (for compaction, which reads
+    /// every block once and keeps none in the block cache).
+    pub(crate) async fn segment_blocks(&self, meta: &SegmentMeta) -> Result<Vec<(BlockInfo, Source)>> {
+        let (blocks, chunks) = self.block_list(meta).await?;
+        Ok(blocks
+            .into_iter()
+            .map(|b| {
+                let src = match chunks.get(&b.base_offset) {
+                    Some(loc) => Source::Chunk(loc.clone()),
+                    None => Source::Object(keys::block(self.sh.id, meta.id, meta.epoch, b.base_offset, b.end_offset)),
+                };
+                (b, src)
+            })
+            .collect())
+    }
+
+    /// One block's entries, fetched now (not cached).
+    pub(crate) async fn fetch_uncached(&self, src: &Source) -> Result<Arc<Vec<StoredEntry>>> {
+        self.fetch_block(src).await
+    }
+
     /// A block's entries: from the block cache, from a fetch already in flight, or fetched now.
     async fn load_block(&self, src: &Source) -> Result<Arc<Vec<StoredEntry>>> {
         self.load_cached(cache_key(src), || self.fetch_block(src)).await
@@ -319,11 +340,11 @@ impl LogReader {
     }
 
     /// [`LogReader::load_block`], learning the block's place anew once if it moved (segment
-    /// flushing rewrote its segment and the shared object it was in is gone).
+    /// flushing or compaction rewrote its segment and the object it was in is gone).
     async fn load_located(&self, pos: u64) -> Result<(Arc<Vec<StoredEntry>>, BlockInfo)> {
         let (src, info) = self.locate(pos).await?;
         match self.load_block(&src).await {
-            Err(WalError::Storage(StorageError::NotFound(_))) if matches!(src, Source::Chunk(_)) => {
+            Err(WalError::Storage(StorageError::NotFound(_))) => {
                 self.refresh().await?;
                 let (src, info) = self.locate(pos).await?;
                 Ok((self.load_block(&src).await?, info))

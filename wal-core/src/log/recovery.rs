@@ -113,7 +113,7 @@ pub(crate) async fn write_index(store: &dyn ObjectStore, log_id: u64, seg: &Segm
         end_offset: seg.end_offset,
         blocks: blocks.to_vec(),
     };
-    let key = keys::index(log_id, seg.id, seg.epoch);
+    let key = seg.index_key(log_id);
     let data = encode_index(&idx);
     let mut attempt = 0;
     loop {
@@ -214,7 +214,7 @@ pub(crate) async fn seal_abandoned(store: &dyn ObjectStore, log_id: u64, seg: &S
 
 /// Loads a sealed segment's block list from its index object.
 pub(crate) async fn load_index(store: &dyn ObjectStore, log_id: u64, seg: &SegmentMeta) -> Result<Vec<BlockInfo>> {
-    let key = keys::index(log_id, seg.id, seg.epoch);
+    let key = seg.index_key(log_id);
     let data: Bytes = store.get(&key).await?;
     let idx = decode_index(&data).map_err(|source| WalError::Format { key: key.clone(), source })?;
     if idx.base_offset != seg.base_offset || idx.end_offset != seg.end_offset {

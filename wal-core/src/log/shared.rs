@@ -69,6 +69,15 @@ impl TailCache {
         self.pin = pin;
         self.evict();
     }
+    /// Drops the entries ending at or before `end` (compaction rewrote them: readers get the
+    /// compacted ones from storage), never those pinned.
+    pub fn forget_until(&mut self, end: u64) {
+        while self.entries.front().is_some_and(|f| f.end_offset() <= end && f.end_offset() <= self.pin) {
+            if let Some(old) = self.entries.pop_front() {
+                self.bytes -= old.data.len();
+            }
+        }
+    }
     fn evict(&mut self) {
         while self.bytes > self.cap && self.entries.len() > 1 && self.entries.front().is_some_and(|f| f.end_offset() <= self.pin) {
             if let Some(old) = self.entries.pop_front() {
@@ -213,8 +222,8 @@ impl LogShared {
                 continue; // an empty sealed segment holds nothing to read
             }
             match segs.get_mut(&m.base_offset) {
-                Some(v) if v.meta.id == m.id && v.meta.layout != m.layout => {
-                    // Rewritten by segment flushing: the blocks moved, learn them anew.
+                Some(v) if v.meta.id == m.id && (v.meta.layout != m.layout || v.meta.compacted != m.compacted) => {
+                    // Rewritten by segment flushing or compaction: the blocks moved, learn them anew.
                     *v = SegView::new(m);
                 }
                 Some(v) if v.meta.id == m.id => {
