@@ -89,6 +89,12 @@ pub struct GatewayConfig {
     pub connections_max_idle_ms: u64,
     /// How often retention is enforced.
     pub retention_check_interval_ms: u64,
+    /// Kafka's `log.cleaner.backoff.ms`: how often the compactor looks at the compacted
+    /// partitions this gateway leads.
+    pub compaction_check_interval_ms: u64,
+    /// Keys one compaction pass maps (Kafka's `log.cleaner.dedupe.buffer.size`, counted in keys:
+    /// about 48 bytes of memory each).
+    pub compaction_max_keys: usize,
     /// Kafka's `producer.id.expiration.ms`: an idempotent producer whose newest batch is older
     /// than this is forgotten (its next batch starts afresh at sequence 0).
     pub producer_id_expiration_ms: u64,
@@ -206,6 +212,8 @@ impl Default for GatewayConfig {
             response_write_timeout_ms: 30_000,
             connections_max_idle_ms: 600_000,
             retention_check_interval_ms: 10_000,
+            compaction_check_interval_ms: 15_000,
+            compaction_max_keys: 2 << 20,
             group_initial_rebalance_delay_ms: 3_000,
             group_max_size: 1000,
             max_groups: 100_000,
@@ -253,6 +261,8 @@ impl GatewayConfig {
         }
         anyhow::ensure!(!self.cluster_id.is_empty(), "cluster_id must not be empty");
         anyhow::ensure!(self.retention_check_interval_ms > 0, "retention_check_interval_ms must be > 0");
+        anyhow::ensure!(self.compaction_check_interval_ms > 0, "compaction_check_interval_ms must be > 0");
+        anyhow::ensure!(self.compaction_max_keys >= 1024, "compaction_max_keys must be >= 1024");
         anyhow::ensure!((2..=300).contains(&self.cluster_lease_ttl_secs), "cluster_lease_ttl_secs must be in 2..=300");
         anyhow::ensure!(
             self.cluster_poll_ms >= 50 && self.cluster_poll_ms * 3 <= self.cluster_lease_ttl_secs as u64 * 1000,

@@ -37,6 +37,12 @@ pub const CLUSTER_MEMBERS: &str = "gateway_cluster_members";
 pub const PARTITIONS_LED: &str = "gateway_partitions_led";
 /// Partitions this gateway took over (at start, after a member left or died, or joined).
 pub const PARTITION_TAKEOVERS_TOTAL: &str = "gateway_partition_takeovers_total";
+/// Compaction, over the compacted partitions this gateway leads (last round): the largest
+/// cleanable ratio (dirty bytes / cleanable bytes), the longest wait of a dirty segment, and
+/// how many partitions there are. Bytes and records rewritten: wal-core's `wal_compaction_*`.
+pub const COMPACTION_CLEANABLE_RATIO: &str = "gateway_compaction_cleanable_ratio";
+pub const COMPACTION_LAG_SECONDS: &str = "gateway_compaction_lag_seconds";
+pub const COMPACTED_PARTITIONS: &str = "gateway_compacted_partitions";
 
 /// Distinct topic label values before further topics are counted as `_other`.
 pub const MAX_TOPIC_LABELS: usize = 1000;
@@ -66,6 +72,9 @@ pub const ALL: &[&str] = &[
     CLUSTER_MEMBERS,
     PARTITIONS_LED,
     PARTITION_TAKEOVERS_TOTAL,
+    COMPACTION_CLEANABLE_RATIO,
+    COMPACTION_LAG_SECONDS,
+    COMPACTED_PARTITIONS,
 ];
 
 /// The label value for a topic: its name for the first [`MAX_TOPIC_LABELS`] topics seen, then

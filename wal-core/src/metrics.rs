@@ -60,6 +60,14 @@ pub const COMPACTION_SEGMENTS_TOTAL: &str = "wal_compaction_segments_rewritten_t
 pub const COMPACTION_BYTES_READ_TOTAL: &str = "wal_compaction_bytes_read_total";
 pub const COMPACTION_BYTES_WRITTEN_TOTAL: &str = "wal_compaction_bytes_written_total";
 pub const COMPACTION_RECORDS_REMOVED_TOTAL: &str = "wal_compaction_records_removed_total";
+/// The compaction counters (exported at 0 from the start).
+pub const COMPACTION_COUNTERS: &[&str] = &[
+    COMPACTION_PASSES_TOTAL,
+    COMPACTION_SEGMENTS_TOTAL,
+    COMPACTION_BYTES_READ_TOTAL,
+    COMPACTION_BYTES_WRITTEN_TOTAL,
+    COMPACTION_RECORDS_REMOVED_TOTAL,
+];
 
 /// Every name above, for tests and dashboards that must only use exported names.
 pub const ALL: &[&str] = &[

@@ -193,7 +193,7 @@ async fn the_dirty_ratio_min_lag_and_upto_hold_a_pass_back() {
     let pass = m.wal.compact_log("r", &ratio, Arc::new(Toy)).await.unwrap();
     assert!(!pass.ran && pass.cleanable_ratio == 1.0, "{pass:?}");
     // ... unless a dirty segment waited past max.compaction.lag.ms
-    let lag = CompactionPolicy { max_lag_ms: 0, ..ratio.clone() };
+    let lag = CompactionPolicy { max_lag_ms: 0, ..ratio };
     assert!(m.wal.compact_log("r", &lag, Arc::new(Toy)).await.unwrap().ran);
     write(&m.wal, "r", 40, 4, 5, false).await;
     // records written just now are younger than min.compaction.lag.ms

@@ -14,7 +14,7 @@ use std::sync::OnceLock;
 
 use tokio::sync::Semaphore;
 
-use super::records::{read_error, walk, walk_with, OutputBound, RecordStats};
+use super::records::{read_error, walk, OutputBound, RecordStats};
 use super::{BatchError, BatchInfo, HEADER_LEN};
 
 /// The most bytes one batch's records may decompress to.
@@ -151,19 +151,6 @@ fn validate_within(b: &[u8], info: &BatchInfo, bound: u64) -> Result<RecordStats
     let r = decoder(&b[HEADER_LEN..], info.attributes & 0x07, bound)?;
     let mut r = BufReader::with_capacity(64 << 10, Bounded { inner: r, left: bound, bound });
     walk(&mut r, info.record_count, info.base_timestamp)
-}
-
-/// Walks the records of a whole batch `b`, compressed or not, telling `each` every record's
-/// offset delta and timestamp (bounded as [`validate`] is).
-pub fn for_each_record(b: &[u8], info: &BatchInfo, each: impl FnMut(u32, i64)) -> Result<RecordStats, BatchError> {
-    let data = &b[HEADER_LEN..];
-    let codec = info.attributes & 0x07;
-    if codec == 0 {
-        return walk_with(&mut &data[..], info.record_count, info.base_timestamp, each);
-    }
-    let bound = bound(data.len());
-    let mut r = BufReader::with_capacity(64 << 10, Bounded { inner: decoder(data, codec, bound)?, left: bound, bound });
-    walk_with(&mut r, info.record_count, info.base_timestamp, each)
 }
 
 /// The records of a whole batch `b` uncompressed (bounded as [`validate`] is).

@@ -4,23 +4,24 @@
 //! and max timestamp. A LogAppendTime batch gives every record its max timestamp. Records below
 //! the log start offset (after DeleteRecords inside a batch) are not answers.
 
-use super::{compression, stored_info};
+use super::{compact, compression, stored_info};
 
-/// Every record's (offset, timestamp) of the stored batch `b` from offset `start` on.
+/// Every record's (offset, timestamp) of the stored batch `b` from offset `start` on (offset
+/// deltas may have gaps: compaction removes records).
 fn record_times(b: &[u8], start: u64) -> Option<Vec<(u64, i64)>> {
     let info = stored_info(b)?;
     let base = i64::from_be_bytes(b[0..8].try_into().ok()?);
     let base = u64::try_from(base).ok()?;
     let log_append_time = info.attributes & 0x08 != 0;
-    let mut out = Vec::with_capacity(info.record_count.max(0) as usize);
-    compression::for_each_record(b, &info, |delta, ts| {
-        let offset = base + delta as u64;
-        if offset >= start {
-            out.push((offset, if log_append_time { info.max_timestamp } else { ts }));
-        }
-    })
-    .ok()?;
-    Some(out)
+    let raw = compression::decompress(b, &info).ok()?;
+    let records = compact::parse_records(&raw, &info).ok()?;
+    Some(
+        records
+            .iter()
+            .map(|r| (base + r.offset_delta as u64, if log_append_time { info.max_timestamp } else { r.timestamp }))
+            .filter(|(o, _)| *o >= start)
+            .collect(),
+    )
 }
 
 /// The first record of `b` (at or after `start`) timestamped at or after `target`.

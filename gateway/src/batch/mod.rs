@@ -17,6 +17,7 @@
 //! 43 producerId i64 | 51 producerEpoch i16 | 53 baseSequence i32 | 57 recordCount i32 | 61 records
 //! ```
 
+pub mod compact;
 pub mod compression;
 pub mod lookup;
 pub mod records;

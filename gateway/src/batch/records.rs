@@ -40,7 +40,7 @@ fn byte(r: &mut impl BufRead) -> Result<u8, BatchError> {
 }
 
 /// A zigzag varint of at most 10 bytes.
-fn varint(r: &mut impl BufRead) -> Result<i64, BatchError> {
+pub(super) fn varint(r: &mut impl BufRead) -> Result<i64, BatchError> {
     let mut v: u64 = 0;
     for i in 0..10 {
         let b = byte(r)?;
@@ -88,16 +88,6 @@ pub struct RecordStats {
 /// Walks `count` records from `r` (everything after the batch header) and requires the stream
 /// to end after them.
 pub fn walk<R: BufRead>(r: &mut R, count: i32, base_timestamp: i64) -> Result<RecordStats, BatchError> {
-    walk_with(r, count, base_timestamp, |_, _| {})
-}
-
-/// [`walk`], telling `each` every record's offset delta and timestamp.
-pub fn walk_with<R: BufRead>(
-    r: &mut R,
-    count: i32,
-    base_timestamp: i64,
-    mut each: impl FnMut(u32, i64),
-) -> Result<RecordStats, BatchError> {
     let mut stats = RecordStats { oldest: i64::MAX, newest: i64::MIN, null_keys: Vec::new() };
     for i in 0..count as i64 {
         let len = varint(r)?;
@@ -109,7 +99,6 @@ pub fn walk_with<R: BufRead>(
         let ts = base_timestamp.saturating_add(varint(&mut rec)?);
         stats.oldest = stats.oldest.min(ts);
         stats.newest = stats.newest.max(ts);
-        each(i as u32, ts);
         if varint(&mut rec)? != i {
             return Err(BatchError::Record("offset deltas are not 0, 1, 2, ..."));
         }

@@ -9,6 +9,7 @@
 
 mod admin;
 mod backends;
+pub mod compaction;
 mod ownership;
 pub mod partition;
 pub mod producer;
@@ -155,6 +156,7 @@ impl Broker {
         };
         let tasks = vec![
             retention::spawn(broker.clone()),
+            compaction::spawn(broker.clone()),
             broker.wal.spawn_cleaner(),
             broker.wal.spawn_flusher(),
             broker.groups.spawn_ticker(),

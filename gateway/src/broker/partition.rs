@@ -274,8 +274,22 @@ impl Partition {
         }
     }
 
+    /// The offset the last producer-state snapshot written from here covers.
+    pub fn snapshot_offset(&self) -> Option<u64> {
+        Some(self.snapshot_at.load(std::sync::atomic::Ordering::Acquire)).filter(|o| *o != u64::MAX)
+    }
+
     /// Stores the producer state as of the durable end, so a restart replays only what follows.
+    /// (A failed write leaves no offset claimed as covered: the next call writes again.)
     pub async fn snapshot_producers(&self, meta: &dyn MetaStore) -> Result<(), WalError> {
+        let r = self.write_snapshot(meta).await;
+        if r.is_err() {
+            self.snapshot_at.store(u64::MAX, std::sync::atomic::Ordering::Release);
+        }
+        r
+    }
+
+    async fn write_snapshot(&self, meta: &dyn MetaStore) -> Result<(), WalError> {
         let snap = {
             let states = self.producers.lock().await;
             let offset = self.reader.durable_end();

@@ -37,7 +37,7 @@ pub fn valid_topic_name(name: &str) -> bool {
 }
 
 /// The effective settings of a topic.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TopicSettings {
     pub retention_ms: i64,
     pub retention_bytes: i64,
@@ -47,9 +47,12 @@ pub struct TopicSettings {
     pub buffer: wal_core::BufferMode,
     /// `cleanup.policy` holds `delete`: retention applies.
     pub delete: bool,
-    /// `cleanup.policy` holds `compact`: records need keys.
+    /// `cleanup.policy` holds `compact`: records need keys, the compactor keeps the latest per key.
     pub compact: bool,
     pub batch: crate::batch::rewrite::Rules,
+    /// The compactor's settings (`min.cleanable.dirty.ratio`, `min.compaction.lag.ms`,
+    /// `max.compaction.lag.ms`, `delete.retention.ms`).
+    pub compaction: wal_core::log::CompactionPolicy,
 }
 
 impl TopicMeta {
@@ -83,6 +86,13 @@ impl TopicMeta {
                 log_append_time: text("message.timestamp.type") == "LogAppendTime",
                 before_max_ms: get("message.timestamp.before.max.ms"),
                 after_max_ms: get("message.timestamp.after.max.ms"),
+            },
+            compaction: wal_core::log::CompactionPolicy {
+                min_cleanable_dirty_ratio: text("min.cleanable.dirty.ratio").parse().unwrap_or(0.5),
+                min_lag_ms: get("min.compaction.lag.ms").max(0) as u64,
+                max_lag_ms: get("max.compaction.lag.ms").max(1) as u64,
+                delete_retention_ms: get("delete.retention.ms").max(0) as u64,
+                ..Default::default()
             },
         }
     }

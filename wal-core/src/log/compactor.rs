@@ -60,7 +60,7 @@ pub trait RecordKeys: Send + Sync + 'static {
 }
 
 /// When and how far one log is compacted (Kafka's topic configs of the same names).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct CompactionPolicy {
     pub min_cleanable_dirty_ratio: f64,
     pub min_lag_ms: u64,

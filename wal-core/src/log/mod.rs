@@ -333,6 +333,9 @@ impl Wal {
         let txns = crate::meta::batcher::TxnBatcher::start(meta.clone(), crate::meta::batcher::DEFAULT_MAX_TXN_OPS);
         // Exported from the start (at 0), so a dashboard shows "no copies" rather than no data.
         metrics::counter!(crate::metrics::RECOVERY_BLOCKS_COPIED_TOTAL).increment(0);
+        for c in crate::metrics::COMPACTION_COUNTERS {
+            metrics::counter!(*c).increment(0);
+        }
         Ok(Wal { inner: Arc::new(WalInner { objects, txns, replication, store, meta, cfg, logs: DashMap::new(), buffer_space }) })
     }
 
