@@ -5,7 +5,9 @@ assignor; every record is read, no partition is ever assigned to both members at
 at every poll), commits carry the member epoch and a restarted member resumes from them; one
 member leaving hands its partitions to the other; AdminClient sees the group as a consumer-type
 group (ListGroups types, ConsumerGroupDescribe); a classic consumer cannot join the group while
-it has members, and takes it over once it is empty. Subscription by regex.
+it has members, and takes it over once it is empty. Subscription by regex. A static member
+(group.instance.id) that closes and comes back keeps its partitions, and the other member never
+gets them meanwhile.
 """
 import time
 
@@ -139,3 +141,47 @@ def test_regex_subscription(gateway):
         assert {t for t, _, _ in got} == set(topics)
     finally:
         c.close()
+
+
+def test_a_static_member_restarting_keeps_its_partitions(procs, tmp_path):
+    # members heartbeat every 300 ms: a dynamic leave would move the partitions within a second
+    cfg = tmp_path / "gateway.toml"
+    cfg.write_text("group_consumer_heartbeat_interval_ms = 300\n")
+    gateway = procs.gateway("--config", str(cfg))
+    topic = create_topic(gateway.bootstrap, unique("static848"), partitions=4)
+    group = unique("gs848")
+    fill(gateway.bootstrap, topic, 40)
+    s1 = member(gateway.bootstrap, group, **{"group.instance.id": "host-1"})
+    other = member(gateway.bootstrap, group)
+    for c in (s1, other):
+        c.subscribe([topic])
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            for c in (s1, other):
+                c.poll(0.2)
+            mine, theirs = ({tp.partition for tp in c.assignment()} for c in (s1, other))
+            if len(mine) == 2 and len(theirs) == 2:
+                break
+        assert len(mine) == 2 and len(theirs) == 2, (mine, theirs)
+        s1.close()  # a static member leaves with epoch -2: its partitions wait for it
+        until = time.monotonic() + 3
+        while time.monotonic() < until:
+            other.poll(0.2)
+            assert {tp.partition for tp in other.assignment()} == theirs, "the other member took the static member's partitions"
+        s1 = member(gateway.bootstrap, group, **{"group.instance.id": "host-1"})
+        s1.subscribe([topic])
+        deadline = time.monotonic() + 30
+        back = set()
+        while time.monotonic() < deadline and back != mine:
+            s1.poll(0.2)
+            other.poll(0.2)
+            back = {tp.partition for tp in s1.assignment()}
+        assert back == mine, f"the new incarnation got {back}, its predecessor had {mine}"
+        assert {tp.partition for tp in other.assignment()} == theirs
+    finally:
+        for c in (s1, other):
+            try:
+                c.close()
+            except Exception:
+                pass

@@ -98,6 +98,10 @@ pub struct GatewayConfig {
     /// Kafka's `producer.id.expiration.ms`: an idempotent producer whose newest batch is older
     /// than this is forgotten (its next batch starts afresh at sequence 0).
     pub producer_id_expiration_ms: u64,
+    /// Kafka's `group.consumer.session.timeout.ms`: a KIP-848 member silent this long is removed.
+    pub group_consumer_session_timeout_ms: u64,
+    /// Kafka's `group.consumer.heartbeat.interval.ms`: how often KIP-848 members heartbeat.
+    pub group_consumer_heartbeat_interval_ms: u64,
     /// Kafka's `group.max.size`: members a consumer group may have (pending member ids count).
     pub group_max_size: usize,
     /// Consumer groups with members one gateway coordinates at most; JoinGroup for another new
@@ -216,6 +220,8 @@ impl Default for GatewayConfig {
             compaction_max_keys: 2 << 20,
             group_initial_rebalance_delay_ms: 3_000,
             group_max_size: 1000,
+            group_consumer_session_timeout_ms: 45_000,
+            group_consumer_heartbeat_interval_ms: 5_000,
             max_groups: 100_000,
             offsets_retention_ms: 7 * 24 * 3_600_000,
             producer_id_expiration_ms: 86_400_000,
@@ -244,6 +250,15 @@ impl GatewayConfig {
         );
         anyhow::ensure!(self.max_connections >= 1 && self.max_inflight_per_connection >= 1, "connection limits must be >= 1");
         anyhow::ensure!(self.group_max_size >= 1, "group_max_size must be >= 1");
+        anyhow::ensure!(
+            (1000..=1_800_000).contains(&self.group_consumer_session_timeout_ms),
+            "group_consumer_session_timeout_ms must be in 1000..=1800000"
+        );
+        anyhow::ensure!(
+            self.group_consumer_heartbeat_interval_ms >= 100
+                && self.group_consumer_heartbeat_interval_ms < self.group_consumer_session_timeout_ms,
+            "group_consumer_heartbeat_interval_ms must be >= 100 and below group_consumer_session_timeout_ms"
+        );
         anyhow::ensure!(self.max_groups >= 1, "max_groups must be >= 1");
         anyhow::ensure!(self.offsets_retention_ms >= 1000, "offsets_retention_ms must be >= 1000");
         anyhow::ensure!(self.producer_id_expiration_ms >= 1000, "producer_id_expiration_ms must be >= 1000");

@@ -100,6 +100,7 @@ impl Broker {
             meta.clone(),
             std::time::Duration::from_millis(cfg.group_initial_rebalance_delay_ms),
             cfg.max_groups,
+            std::time::Duration::from_millis(cfg.group_consumer_session_timeout_ms),
         )
         .await?;
         let (host, port) = cfg.advertised();

@@ -36,6 +36,8 @@ pub struct Coordinator {
     /// Groups with members (or pending member ids) this coordinator holds at most
     /// (`max_groups`): each JoinGroup with an empty member id could otherwise create one.
     pub max_groups: usize,
+    /// Kafka's `group.consumer.session.timeout.ms` for KIP-848 groups.
+    pub consumer_session_timeout: Duration,
 }
 
 /// A group as DescribeGroups / ListGroups report it.
@@ -60,7 +62,12 @@ pub struct MemberSummary {
 }
 
 impl Coordinator {
-    pub async fn open(meta: Arc<dyn MetaStore>, initial_delay: Duration, max_groups: usize) -> Result<Arc<Coordinator>, MetaError> {
+    pub async fn open(
+        meta: Arc<dyn MetaStore>,
+        initial_delay: Duration,
+        max_groups: usize,
+        consumer_session_timeout: Duration,
+    ) -> Result<Arc<Coordinator>, MetaError> {
         let offsets = OffsetStore::load(meta).await?;
         Ok(Arc::new(Coordinator {
             groups: Mutex::new(HashMap::new()),
@@ -68,6 +75,7 @@ impl Coordinator {
             offsets,
             initial_delay,
             max_groups,
+            consumer_session_timeout,
         }))
     }
 
@@ -113,7 +121,9 @@ impl Coordinator {
                 None if !create || map.len() + lock(&self.groups).len() >= self.max_groups => return None,
                 None => {
                     lock(&self.groups).remove(id);
-                    map.entry(id.to_string()).or_insert_with(|| Arc::new(Mutex::new(consumer::ConsumerGroup::new(id)))).clone()
+                    map.entry(id.to_string())
+                        .or_insert_with(|| Arc::new(Mutex::new(consumer::ConsumerGroup::new(id, self.consumer_session_timeout))))
+                        .clone()
                 }
             }
         };
@@ -301,7 +311,7 @@ mod tests {
     #[tokio::test]
     async fn joins_create_at_most_max_groups() {
         let meta: Arc<dyn MetaStore> = Arc::new(wal_core::meta::embedded::EmbeddedMeta::in_memory());
-        let c = Coordinator::open(meta, Duration::ZERO, 2).await.unwrap();
+        let c = Coordinator::open(meta, Duration::ZERO, 2, consumer::SESSION_TIMEOUT).await.unwrap();
         let now = Instant::now();
         for g in ["g1", "g2"] {
             assert!(matches!(c.with_group(g, true, |gr| gr.join(join("range"), now, Duration::ZERO)), Some(Outcome::Now(_))));
@@ -321,7 +331,7 @@ mod tests {
     #[tokio::test]
     async fn committed_offsets_of_idle_groups_expire() {
         let meta: Arc<dyn MetaStore> = Arc::new(wal_core::meta::embedded::EmbeddedMeta::in_memory());
-        let c = Coordinator::open(meta.clone(), Duration::ZERO, 10).await.unwrap();
+        let c = Coordinator::open(meta.clone(), Duration::ZERO, 10, consumer::SESSION_TIMEOUT).await.unwrap();
         let old = wal_core::util::now_ms() - 3_600_000;
         let commit = |ms| offsets::Committed { offset: 5, leader_epoch: -1, metadata: String::new(), commit_ms: ms };
         for g in ["idle", "busy", "elsewhere"] {
@@ -334,7 +344,7 @@ mod tests {
         assert!(c.offsets.get("idle", "t", 0).is_none() && c.offsets.get("idle", "t", 1).is_some());
         assert!(c.offsets.get("busy", "t", 0).is_some() && c.offsets.get("elsewhere", "t", 0).is_some());
         // gone from the MetaStore too: a coordinator starting now does not see it
-        let fresh = Coordinator::open(meta, Duration::ZERO, 10).await.unwrap();
+        let fresh = Coordinator::open(meta, Duration::ZERO, 10, consumer::SESSION_TIMEOUT).await.unwrap();
         assert!(fresh.offsets.get("idle", "t", 0).is_none());
     }
 }

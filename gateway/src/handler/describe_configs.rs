@@ -71,6 +71,18 @@ fn broker_configs(b: &Broker) -> Vec<Described> {
         ("default.replication.factor", "1".into(), kind::SHORT, "Reported replication factor (durability comes from object storage)."),
         ("group.max.size", c.group_max_size.to_string(), kind::INT, "Most members of one consumer group."),
         (
+            "group.consumer.session.timeout.ms",
+            c.group_consumer_session_timeout_ms.to_string(),
+            kind::INT,
+            "A KIP-848 member silent this long is removed.",
+        ),
+        (
+            "group.consumer.heartbeat.interval.ms",
+            c.group_consumer_heartbeat_interval_ms.to_string(),
+            kind::INT,
+            "How often KIP-848 members heartbeat.",
+        ),
+        (
             "group.initial.rebalance.delay.ms",
             c.group_initial_rebalance_delay_ms.to_string(),
             kind::INT,

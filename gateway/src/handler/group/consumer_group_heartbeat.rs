@@ -10,7 +10,7 @@ use kafka_protocol::messages::{ConsumerGroupHeartbeatRequest, ConsumerGroupHeart
 use kafka_protocol::ResponseError;
 
 use crate::broker::Broker;
-use crate::group::consumer::{Beat, HEARTBEAT_INTERVAL};
+use crate::group::consumer::{Beat, TopicView};
 use crate::handler::s;
 
 fn error(e: ResponseError, msg: String) -> ConsumerGroupHeartbeatResponse {
@@ -56,8 +56,12 @@ pub fn handle(
     };
     let partitions = |name: &str| topics.iter().find(|t| t.meta.name == name).map(|t| t.meta.partitions);
     let names = || topics.iter().map(|t| t.meta.name.clone()).filter(|n| !n.starts_with("__")).collect();
+    // the rack of the gateway leading a partition (rack-aware assignment)
+    let gateways = b.cluster.advertised();
+    let rack = |t: &str, p: i32| b.cluster.owner(t, p).and_then(|n| gateways.get(&n)).and_then(|m| m.rack.clone());
+    let view = TopicView { partitions: &partitions, names: &names, rack: &rack };
     let create = req.member_epoch == 0;
-    let answer = b.groups.with_consumer_group(&group, create, |g| g.heartbeat(beat, Instant::now(), &partitions, &names));
+    let answer = b.groups.with_consumer_group(&group, create, |g| g.heartbeat(beat, Instant::now(), &view));
     match answer {
         None if create => error(ResponseError::GroupMaxSizeReached, "this coordinator holds its most groups".into()),
         None => error(ResponseError::UnknownMemberId, format!("no consumer group {group}")),
@@ -80,7 +84,7 @@ pub fn handle(
             ConsumerGroupHeartbeatResponse::default()
                 .with_member_id(Some(s(a.member_id)))
                 .with_member_epoch(a.member_epoch)
-                .with_heartbeat_interval_ms(HEARTBEAT_INTERVAL.as_millis() as i32)
+                .with_heartbeat_interval_ms(b.cfg.group_consumer_heartbeat_interval_ms as i32)
                 .with_assignment(assignment)
         }
     }
