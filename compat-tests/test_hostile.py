@@ -29,6 +29,7 @@ MAX_ADMIN = 8 << 20  # the default max_admin_request_bytes
 CORRUPT_MESSAGE, UNKNOWN_TOPIC, MESSAGE_TOO_LARGE, INVALID_REQUIRED_ACKS = 2, 3, 10, 21
 INVALID_SESSION_TIMEOUT, INVALID_TIMESTAMP, UNSUPPORTED_FOR_MESSAGE_FORMAT = 26, 32, 43
 INVALID_RECORD, INVALID_GROUP_ID, UNSUPPORTED_COMPRESSION_TYPE = 87, 24, 76
+TRANSACTIONAL_ID_AUTHORIZATION_FAILED = 53
 
 JOIN_GROUP, OFFSET_FETCH, FETCH = 11, 9, 1
 
@@ -205,8 +206,8 @@ def catalogue(topic):
     c["gzip batch whose records skip an offset delta"] = (produce(topic, raw_batch(gzip.compress(varint_record(offset_delta=0) + varint_record(offset_delta=2)), 2, attributes=1)), produce_error(INVALID_RECORD))
     c["gzip batch with fewer records than counted"] = (produce(topic, raw_batch(gzip.compress(good), 3, attributes=1)), produce_error(INVALID_RECORD))
     c["batch of compression codec 6"] = (produce(topic, raw_batch(gzip.compress(good), 1, attributes=6)), produce_error(UNSUPPORTED_COMPRESSION_TYPE))
-    c["transactional batch"] = (produce(topic, raw_batch(good, 1, attributes=0x10, pid=1, epoch=0, seq=0)), produce_error(UNSUPPORTED_FOR_MESSAGE_FORMAT))
-    c["control batch"] = (produce(topic, raw_batch(good, 1, attributes=0x20)), produce_error(UNSUPPORTED_FOR_MESSAGE_FORMAT))
+    c["transactional batch without a transactional id"] = (produce(topic, raw_batch(good, 1, attributes=0x10, pid=1, epoch=0, seq=0)), produce_error(TRANSACTIONAL_ID_AUTHORIZATION_FAILED))
+    c["control batch"] = (produce(topic, raw_batch(good, 1, attributes=0x20)), produce_error(INVALID_RECORD))
     c["acks 2"] = (produce(topic, raw_batch(good, 1), acks=2), produce_error(INVALID_REQUIRED_ACKS))
     c["partition -1"] = (produce(topic, raw_batch(good, 1), partition=-1), produce_error(UNKNOWN_TOPIC))
     c["partition 2^31-1"] = (produce(topic, raw_batch(good, 1), partition=0x7FFFFFFF), produce_error(UNKNOWN_TOPIC))

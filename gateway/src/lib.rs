@@ -20,6 +20,7 @@ pub mod group;
 pub mod handler;
 pub mod metrics;
 pub mod server;
+pub mod txn;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -19,6 +19,7 @@
 
 pub mod compact;
 pub mod compression;
+pub mod control;
 pub mod lookup;
 pub mod records;
 pub mod rewrite;

@@ -17,6 +17,7 @@ pub mod producer_ids;
 pub mod retention;
 pub mod topic_config;
 pub mod topics;
+pub mod txn_index;
 
 pub use backends::backends;
 
@@ -65,6 +66,8 @@ pub struct Broker {
     pub wal: Wal,
     pub meta: Arc<dyn MetaStore>,
     pub groups: Arc<crate::group::Coordinator>,
+    /// The transaction coordinator (for the transactional ids this gateway coordinates).
+    pub txns: Arc<crate::txn::TxnCoordinator>,
     pub cluster: Arc<Cluster>,
     /// Wakes the cluster loop early (a topic was created here).
     wake: tokio::sync::Notify,
@@ -106,11 +109,13 @@ impl Broker {
         let (host, port) = cfg.advertised();
         let me = Member { node_id: cfg.node_id, host, port, rack: cfg.rack.clone(), session: 0 };
         let cluster = Cluster::join(meta.clone(), me, cfg.cluster_lease_ttl_secs).await?;
+        let txns = crate::txn::TxnCoordinator::new(meta.clone());
         let broker = Arc::new(Broker {
             cfg,
             wal,
             meta,
             groups,
+            txns,
             cluster,
             wake: tokio::sync::Notify::new(),
             topics: RwLock::new(BTreeMap::new()),
@@ -158,6 +163,7 @@ impl Broker {
         let tasks = vec![
             retention::spawn(broker.clone()),
             compaction::spawn(broker.clone()),
+            crate::txn::spawn(broker.clone()),
             broker.wal.spawn_cleaner(),
             broker.wal.spawn_flusher(),
             broker.groups.spawn_ticker(),

@@ -10,6 +10,7 @@
 
 use std::sync::{Arc, RwLock};
 
+use kafka_protocol::ResponseError;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 use wal_core::log::WriterOptions;
@@ -17,6 +18,7 @@ use wal_core::meta::{Op, Txn};
 use wal_core::{LogReader, LogWriter, MetaStore, Wal, WalError};
 
 use super::producer::ProducerStates;
+use super::txn_index::TxnIndex;
 use crate::batch;
 
 #[derive(Serialize, Deserialize)]
@@ -32,6 +34,9 @@ struct Snapshot {
     pieces: u32,
     #[serde(default)]
     generation: u64,
+    /// The partition's open and aborted transactions as of `offset`.
+    #[serde(default)]
+    txns: TxnIndex,
 }
 
 /// A snapshot whose state is larger is written in pieces of about this size, each its own
@@ -69,6 +74,8 @@ pub struct Partition {
     snapshot_at: std::sync::atomic::AtomicU64,
     /// The generation of the snapshot pieces the head points to (0: inline or none).
     snapshot_generation: std::sync::atomic::AtomicU64,
+    /// Open and aborted transactions (changed under the `producers` lock, read without it).
+    pub txns: std::sync::Mutex<TxnIndex>,
 }
 
 impl Partition {
@@ -93,6 +100,7 @@ impl Partition {
             generation: std::sync::atomic::AtomicU64::new(0),
             snapshot_at: std::sync::atomic::AtomicU64::new(u64::MAX),
             snapshot_generation: std::sync::atomic::AtomicU64::new(0),
+            txns: std::sync::Mutex::new(TxnIndex::default()),
         }))
     }
 
@@ -185,6 +193,7 @@ impl Partition {
             match serde_json::from_slice::<Snapshot>(&kv.value) {
                 Ok(s) if s.log_id == self.reader.log_id() && s.offset <= self.reader.durable_end() => {
                     let (offset, generation, pieces) = (s.offset, s.generation, s.pieces);
+                    let txns = s.txns;
                     let mut loaded = Some(s.states);
                     for i in 0..pieces {
                         let piece = meta.get(&piece_key(&self.log, generation, i)).await?;
@@ -202,6 +211,7 @@ impl Partition {
                     }
                     if let Some(l) = loaded {
                         *states = l;
+                        *wal_core::util::lock(&self.txns) = txns;
                         pos = pos.max(offset);
                         self.snapshot_generation.store(generation, std::sync::atomic::Ordering::Release);
                     }
@@ -218,13 +228,57 @@ impl Partition {
             }
             for e in entries {
                 if let Some(info) = batch::stored_info(&e.data) {
-                    if info.is_idempotent() {
+                    if let Some((pid, commit)) = batch::control::marker_of(&e.data) {
+                        wal_core::util::lock(&self.txns).on_marker(pid, commit, e.offset);
+                        states.fence(pid, info.producer_epoch);
+                    } else if info.is_idempotent() {
                         states.record(&info, e.offset, e.end_offset());
+                        if info.is_transactional() {
+                            wal_core::util::lock(&self.txns).on_data(info.producer_id, e.offset);
+                        }
                     }
                 }
                 pos = pos.max(e.end_offset());
             }
         }
+        Ok(())
+    }
+
+    /// The last stable offset: the high watermark capped by the first offset of any open
+    /// transaction (what read_committed consumers may read up to).
+    pub fn last_stable_offset(&self) -> i64 {
+        wal_core::util::lock(&self.txns).lso(self.reader.durable_end()) as i64
+    }
+
+    /// Writes the COMMIT or ABORT marker of producer `pid` at `epoch` and waits until it is
+    /// durable; then the transaction is closed here. Idempotent: a partition where `pid` has no
+    /// open transaction gets no marker (a retried delivery, or a transaction that never wrote
+    /// here). A marker's epoch fences older epochs of the producer.
+    pub async fn write_marker(&self, pid: i64, epoch: i16, commit: bool, leads: bool) -> Result<(), ResponseError> {
+        let ticket = {
+            let Some(writer) = self.writer().filter(|_| leads) else { return Err(ResponseError::NotLeaderOrFollower) };
+            let mut producers = self.producers.lock().await;
+            producers.rollback_from(writer.written());
+            wal_core::util::lock(&self.txns).rollback_from(writer.written());
+            if !producers.accepts_marker(pid, epoch) {
+                return Err(ResponseError::InvalidProducerEpoch);
+            }
+            producers.fence(pid, epoch);
+            if !wal_core::util::lock(&self.txns).is_open(pid) {
+                return Ok(());
+            }
+            let marker = batch::control::encode_marker(pid, epoch, commit, 0, wal_core::util::now_ms() as i64);
+            let leader_epoch = writer.epoch() as i32;
+            writer
+                .submit_patched(1, wal_core::util::now_ms() as i64, bytes::BytesMut::from(&marker[..]), |buf, base| {
+                    batch::patch(buf, base, leader_epoch)
+                })
+                .await
+                .map_err(|e| crate::handler::produce::wal_error(&e))?
+        };
+        let offset = ticket.base_offset;
+        ticket.durable().await.map_err(|e| crate::handler::produce::wal_error(&e))?;
+        wal_core::util::lock(&self.txns).on_marker(pid, commit, offset);
         Ok(())
     }
 
@@ -298,7 +352,10 @@ impl Partition {
             }
             let mut states = states.clone();
             states.rollback_from(offset); // pending appends are not covered by the offset
-            Snapshot { log_id: self.reader.log_id(), offset, states, pieces: 0, generation: 0 }
+            let mut txns = wal_core::util::lock(&self.txns).clone();
+            txns.rollback_from(offset);
+            txns.forget_below(self.reader.start_offset());
+            Snapshot { log_id: self.reader.log_id(), offset, states, pieces: 0, generation: 0, txns }
         };
         let old = self.snapshot_generation.load(std::sync::atomic::Ordering::Acquire);
         let parts = snap.states.pieces(SNAPSHOT_PIECE_BYTES);

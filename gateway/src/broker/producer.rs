@@ -116,6 +116,23 @@ impl ProducerStates {
         self.producers.len()
     }
 
+    /// A transaction marker of `pid` at `epoch` is accepted unless the producer is known at a
+    /// newer epoch.
+    pub fn accepts_marker(&self, pid: i64, epoch: i16) -> bool {
+        self.producers.get(&pid).is_none_or(|p| p.epoch <= epoch)
+    }
+
+    /// A marker (or the coordinator) moved `pid` to `epoch`: batches of older epochs are
+    /// refused from now on (INVALID_PRODUCER_EPOCH), the next one starts at sequence 0.
+    pub fn fence(&mut self, pid: i64, epoch: i16) {
+        let p = self.producers.entry(pid).or_default();
+        if epoch > p.epoch {
+            p.epoch = epoch;
+            p.batches.clear();
+            p.next_expected = None;
+        }
+    }
+
     /// Forgets producers whose newest batch is older than `before` (ms); returns how many.
     pub fn expire(&mut self, before: i64) -> usize {
         let n = self.producers.len();

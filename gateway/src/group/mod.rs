@@ -8,6 +8,7 @@
 pub mod consumer;
 pub mod offsets;
 pub mod state;
+pub mod txn_offsets;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -38,6 +39,8 @@ pub struct Coordinator {
     pub max_groups: usize,
     /// Kafka's `group.consumer.session.timeout.ms` for KIP-848 groups.
     pub consumer_session_timeout: Duration,
+    /// Offsets committed inside transactions, until they end.
+    pub txn_offsets: txn_offsets::TxnOffsets,
 }
 
 /// A group as DescribeGroups / ListGroups report it.
@@ -68,8 +71,10 @@ impl Coordinator {
         max_groups: usize,
         consumer_session_timeout: Duration,
     ) -> Result<Arc<Coordinator>, MetaError> {
-        let offsets = OffsetStore::load(meta).await?;
+        let offsets = OffsetStore::load(meta.clone()).await?;
+        let txn_offsets = txn_offsets::TxnOffsets::load(meta).await?;
         Ok(Arc::new(Coordinator {
+            txn_offsets,
             groups: Mutex::new(HashMap::new()),
             consumer: Mutex::new(HashMap::new()),
             offsets,
@@ -99,6 +104,22 @@ impl Coordinator {
 
     fn refuses(&self, map: &HashMap<String, Arc<Mutex<Group>>>, id: &str) -> bool {
         !map.contains_key(id) && map.len() >= self.max_groups
+    }
+
+    /// The end of producer `pid`'s transaction for its group offsets: committed (made visible)
+    /// on COMMIT, dropped on ABORT.
+    pub async fn complete_txn_offsets(&self, pid: i64, commit: bool) -> Result<(), MetaError> {
+        let pending = self.txn_offsets.of(pid).await?;
+        if commit {
+            let mut by_group: HashMap<String, Vec<(String, i32, offsets::Committed)>> = HashMap::new();
+            for o in pending {
+                by_group.entry(o.group).or_default().push((o.topic, o.partition, o.committed));
+            }
+            for (g, commits) in by_group {
+                self.offsets.commit(&g, commits).await?;
+            }
+        }
+        self.txn_offsets.forget(pid).await
     }
 
     /// Whether `id` is a KIP-848 consumer group with members.

@@ -43,7 +43,7 @@ struct Want {
     unknown: ResponseError,
 }
 
-async fn read_one(w: &Want, budget: &mut usize, first: &mut bool, v: i16) -> PartitionData {
+async fn read_one(w: &Want, budget: &mut usize, first: &mut bool, v: i16, committed: bool) -> PartitionData {
     let mut d = PartitionData::default().with_partition_index(w.index).with_high_watermark(-1);
     if v >= 4 {
         d.last_stable_offset = -1;
@@ -55,9 +55,12 @@ async fn read_one(w: &Want, budget: &mut usize, first: &mut bool, v: i16) -> Par
     let Some(p) = &w.partition else { return d.with_error_code(w.unknown.code()) };
     let hw = p.high_watermark();
     d.high_watermark = hw;
+    let lso = p.last_stable_offset();
     if v >= 4 {
-        d.last_stable_offset = hw;
+        d.last_stable_offset = lso;
     }
+    // read_committed: nothing at or past the last stable offset
+    let visible_end = if committed { lso } else { hw };
     if v >= 5 {
         d.log_start_offset = p.log_start();
     }
@@ -69,11 +72,12 @@ async fn read_one(w: &Want, budget: &mut usize, first: &mut bool, v: i16) -> Par
     }
     // The first batch comes whatever its size (KIP-74): a limit of 1 reads exactly one.
     let limit = if *first { w.max_bytes.min(*budget).max(1) } else { w.max_bytes.min(*budget) };
-    if limit == 0 || w.offset == hw {
+    if limit == 0 || w.offset >= visible_end {
         return d.with_records(Some(Bytes::new()));
     }
     match p.reader.read(w.offset as u64, limit).await {
         Ok(mut entries) => {
+            entries.retain(|e| (e.offset as i64) < visible_end);
             // The log returns at least one entry; past the first non-empty partition only what
             // fits counts, so the response stays within fetch.max.bytes (librdkafka's 0082).
             if !*first {
@@ -86,6 +90,22 @@ async fn read_one(w: &Want, budget: &mut usize, first: &mut bool, v: i16) -> Par
                 entries.truncate(n);
             }
             let total: usize = entries.iter().map(|e| e.data.len()).sum();
+            if committed {
+                // the aborted transactions the returned range overlaps, so the consumer drops
+                // their records (KIP-98)
+                let to = entries.last().map(|e| e.end_offset()).unwrap_or(w.offset as u64);
+                let aborted = wal_core::util::lock(&p.txns).aborted_in(w.offset as u64, to);
+                d.aborted_transactions = Some(
+                    aborted
+                        .into_iter()
+                        .map(|(pid, first)| {
+                            kafka_protocol::messages::fetch_response::AbortedTransaction::default()
+                                .with_producer_id(pid.into())
+                                .with_first_offset(first as i64)
+                        })
+                        .collect(),
+                );
+            }
             let records = if entries.len() == 1 {
                 entries.into_iter().next().map(|e| e.data).unwrap_or_default()
             } else {
@@ -144,6 +164,7 @@ pub async fn handle(b: Arc<Broker>, v: i16, req: FetchRequest) -> FetchResponse 
     let asked = if req.max_bytes <= 0 { usize::MAX } else { req.max_bytes as usize };
     let max_bytes = asked.min(b.cfg.fetch_max_bytes);
     let min_bytes = req.min_bytes.max(0) as usize;
+    let committed = v >= 4 && req.isolation_level == 1;
     let deadline = tokio::time::Instant::now() + Duration::from_millis(req.max_wait_ms.max(0) as u64).min(MAX_WAIT);
     loop {
         let mut budget = max_bytes;
@@ -153,7 +174,7 @@ pub async fn handle(b: Arc<Broker>, v: i16, req: FetchRequest) -> FetchResponse 
         for (name, id, wants) in &topics {
             let mut parts = Vec::with_capacity(wants.len());
             for w in wants {
-                let d = read_one(w, &mut budget, &mut first, v).await;
+                let d = read_one(w, &mut budget, &mut first, v, committed).await;
                 errors |= d.error_code != 0;
                 parts.push(d);
             }

@@ -15,6 +15,7 @@ use crate::broker::Broker;
 
 pub async fn handle(b: Arc<Broker>, v: i16, req: ListOffsetsRequest) -> ListOffsetsResponse {
     let mut topics = Vec::with_capacity(req.topics.len());
+    let req_isolation = req.isolation_level;
     for t in req.topics {
         let mut parts = Vec::with_capacity(t.partitions.len());
         for lp in t.partitions {
@@ -32,6 +33,8 @@ pub async fn handle(b: Arc<Broker>, v: i16, req: ListOffsetsRequest) -> ListOffs
                 r.leader_epoch = p.leader_epoch();
             }
             let found = match lp.timestamp {
+                // read_committed consumers start from the last stable offset
+                -1 if v >= 2 && req_isolation == 1 => Ok(Some((p.last_stable_offset() as u64, -1))),
                 -1 => Ok(Some((p.high_watermark() as u64, -1))),
                 -2 | -4 => Ok(Some((p.log_start() as u64, -1))),
                 -3 => {

@@ -23,6 +23,7 @@ pub mod init_producer_id;
 pub mod list_offsets;
 pub mod metadata;
 pub mod produce;
+pub mod txn;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -66,6 +67,13 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::OffsetDelete, 0, 0),
     (ApiKey::ConsumerGroupHeartbeat, 0, 1),
     (ApiKey::ConsumerGroupDescribe, 0, 1),
+    (ApiKey::AddPartitionsToTxn, 0, 3),
+    (ApiKey::AddOffsetsToTxn, 0, 3),
+    (ApiKey::EndTxn, 0, 3),
+    (ApiKey::TxnOffsetCommit, 0, 3),
+    (ApiKey::WriteTxnMarkers, 0, 1),
+    (ApiKey::DescribeTransactions, 0, 0),
+    (ApiKey::ListTransactions, 0, 1),
 ];
 
 /// Whether the API's effect depends on the order of the connection's requests, so its work
@@ -117,6 +125,13 @@ pub fn api_name(api: ApiKey) -> &'static str {
         ApiKey::ConsumerGroupDescribe => "consumer_group_describe",
         ApiKey::DeleteGroups => "delete_groups",
         ApiKey::OffsetDelete => "offset_delete",
+        ApiKey::AddPartitionsToTxn => "add_partitions_to_txn",
+        ApiKey::AddOffsetsToTxn => "add_offsets_to_txn",
+        ApiKey::EndTxn => "end_txn",
+        ApiKey::TxnOffsetCommit => "txn_offset_commit",
+        ApiKey::WriteTxnMarkers => "write_txn_markers",
+        ApiKey::DescribeTransactions => "describe_transactions",
+        ApiKey::ListTransactions => "list_transactions",
         _ => "other",
     }
 }
@@ -175,6 +190,19 @@ pub async fn dispatch(b: &Arc<Broker>, header: &RequestHeader, client_host: &str
         }
         RequestKind::DeleteGroups(r) => ready(async move { ResponseKind::DeleteGroups(group::delete_groups::handle(b, r).await) }),
         RequestKind::OffsetDelete(r) => ready(async move { ResponseKind::OffsetDelete(group::offset_delete::handle(b, r).await) }),
+        RequestKind::AddPartitionsToTxn(r) => {
+            ready(async move { ResponseKind::AddPartitionsToTxn(txn::add_partitions_to_txn::handle(b, r).await) })
+        }
+        RequestKind::AddOffsetsToTxn(r) => ready(async move { ResponseKind::AddOffsetsToTxn(txn::add_offsets_to_txn::handle(b, r).await) }),
+        RequestKind::EndTxn(r) => ready(async move { ResponseKind::EndTxn(txn::end_txn::handle(b, r).await) }),
+        RequestKind::TxnOffsetCommit(r) => ready(async move { ResponseKind::TxnOffsetCommit(txn::txn_offset_commit::handle(b, r).await) }),
+        RequestKind::WriteTxnMarkers(r) => ready(async move { ResponseKind::WriteTxnMarkers(txn::write_txn_markers::handle(b, r).await) }),
+        RequestKind::DescribeTransactions(r) => {
+            ready(async move { ResponseKind::DescribeTransactions(txn::describe_transactions::handle(b, r).await) })
+        }
+        RequestKind::ListTransactions(r) => {
+            ready(async move { ResponseKind::ListTransactions(txn::list_transactions::handle(b, r).await) })
+        }
         other => {
             // `supports` lets only the APIs above through; this is a bug guard, not a path.
             tracing::error!(?api, "no handler for {:?}", std::mem::discriminant(&other));

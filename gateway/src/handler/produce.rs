@@ -102,7 +102,13 @@ pub fn wal_error(e: &WalError) -> ResponseError {
     }
 }
 
-async fn submit_partition(b: &Broker, p: &Arc<Partition>, records: Option<bytes::Bytes>, settings: &TopicSettings) -> (Vec<Step>, Outcome) {
+async fn submit_partition(
+    b: &Broker,
+    p: &Arc<Partition>,
+    records: Option<bytes::Bytes>,
+    settings: &TopicSettings,
+    txn: Option<&str>,
+) -> (Vec<Step>, Outcome) {
     let Some(records) = records else { return (Vec::new(), ResponseError::CorruptMessage.into()) };
     let mut batches = match batch::split(&records) {
         Ok(v) => v,
@@ -118,8 +124,14 @@ async fn submit_partition(b: &Broker, p: &Arc<Partition>, records: Option<bytes:
         if data.len() > max_bytes {
             return (Vec::new(), ResponseError::MessageTooLarge.into());
         }
-        if info.is_transactional() || info.is_control() {
-            return (Vec::new(), ResponseError::UnsupportedForMessageFormat.into());
+        if info.is_control() {
+            // markers are the transaction coordinator's to write
+            return (Vec::new(), ResponseError::InvalidRecord.into());
+        }
+        if info.is_transactional() {
+            if let Err(e) = b.txns.verify_produce(txn, info.producer_id, info.producer_epoch, &p.topic, p.index) {
+                return (Vec::new(), e.into());
+            }
         }
         if info.is_idempotent() {
             match b.producer_id_issued(info.producer_id).await {
@@ -159,6 +171,7 @@ async fn submit_partition(b: &Broker, p: &Arc<Partition>, records: Option<bytes:
     // Appends at or past the writer's next offset failed (a failed upload resets it to the
     // durable end): their batches go now, before any check, not when their responses are sent.
     producers.rollback_from(writer.written());
+    wal_core::util::lock(&p.txns).rollback_from(writer.written());
     let mut steps = Vec::with_capacity(batches.len());
     for (data, info) in batches {
         if info.is_idempotent() {
@@ -186,6 +199,9 @@ async fn submit_partition(b: &Broker, p: &Arc<Partition>, records: Option<bytes:
         };
         if info.is_idempotent() {
             producers.record(&info, ticket.base_offset, ticket.end_offset);
+        }
+        if info.is_transactional() {
+            wal_core::util::lock(&p.txns).on_data(info.producer_id, ticket.base_offset);
         }
         metrics::counter!(m::PRODUCE_BYTES_TOTAL).increment(len as u64);
         metrics::counter!(m::TOPIC_PRODUCE_BYTES_TOTAL, "topic" => m::topic_label(&p.topic)).increment(len as u64);
@@ -264,13 +280,8 @@ async fn stored_at(p: &Partition, offset: u64) -> Option<BatchInfo> {
 
 pub async fn submit(b: Arc<Broker>, v: i16, req: ProduceRequest) -> Pending {
     let acks = req.acks;
-    let reject_all = if req.transactional_id.is_some() {
-        Some(ResponseError::TransactionalIdAuthorizationFailed)
-    } else if !matches!(acks, -1..=1) {
-        Some(ResponseError::InvalidRequiredAcks)
-    } else {
-        None
-    };
+    let txn = req.transactional_id.as_ref().map(|t| t.to_string());
+    let reject_all = if !matches!(acks, -1..=1) { Some(ResponseError::InvalidRequiredAcks) } else { None };
     let mut topics: Vec<(kafka_protocol::messages::TopicName, Vec<PartState>)> = Vec::with_capacity(req.topic_data.len());
     for td in req.topic_data {
         let topic = b.topic(&td.name.0);
@@ -280,7 +291,7 @@ pub async fn submit(b: Arc<Broker>, v: i16, req: ProduceRequest) -> Pending {
             let partition = topic.as_ref().and_then(|t| usize::try_from(pd.index).ok().and_then(|i| t.partitions.get(i).cloned()));
             let (steps, o) = match (&reject_all, &partition, &settings) {
                 (Some(e), _, _) => (Vec::new(), (*e).into()),
-                (None, Some(p), Some(s)) => submit_partition(&b, p, pd.records, s).await,
+                (None, Some(p), Some(s)) => submit_partition(&b, p, pd.records, s, txn.as_deref()).await,
                 (None, _, _) => (Vec::new(), ResponseError::UnknownTopicOrPartition.into()),
             };
             let append_time = o.append_time.unwrap_or(-1);

@@ -1,5 +1,5 @@
-//! FindCoordinator: the live gateway the cluster assigns the group to (single keys before v4,
-//! batched keys from v4). Transaction coordinators do not exist here (no transactions).
+//! FindCoordinator: the live gateway the cluster assigns the group or the transactional id to
+//! (both chosen the same way; single keys before v4, batched keys from v4).
 
 use std::sync::Arc;
 
@@ -11,12 +11,13 @@ use crate::broker::Broker;
 use crate::handler::s;
 
 const KEY_TYPE_GROUP: i8 = 0;
+const KEY_TYPE_TRANSACTION: i8 = 1;
 
 pub fn handle(b: Arc<Broker>, v: i16, req: FindCoordinatorRequest) -> FindCoordinatorResponse {
-    let error = (req.key_type != KEY_TYPE_GROUP).then_some(ResponseError::TransactionalIdAuthorizationFailed);
+    let error = !matches!(req.key_type, KEY_TYPE_GROUP | KEY_TYPE_TRANSACTION);
     let lookup = |key: &str| match error {
-        Some(e) => Err((e, "transactions are not supported")),
-        None => b.cluster.coordinator_of(key).ok_or((ResponseError::CoordinatorNotAvailable, "no live gateway")),
+        true => Err((ResponseError::InvalidRequest, "unknown coordinator key type")),
+        false => b.cluster.coordinator_of(key).ok_or((ResponseError::CoordinatorNotAvailable, "no live gateway")),
     };
     if v >= 4 {
         let coordinators = req

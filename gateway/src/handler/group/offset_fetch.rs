@@ -22,10 +22,26 @@ use crate::handler::s;
 /// coordinator at once: thousands are legitimate, a million are not).
 pub const MAX_GROUPS_PER_REQUEST: usize = 10_000;
 
-/// (topic, [(partition, offset, leader epoch, metadata)])
-type Fetched = Vec<(String, Vec<(i32, i64, i32, String)>)>;
+/// (topic, [(partition, offset, leader epoch, metadata, unstable)])
+type Fetched = Vec<(String, Vec<(i32, i64, i32, String, bool)>)>;
 
-fn fetch(b: &Broker, group: &str, topics: Option<Vec<(String, Vec<i32>)>>) -> Fetched {
+/// The committed offsets; with `require_stable` (KIP-447), a partition with an offset pending
+/// in a transaction is unstable (UNSTABLE_OFFSET_COMMIT, offset -1) until the transaction ends.
+fn fetch(b: &Broker, group: &str, topics: Option<Vec<(String, Vec<i32>)>>, require_stable: bool) -> Fetched {
+    let mut out = fetch_committed(b, group, topics);
+    if require_stable {
+        for (t, ps) in &mut out {
+            for p in ps.iter_mut() {
+                if b.groups.txn_offsets.is_pending(group, t, p.0) {
+                    *p = (p.0, -1, -1, String::new(), true);
+                }
+            }
+        }
+    }
+    out
+}
+
+fn fetch_committed(b: &Broker, group: &str, topics: Option<Vec<(String, Vec<i32>)>>) -> Fetched {
     let offsets = &b.groups.offsets;
     match topics {
         // A topic or partition named twice is answered once (Kafka keys the request by partition).
@@ -35,8 +51,8 @@ fn fetch(b: &Broker, group: &str, topics: Option<Vec<(String, Vec<i32>)>>) -> Fe
                 let ps = parts
                     .into_iter()
                     .map(|p| match offsets.get(group, &t, p) {
-                        Some(c) => (p, c.offset, c.leader_epoch, c.metadata),
-                        None => (p, -1, -1, String::new()),
+                        Some(c) => (p, c.offset, c.leader_epoch, c.metadata, false),
+                        None => (p, -1, -1, String::new(), false),
                     })
                     .collect();
                 (t, ps)
@@ -46,8 +62,8 @@ fn fetch(b: &Broker, group: &str, topics: Option<Vec<(String, Vec<i32>)>>) -> Fe
             let mut out: Fetched = Vec::new();
             for (t, p, c) in offsets.group(group) {
                 match out.iter_mut().find(|(n, _)| *n == t) {
-                    Some((_, v)) => v.push((p, c.offset, c.leader_epoch, c.metadata)),
-                    None => out.push((t, vec![(p, c.offset, c.leader_epoch, c.metadata)])),
+                    Some((_, v)) => v.push((p, c.offset, c.leader_epoch, c.metadata, false)),
+                    None => out.push((t, vec![(p, c.offset, c.leader_epoch, c.metadata, false)])),
                 }
             }
             out
@@ -93,19 +109,20 @@ pub async fn handle(b: Arc<Broker>, v: i16, mut req: OffsetFetchRequest) -> Offs
                         .with_error_code(ResponseError::NotCoordinator.code());
                 }
                 let topics = g.topics.as_ref().map(|ts| ts.iter().map(|t| (t.name.0.to_string(), t.partition_indexes.clone())).collect());
-                let fetched = fetch(&b, &g.group_id.0, topics);
+                let fetched = fetch(&b, &g.group_id.0, topics, req.require_stable);
                 OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone()).with_topics(
                     fetched
                         .into_iter()
                         .map(|(t, ps)| {
                             OffsetFetchResponseTopics::default().with_name(TopicName(s(t))).with_partitions(
                                 ps.into_iter()
-                                    .map(|(p, o, e, m)| {
+                                    .map(|(p, o, e, m, unstable)| {
                                         OffsetFetchResponsePartitions::default()
                                             .with_partition_index(p)
                                             .with_committed_offset(o)
                                             .with_committed_leader_epoch(e)
                                             .with_metadata(Some(s(m)))
+                                            .with_error_code(if unstable { ResponseError::UnstableOffsetCommit.code() } else { 0 })
                                     })
                                     .collect(),
                             )
@@ -137,18 +154,19 @@ pub async fn handle(b: Arc<Broker>, v: i16, mut req: OffsetFetchRequest) -> Offs
         return OffsetFetchResponse::default().with_error_code(ResponseError::NotCoordinator.code()).with_topics(topics.collect());
     }
     let topics = req.topics.as_ref().map(|ts| ts.iter().map(|t| (t.name.0.to_string(), t.partition_indexes.clone())).collect());
-    let fetched = fetch(&b, &req.group_id.0, topics);
+    let fetched = fetch(&b, &req.group_id.0, topics, v >= 7 && req.require_stable);
     OffsetFetchResponse::default().with_topics(
         fetched
             .into_iter()
             .map(|(t, ps)| {
                 OffsetFetchResponseTopic::default().with_name(TopicName(s(t))).with_partitions(
                     ps.into_iter()
-                        .map(|(p, o, e, m)| {
+                        .map(|(p, o, e, m, unstable)| {
                             let mut r = OffsetFetchResponsePartition::default()
                                 .with_partition_index(p)
                                 .with_committed_offset(o)
-                                .with_metadata(Some(s(m)));
+                                .with_metadata(Some(s(m)))
+                                .with_error_code(if unstable { ResponseError::UnstableOffsetCommit.code() } else { 0 });
                             if v >= 5 {
                                 r.committed_leader_epoch = e;
                             }
