@@ -198,7 +198,7 @@ def eos_copy(procs_gateways, src, dst, group, total, kills, kill):
     deadline = time.monotonic() + 300
     try:
         while time.monotonic() < deadline:
-            committed = c.committed([TopicPartition(src, q) for q in range(4)], 30)
+            committed = c.committed([TopicPartition(src, q) for q in range(8)], 30)
             done = sum(max(tp.offset, 0) for tp in committed)
             if done >= total:
                 return
@@ -295,3 +295,46 @@ def test_aiokafka_transactional_producer_and_read_committed_consumer(gateway):
     got = asyncio.run(asyncio.wait_for(run(), 120))
     assert got["read_committed"] == [f"kept-{i}".encode() for i in range(5)] + [b"kept-last"], got
     assert b"dropped" in got["read_uncommitted"]
+
+
+def test_exactly_once_copy_on_a_cluster_of_three(procs):
+    """The same copy on three gateways (etcd, moto_server): a transaction's partitions, its
+    coordinator and its group's coordinator are on different gateways (markers go by
+    WriteTxnMarkers), while the gateway leading most output partitions is SIGKILLed inside a
+    transaction and restarted."""
+    import os
+    from conftest import require_servers
+    from test_cluster import Gateways, wait_until
+    from confluent_kafka.admin import AdminClient, NewTopic
+    require_servers()
+    c = Gateways(procs, quorum=False)
+    for node in (1, 2, 3):
+        c.start_gw(node)
+    boot = c.bootstrap()
+    admin = AdminClient({"bootstrap.servers": boot})
+    src, dst = unique("eos-src"), unique("eos-dst")
+    for t in (src, dst):
+        admin.create_topics([NewTopic(t, 6, 1)])[t].result(30)
+
+    def leaders(topic):
+        md = admin.list_topics(topic, timeout=10)
+        return {pid: p.leader for pid, p in md.topics[topic].partitions.items()}
+
+    wait_until(lambda: set(leaders(dst).values()) == {1, 2, 3}, 30, "output partitions led by all three gateways")
+    total = int(os.environ.get("EOS_CLUSTER_RECORDS", "6000"))
+    sent = [(f"k{i}".encode(), f"v{i}".encode(), None) for i in range(total)]
+    assert not produce_all(producer(boot, **{"enable.idempotence": True}), src, sent).errors()
+
+    def kill():
+        counts = {}
+        for leader in leaders(dst).values():
+            counts[leader] = counts.get(leader, 0) + 1
+        victim = max(counts, key=counts.get)
+        c.gws[victim].kill()
+        time.sleep(1)
+        c.start_gw(victim)
+
+    eos_copy(boot, src, dst, unique("eos"), total, 2, kill)
+    out = read_all(boot, dst, "read_committed", partitions=6, timeout=120, expect=total)
+    assert len(out) == total and sorted(out) == sorted(v for _, v, _ in sent), \
+        f"{len(out)} records copied for {total}: {len(out) - len(set(out))} duplicated, {total - len(set(out))} lost"
