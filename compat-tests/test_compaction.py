@@ -180,3 +180,44 @@ def test_compaction_settings_are_topic_configs(compacting_gateway):
     lift = ConfigEntry("min.compaction.lag.ms", "0", incremental_operation=AlterConfigOpType.SET)
     wait_futures(a.incremental_alter_configs([ConfigResource(ResourceType.TOPIC, topic, incremental_configs=[lift])]))
     wait_for(lambda: compacted(written, read_confluent(gw.bootstrap, topic)), "compaction after AlterConfigs")
+
+
+def test_aborted_transactions_never_win_and_go(compacting_gateway):
+    """A transaction that wrote a key and aborted: compaction keeps the key's committed value
+    (the aborted record is not the latest), and the aborted record goes; the marker stays."""
+    from confluent_kafka import Producer
+    gw = compacting_gateway
+    topic = unique("txtable")
+    create_topic(gw.bootstrap, topic, 1, {"cleanup.policy": "compact", "segment.bytes": "1500",
+                                          "min.cleanable.dirty.ratio": "0.01"})
+    p = Producer({"bootstrap.servers": gw.bootstrap, "transactional.id": unique("tt"), "linger.ms": 5})
+    p.init_transactions(30)
+    p.begin_transaction()
+    p.produce(topic, key=b"solo", value=b"committed", partition=0)
+    p.commit_transaction(30)
+    p.begin_transaction()
+    p.produce(topic, key=b"solo", value=b"aborted", partition=0)
+    p.flush(30)
+    p.abort_transaction(30)
+    written = write_table(gw.bootstrap, topic, 3, "none", gone=False)
+    written[0] = (b"solo", b"committed")  # its latest committed write: compaction keeps it
+    aborted_off = None
+    c = consumer(gw.bootstrap, **{"isolation.level": "read_uncommitted"})
+    c.assign([TopicPartition(topic, 0, 0)])
+    deadline = time.monotonic() + 20
+    while aborted_off is None and time.monotonic() < deadline:
+        for m in c.consume(100, 0.5):
+            if m.error() is None and m.value() == b"aborted":
+                aborted_off = m.offset()
+    c.close()
+    assert aborted_off is not None
+    wait_for(lambda: compacted(written, read_confluent(gw.bootstrap, topic)), "one record per key")
+    # the aborted record is gone even for read_uncommitted readers
+    c = consumer(gw.bootstrap, **{"isolation.level": "read_uncommitted"})
+    c.assign([TopicPartition(topic, 0, 0)])
+    seen, deadline = [], time.monotonic() + 10
+    _, hi = watermarks(gw.bootstrap, topic, 0)
+    while time.monotonic() < deadline and not any(o == hi - 1 for o in seen):
+        seen += [m.offset() for m in c.consume(500, 0.5) if m.error() is None]
+    c.close()
+    assert aborted_off not in seen, "the aborted record was removed by compaction"

@@ -1,5 +1,5 @@
 """KafkaJS (from npm, pinned in kafkajs/package-lock.json) against the gateway: each scenario of
-kafkajs/suite.js (idempotent producer, consumer group, admin calls, topic configs) runs in node
+kafkajs/suite.js (idempotent producer, consumer group, admin calls, topic configs, transactions) runs in node
 against a fresh gateway and must exit 0. Needs `npm ci --prefix compat-tests/kafkajs` (the test
 command runs it); skipped outside CI when node or the package is missing."""
 import os
@@ -16,7 +16,7 @@ def available():
     return shutil.which("node") and os.path.isdir(os.path.join(SUITE, "node_modules", "kafkajs"))
 
 
-@pytest.mark.parametrize("scenario", ["idempotent", "group", "admin", "configs"])
+@pytest.mark.parametrize("scenario", ["idempotent", "group", "admin", "configs", "transactions"])
 def test_kafkajs(gateway, scenario):
     if not available():
         if os.environ.get("CI"):

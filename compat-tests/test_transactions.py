@@ -338,3 +338,36 @@ def test_exactly_once_copy_on_a_cluster_of_three(procs):
     out = read_all(boot, dst, "read_committed", partitions=6, timeout=120, expect=total)
     assert len(out) == total and sorted(out) == sorted(v for _, v, _ in sent), \
         f"{len(out)} records copied for {total}: {len(out) - len(set(out))} duplicated, {total - len(set(out))} lost"
+
+
+def test_kafka_python_transactional_producer_and_read_committed_consumer(gateway):
+    from kafka import KafkaConsumer as KpConsumer, KafkaProducer as KpProducer, TopicPartition as KpTp
+    topic = create_topic(gateway.bootstrap, unique("kp-txn"), partitions=1)
+    p = KpProducer(bootstrap_servers=gateway.bootstrap, transactional_id=unique("kp"))
+    p.init_transactions()
+    p.begin_transaction()
+    for i in range(3):
+        p.send(topic, f"kept-{i}".encode(), partition=0)
+    p.commit_transaction()
+    p.begin_transaction()
+    p.send(topic, b"dropped", partition=0)
+    p.flush()
+    p.abort_transaction()
+    p.begin_transaction()
+    p.send(topic, b"kept-last", partition=0)
+    p.commit_transaction()
+    p.close()
+    got = {}
+    for isolation in ("read_committed", "read_uncommitted"):
+        c = KpConsumer(bootstrap_servers=gateway.bootstrap, isolation_level=isolation, enable_auto_commit=False)
+        tp = KpTp(topic, 0)
+        c.assign([tp])
+        c.seek_to_beginning(tp)
+        out, deadline = [], time.monotonic() + 20
+        while time.monotonic() < deadline and len(out) < (4 if isolation == "read_committed" else 5):
+            for recs in c.poll(timeout_ms=500).values():
+                out += [r.value for r in recs]
+        c.close()
+        got[isolation] = out
+    assert got["read_committed"] == [b"kept-0", b"kept-1", b"kept-2", b"kept-last"], got
+    assert b"dropped" in got["read_uncommitted"]

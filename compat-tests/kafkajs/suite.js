@@ -12,6 +12,9 @@
 //   configs     createTopics with compression.type=gzip (KafkaJS decodes gzip only, without
 //               codec plugins) and cleanup.policy=compact: keyless records refused with
 //               INVALID_RECORD, keyed ones read back; INVALID_CONFIG for an unknown config
+//   transactions  a transactional producer commits, aborts, and commits with sendOffsets (a
+//               group's offset inside the transaction); a read_committed consumer gets exactly
+//               the committed records and the group its offset
 'use strict'
 const assert = require('node:assert/strict')
 const { Kafka, logLevel, ConfigResourceTypes, CompressionTypes } = require('kafkajs')
@@ -214,6 +217,31 @@ const scenarios = {
     await producer.disconnect()
     const got = await consumeAll(topic, 1)
     assert.deepEqual(got.map((m) => [m.offset, m.key, m.value]), [[0, 'k', 'kept']])
+  },
+
+  async transactions () {
+    const topic = unique('kjs-txn')
+    await withAdmin((a) => a.createTopics({ topics: [{ topic, numPartitions: 2 }], waitForLeaders: true }))
+    const producer = kafka.producer({ transactionalId: unique('kjs-tid'), idempotent: true, maxInFlightRequests: 1 })
+    await producer.connect()
+    let txn = await producer.transaction()
+    await txn.send({ topic, messages: [{ key: 'a', value: 'committed-1', partition: 0 }, { key: 'b', value: 'committed-2', partition: 1 }] })
+    await txn.commit()
+    txn = await producer.transaction()
+    await txn.send({ topic, messages: [{ key: 'c', value: 'aborted', partition: 0 }] })
+    await txn.abort()
+    // consume-transform-produce: a group's offset committed inside the transaction
+    const groupId = unique('kjs-eos')
+    txn = await producer.transaction()
+    await txn.send({ topic, messages: [{ key: 'd', value: 'committed-3', partition: 1 }] })
+    await txn.sendOffsets({ consumerGroupId: groupId, topics: [{ topic, partitions: [{ partition: 0, offset: '1' }] }] })
+    await txn.commit()
+    await producer.disconnect()
+    // (KafkaJS consumers read committed by default)
+    const got = await consumeAll(topic, 3)
+    assert.deepEqual(got.map((m) => m.value).sort(), ['committed-1', 'committed-2', 'committed-3'])
+    const offsets = await withAdmin((a) => a.fetchOffsets({ groupId, topics: [topic] }))
+    assert.equal(offsets[0].partitions.find((p) => p.partition === 0).offset, '1')
   }
 }
 

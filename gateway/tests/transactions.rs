@@ -35,6 +35,27 @@ fn add_partition(addr: std::net::SocketAddr, id: &'static str, pid: i64, epoch: 
     r.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code
 }
 
+/// AddPartitionsToTxn v4 with verify_only (KIP-890 part 1): the code of each topic's partition 0.
+fn verify(addr: std::net::SocketAddr, id: &'static str, pid: i64, epoch: i16, topics: &[&'static str]) -> Vec<i16> {
+    let req = AddPartitionsToTxnRequest::default().with_transactions(vec![
+        add_partitions_to_txn_request::AddPartitionsToTxnTransaction::default()
+            .with_transactional_id(tid(id))
+            .with_producer_id(pid.into())
+            .with_producer_epoch(epoch)
+            .with_verify_only(true)
+            .with_topics(
+                topics
+                    .iter()
+                    .map(|t| add_partitions_to_txn_request::AddPartitionsToTxnTopic::default().with_name(name(t)).with_partitions(vec![0]))
+                    .collect(),
+            ),
+    ]);
+    let ResponseKind::AddPartitionsToTxn(r) = call(addr, ApiKey::AddPartitionsToTxn, 4, RequestKind::AddPartitionsToTxn(req)) else {
+        panic!()
+    };
+    r.results_by_transaction[0].topic_results.iter().map(|t| t.results_by_partition[0].partition_error_code).collect()
+}
+
 fn txn_produce(addr: std::net::SocketAddr, id: &'static str, topic: &'static str, pid: i64, epoch: i16, seq: i32) -> (i16, i64) {
     let mut b = gateway::batch::encode_simple_batch(2, pid, epoch, seq, wal_core::util::now_ms() as i64);
     b[21..23].copy_from_slice(&0x10i16.to_be_bytes()); // transactional
@@ -95,6 +116,8 @@ async fn the_transaction_protocol_on_the_wire() {
         assert_eq!(add_partition(addr, "app", pid, e1, "t"), 0);
         // a partition the transaction did not add
         assert_eq!(txn_produce(addr, "app", "other", pid, e1, 0).0, 48, "INVALID_TXN_STATE");
+        assert_eq!(verify(addr, "app", pid, e1, &["t", "other"]), vec![0, 48], "the v4 verification form agrees");
+        assert_eq!(verify(addr, "app", pid, e0, &["t"]), vec![kafka_protocol::ResponseError::ProducerFenced.code()]);
         let (code, first) = txn_produce(addr, "app", "t", pid, e1, 0);
         assert_eq!((code, first), (0, 1));
         assert_eq!(produce(addr, "t", batch(1)).0, 0); // offset 3, after the open transaction

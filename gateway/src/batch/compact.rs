@@ -2,9 +2,9 @@
 //! offset and tombstone flag of every record of a stored batch, and the batch rewritten to a
 //! subset of its records as Kafka's log cleaner writes it: same base offset, last offset delta,
 //! base timestamp, producer fields and codec; fewer records (sparse offset deltas), the max
-//! timestamp of those kept (unless LogAppendTime), a new CRC. Control batches are kept whole
-//! (transaction markers are the transaction coordinator's, issue 15); a batch that cannot be
-//! read is kept whole too, never guessed at.
+//! timestamp of those kept (unless LogAppendTime), a new CRC. Records of aborted transactions
+//! count as keyless, so they go and never supersede a committed record; control batches are
+//! kept whole; a batch that cannot be read is kept whole too, never guessed at.
 
 use std::hash::{Hash, Hasher};
 use std::ops::Range;
@@ -125,18 +125,30 @@ fn open(e: &StoredEntry) -> Option<(BatchInfo, Vec<u8>, Vec<RawRecord>)> {
     Some((info, raw, records))
 }
 
-/// [`RecordKeys`] for the gateway's logs (one Kafka batch per entry).
-pub struct KafkaKeys;
+/// [`RecordKeys`] for one partition's log (one Kafka batch per entry), knowing its aborted
+/// transactions: (producer id, first offset, marker offset).
+#[derive(Default)]
+pub struct KafkaKeys {
+    pub aborted: Vec<(i64, u64, u64)>,
+}
+
+impl KafkaKeys {
+    fn aborted(&self, info: &BatchInfo, offset: u64) -> bool {
+        info.is_transactional()
+            && self.aborted.iter().any(|(pid, first, last)| *pid == info.producer_id && (*first..*last).contains(&offset))
+    }
+}
 
 impl RecordKeys for KafkaKeys {
     fn records(&self, e: &StoredEntry) -> Option<Vec<KeyedRecord>> {
-        let (_, raw, records) = open(e)?;
+        let (info, raw, records) = open(e)?;
+        let aborted = self.aborted(&info, e.offset);
         Some(
             records
                 .iter()
                 .map(|r| KeyedRecord {
                     offset: e.offset + r.offset_delta as u64,
-                    key: r.key.clone().map(|k| key_digest(&raw[k])),
+                    key: r.key.clone().filter(|_| !aborted).map(|k| key_digest(&raw[k])),
                     tombstone: r.tombstone,
                 })
                 .collect(),
@@ -195,14 +207,14 @@ mod tests {
         let recs = [(Some("a"), Some("1")), (Some("b"), Some("2")), (Some("a"), None), (None, Some("x")), (Some("c"), Some("3"))];
         for codec in [0, GZIP, SNAPPY, LZ4, ZSTD] {
             let e = entry(stored(100, &recs, codec), 100, 5);
-            let keyed = KafkaKeys.records(&e).unwrap();
+            let keyed = KafkaKeys::default().records(&e).unwrap();
             assert_eq!(keyed.iter().map(|r| r.offset).collect::<Vec<_>>(), vec![100, 101, 102, 103, 104]);
             assert_eq!(keyed[0].key, keyed[2].key, "same key, same digest");
             assert_ne!(keyed[0].key, keyed[1].key);
             assert_eq!(keyed[3].key, None);
             assert!(keyed[2].tombstone && !keyed[0].tombstone);
             // keep b, the tombstone of a, and c
-            let data = KafkaKeys.retain(&e, &[101, 102, 104]).unwrap();
+            let data = KafkaKeys::default().retain(&e, &[101, 102, 104]).unwrap();
             let info = super::super::validate(&data).err();
             assert!(matches!(info, Some(BatchError::Invalid(_))), "a compacted batch has fewer records than offsets: {info:?}");
             let back = stored_info(&data).unwrap();
@@ -211,7 +223,7 @@ mod tests {
             assert_eq!(back.max_timestamp, 1040, "the newest kept record");
             assert_eq!(crc32c::crc32c(&data[21..]), u32::from_be_bytes(data[17..21].try_into().unwrap()));
             let again = entry(data.to_vec(), 100, 5);
-            let keyed2 = KafkaKeys.records(&again).unwrap();
+            let keyed2 = KafkaKeys::default().records(&again).unwrap();
             assert_eq!(keyed2.iter().map(|r| r.offset).collect::<Vec<_>>(), vec![101, 102, 104], "codec {codec}");
             assert_eq!(keyed2[0].key, keyed[1].key);
             // timestamp lookups (ListOffsets) answer the records that are left
@@ -219,19 +231,32 @@ mod tests {
             assert_eq!(super::super::lookup::record_at_or_after(&data, 0, 1025), Some((104, 1040)));
             assert_eq!(super::super::lookup::max_record(&data, 0), Some((104, 1040)));
             // compacting a compacted batch again
-            let twice = KafkaKeys.retain(&again, &[104]).unwrap();
-            assert_eq!(KafkaKeys.records(&entry(twice.to_vec(), 100, 5)).unwrap().len(), 1);
+            let twice = KafkaKeys::default().retain(&again, &[104]).unwrap();
+            assert_eq!(KafkaKeys::default().records(&entry(twice.to_vec(), 100, 5)).unwrap().len(), 1);
         }
+    }
+
+    #[test]
+    fn records_of_aborted_transactions_count_as_keyless() {
+        let mut b = stored(10, &[(Some("a"), Some("1")), (Some("b"), Some("2"))], 0);
+        b[21..23].copy_from_slice(&0x10i16.to_be_bytes()); // transactional, producer 7
+        let crc = crc32c::crc32c(&b[21..]);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+        let e = entry(b, 10, 2);
+        let keys = |aborted| KafkaKeys { aborted }.records(&e).unwrap().iter().map(|r| r.key.is_some()).collect::<Vec<_>>();
+        assert_eq!(keys(vec![]), vec![true, true]);
+        assert_eq!(keys(vec![(7, 5, 20)]), vec![false, false], "aborted: dropped, never the latest");
+        assert_eq!(keys(vec![(8, 5, 20), (7, 11, 20)]), vec![true, true], "another producer's, or a later transaction");
     }
 
     #[test]
     fn control_and_unreadable_batches_are_kept_whole() {
         let mut b = stored(0, &[(Some("a"), Some("1"))], 0);
         b[21..23].copy_from_slice(&0x20i16.to_be_bytes());
-        assert!(KafkaKeys.records(&entry(b, 0, 1)).is_none());
-        assert!(KafkaKeys.records(&entry(vec![1, 2, 3], 0, 1)).is_none());
+        assert!(KafkaKeys::default().records(&entry(b, 0, 1)).is_none());
+        assert!(KafkaKeys::default().records(&entry(vec![1, 2, 3], 0, 1)).is_none());
         let mut torn = stored(0, &[(Some("a"), Some("1")), (Some("b"), Some("2"))], 0);
         torn.truncate(torn.len() - 3);
-        assert!(KafkaKeys.records(&entry(torn, 0, 2)).is_none());
+        assert!(KafkaKeys::default().records(&entry(torn, 0, 2)).is_none());
     }
 }

@@ -6,8 +6,10 @@
 //!
 //! The producer state is snapshotted first and the pass stops at the snapshot's offset, so a
 //! new owner never rebuilds idempotence state from batches compaction emptied (Kafka keeps the
-//! last batch of each producer for the same reason). Records are read with
-//! [`crate::batch::compact::KafkaKeys`]. Gauges: the largest cleanable ratio and compaction lag
+//! last batch of each producer for the same reason), and at the last stable offset, so no
+//! record of an open transaction supersedes a committed one (Kafka's first uncleanable
+//! offset). Records are read with [`crate::batch::compact::KafkaKeys`], which drops those of
+//! aborted transactions. Gauges: the largest cleanable ratio and compaction lag
 //! over the partitions of the last round.
 
 use std::sync::Arc;
@@ -33,7 +35,6 @@ pub struct Round {
 
 pub async fn compact_once(broker: &Broker, sweep: bool) -> Round {
     let mut round = Round::default();
-    let keys: Arc<dyn wal_core::log::RecordKeys> = Arc::new(KafkaKeys);
     for topic in broker.topics() {
         let s = topic.meta.settings(&broker.cfg.wal);
         if !s.compact {
@@ -48,14 +49,16 @@ pub async fn compact_once(broker: &Broker, sweep: bool) -> Round {
                 tracing::warn!(log = %p.log, error = %e, "compaction: snapshotting producer state failed; skipped this round");
                 continue;
             }
-            let Some(upto) = p.snapshot_offset() else { continue };
+            let Some(snapshot) = p.snapshot_offset() else { continue };
+            let upto = snapshot.min(p.last_stable_offset().max(0) as u64);
+            let keys: Arc<dyn wal_core::log::RecordKeys> = Arc::new(KafkaKeys { aborted: wal_core::util::lock(&p.txns).aborted_ranges() });
             let policy = wal_core::log::CompactionPolicy {
                 upto,
                 max_keys: broker.cfg.compaction_max_keys,
                 block_bytes: broker.cfg.wal.flush_max_bytes,
                 ..s.compaction
             };
-            match broker.wal.compact_log(&p.log, &policy, keys.clone()).await {
+            match broker.wal.compact_log(&p.log, &policy, keys).await {
                 Ok(pass) => {
                     round.passes += pass.ran as usize;
                     round.segments_rewritten += pass.segments_rewritten;

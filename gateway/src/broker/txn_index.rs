@@ -45,6 +45,11 @@ impl TxnIndex {
         self.aborted.range(from..).map(|(_, v)| *v).filter(|(_, first)| *first < to).collect()
     }
 
+    /// Every aborted transaction: (producer id, first offset, marker offset).
+    pub fn aborted_ranges(&self) -> Vec<(i64, u64, u64)> {
+        self.aborted.iter().map(|(last, (pid, first))| (*pid, *first, *last)).collect()
+    }
+
     /// Forgets what lies at or after `offset` (appends that failed and will be reused):
     /// transactions opened there are no longer open, markers there never happened.
     pub fn rollback_from(&mut self, offset: u64) {

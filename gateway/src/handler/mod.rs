@@ -67,7 +67,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::OffsetDelete, 0, 0),
     (ApiKey::ConsumerGroupHeartbeat, 0, 1),
     (ApiKey::ConsumerGroupDescribe, 0, 1),
-    (ApiKey::AddPartitionsToTxn, 0, 3),
+    (ApiKey::AddPartitionsToTxn, 0, 5),
     (ApiKey::AddOffsetsToTxn, 0, 3),
     (ApiKey::EndTxn, 0, 3),
     (ApiKey::TxnOffsetCommit, 0, 3),
@@ -191,7 +191,7 @@ pub async fn dispatch(b: &Arc<Broker>, header: &RequestHeader, client_host: &str
         RequestKind::DeleteGroups(r) => ready(async move { ResponseKind::DeleteGroups(group::delete_groups::handle(b, r).await) }),
         RequestKind::OffsetDelete(r) => ready(async move { ResponseKind::OffsetDelete(group::offset_delete::handle(b, r).await) }),
         RequestKind::AddPartitionsToTxn(r) => {
-            ready(async move { ResponseKind::AddPartitionsToTxn(txn::add_partitions_to_txn::handle(b, r).await) })
+            ready(async move { ResponseKind::AddPartitionsToTxn(txn::add_partitions_to_txn::handle(b, v, r).await) })
         }
         RequestKind::AddOffsetsToTxn(r) => ready(async move { ResponseKind::AddOffsetsToTxn(txn::add_offsets_to_txn::handle(b, r).await) }),
         RequestKind::EndTxn(r) => ready(async move { ResponseKind::EndTxn(txn::end_txn::handle(b, r).await) }),

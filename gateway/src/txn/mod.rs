@@ -254,6 +254,26 @@ impl TxnCoordinator {
         Ok(())
     }
 
+    /// AddPartitionsToTxn v4+ with `verify_only` (KIP-890 part 1, as a partition leader asks):
+    /// for each partition, whether the producer's ongoing transaction holds it
+    /// (INVALID_TXN_STATE otherwise); nothing changes.
+    pub async fn verify(
+        &self,
+        tid: &str,
+        pid: i64,
+        epoch: i16,
+        parts: &[(String, i32)],
+    ) -> Result<Vec<Option<ResponseError>>, ResponseError> {
+        let e = self.entry(tid);
+        let _op = e.op.lock().await;
+        let m = self.load(&e, tid).await?.ok_or(ResponseError::InvalidProducerIdMapping)?;
+        check_producer(&m, pid, epoch)?;
+        Ok(parts
+            .iter()
+            .map(|tp| (m.status != Status::Ongoing || !m.partitions.contains(tp)).then_some(ResponseError::InvalidTxnState))
+            .collect())
+    }
+
     /// AddOffsetsToTxn: the transaction will commit offsets of `group`.
     pub async fn add_offsets(&self, tid: &str, pid: i64, epoch: i16, group: &str) -> Result<(), ResponseError> {
         let e = self.entry(tid);
