@@ -195,7 +195,7 @@ def eos_copy(procs_gateways, src, dst, group, total, kills, kill):
     keep = {"metadata.recovery.strategy": "none"}
     c, p = consumer(), txn_producer(bootstrap, tid, **keep)
     copied, batches, kill_every = 0, 0, max(1, total // 200 // (kills + 1))
-    deadline = time.monotonic() + 300
+    deadline = time.monotonic() + 120 + total / 100 + 20 * kills
     try:
         while time.monotonic() < deadline:
             committed = c.committed([TopicPartition(src, q) for q in range(8)], 30)
