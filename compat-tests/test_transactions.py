@@ -198,7 +198,7 @@ def eos_copy(procs_gateways, src, dst, group, total, kills, kill):
     deadline = time.monotonic() + 120 + total / 100 + 20 * kills
     try:
         while time.monotonic() < deadline:
-            committed = c.committed([TopicPartition(src, q) for q in range(8)], 30)
+            committed = c.committed([TopicPartition(src, q) for q in range(12)], 30)
             done = sum(max(tp.offset, 0) for tp in committed)
             if done >= total:
                 return
@@ -314,13 +314,16 @@ def test_exactly_once_copy_on_a_cluster_of_three(procs):
     admin = AdminClient({"bootstrap.servers": boot})
     src, dst = unique("eos-src"), unique("eos-dst")
     for t in (src, dst):
-        admin.create_topics([NewTopic(t, 6, 1)])[t].result(30)
+        admin.create_topics([NewTopic(t, 12, 1)])[t].result(30)
 
     def leaders(topic):
         md = admin.list_topics(topic, timeout=10)
         return {pid: p.leader for pid, p in md.topics[topic].partitions.items()}
 
-    wait_until(lambda: set(leaders(dst).values()) == {1, 2, 3}, 30, "output partitions led by all three gateways")
+    # (ownership is by rendezvous hashing of the names: every partition led, by at least two
+    # gateways, so markers cross gateways whatever the names drew)
+    wait_until(lambda: -1 not in leaders(dst).values() and len(set(leaders(dst).values())) >= 2, 60,
+               "output partitions led by several gateways")
     total = int(os.environ.get("EOS_CLUSTER_RECORDS", "6000"))
     sent = [(f"k{i}".encode(), f"v{i}".encode(), None) for i in range(total)]
     assert not produce_all(producer(boot, **{"enable.idempotence": True}), src, sent).errors()
@@ -335,7 +338,7 @@ def test_exactly_once_copy_on_a_cluster_of_three(procs):
         c.start_gw(victim)
 
     eos_copy(boot, src, dst, unique("eos"), total, 2, kill)
-    out = read_all(boot, dst, "read_committed", partitions=6, timeout=120, expect=total)
+    out = read_all(boot, dst, "read_committed", partitions=12, timeout=120, expect=total)
     assert len(out) == total and sorted(out) == sorted(v for _, v, _ in sent), \
         f"{len(out)} records copied for {total}: {len(out) - len(set(out))} duplicated, {total - len(set(out))} lost"
 
