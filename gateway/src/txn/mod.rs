@@ -94,8 +94,8 @@ pub struct TxnCoordinator {
     entries: Mutex<HashMap<String, Arc<Entry>>>,
 }
 
-/// The checks every request of an ongoing producer passes (Kafka's order of errors).
-fn check_producer(m: &TxnMeta, pid: i64, epoch: i16) -> Result<(), ResponseError> {
+/// The producer id and epoch of a request against the state (Kafka's order of errors).
+fn check_identity(m: &TxnMeta, pid: i64, epoch: i16) -> Result<(), ResponseError> {
     if m.producer_id != pid {
         return Err(ResponseError::InvalidProducerIdMapping);
     }
@@ -105,6 +105,12 @@ fn check_producer(m: &TxnMeta, pid: i64, epoch: i16) -> Result<(), ResponseError
     if epoch > m.producer_epoch {
         return Err(ResponseError::InvalidProducerEpoch);
     }
+    Ok(())
+}
+
+/// The checks every request of an ongoing producer passes: its identity, then no end running.
+fn check_producer(m: &TxnMeta, pid: i64, epoch: i16) -> Result<(), ResponseError> {
+    check_identity(m, pid, epoch)?;
     if matches!(m.status, Status::PrepareCommit | Status::PrepareAbort) {
         return Err(ResponseError::ConcurrentTransactions);
     }
@@ -292,15 +298,7 @@ impl TxnCoordinator {
         let e = self.entry(tid);
         let _op = e.op.lock().await;
         let mut m = self.load(&e, tid).await?.ok_or(ResponseError::InvalidProducerIdMapping)?;
-        if m.producer_id != pid {
-            return Err(ResponseError::InvalidProducerIdMapping);
-        }
-        if epoch < m.producer_epoch {
-            return Err(ResponseError::ProducerFenced);
-        }
-        if epoch > m.producer_epoch {
-            return Err(ResponseError::InvalidProducerEpoch);
-        }
+        check_identity(&m, pid, epoch)?;
         match (m.status, commit) {
             (Status::Ongoing, _) => {
                 m.status = if commit { Status::PrepareCommit } else { Status::PrepareAbort };
