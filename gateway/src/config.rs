@@ -5,9 +5,15 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use wal_core::storage::s3::S3Config;
 use wal_core::WalConfig;
+
+use crate::security::listeners::{advertised_or, parse_host_port, valid_name, Listener, ListenerConfig};
+use crate::security::tls::{ClientAuth, TlsConfig};
+use crate::security::SecurityProtocol;
 
 /// Kafka's default `socket.request.max.bytes`.
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 100 << 20;
@@ -51,6 +57,19 @@ pub struct GatewayConfig {
     pub listen: SocketAddr,
     /// host:port clients are told to connect to; `listen` when empty.
     pub advertised_listener: String,
+    /// The main listener's name and security protocol (Kafka's listener name and
+    /// `listener.security.protocol.map` entry for `listen`). Gateways call each other (WriteTxnMarkers) on it.
+    pub listener_name: String,
+    pub listener_protocol: SecurityProtocol,
+    /// More listeners, each `{ name, listen, advertised, protocol }`.
+    pub listeners: Vec<ListenerConfig>,
+    /// What SSL and SASL_SSL listeners serve.
+    pub tls: TlsConfig,
+    /// What SASL_PLAINTEXT and SASL_SSL listeners accept.
+    pub sasl: SaslConfig,
+    /// Principals (`User:name`) allowed every administrative call; when empty, as in Kafka
+    /// without an authorizer, anyone is.
+    pub super_users: Vec<String>,
     /// Rack reported in metadata, if any.
     pub rack: Option<String>,
     /// Address of the HTTP endpoint serving /metrics, /healthz and /readyz.
@@ -189,12 +208,62 @@ impl LogStoreConfig {
     }
 }
 
+/// The `[sasl]` table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SaslConfig {
+    /// Kafka's `sasl.enabled.mechanisms`: any of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512.
+    pub mechanisms: Vec<String>,
+    /// Users with a password (name = password), e.g. the first administrator; they log in with
+    /// every mechanism. More users are SCRAM credentials made by AlterUserScramCredentials.
+    pub users: BTreeMap<String, String>,
+    /// A TOML file of more `name = "password"` lines (a mounted Secret), read at start-up.
+    pub users_file: Option<PathBuf>,
+    /// Kafka's `connections.max.reauth.ms`: a session's lifetime (KIP-368); 0: unlimited.
+    pub connections_max_reauth_ms: u64,
+    /// Kafka's `connection.failed.authentication.delay.ms`: how long a refused client waits for
+    /// its answer before the connection closes.
+    pub failed_authentication_delay_ms: u64,
+}
+
+impl Default for SaslConfig {
+    fn default() -> Self {
+        SaslConfig {
+            mechanisms: crate::security::sasl::MECHANISMS.iter().map(|m| m.to_string()).collect(),
+            users: BTreeMap::new(),
+            users_file: None,
+            connections_max_reauth_ms: 0,
+            failed_authentication_delay_ms: 100,
+        }
+    }
+}
+
+impl SaslConfig {
+    /// The configured users and those of `users_file`.
+    pub fn all_users(&self) -> anyhow::Result<BTreeMap<String, String>> {
+        let mut users = self.users.clone();
+        if let Some(f) = &self.users_file {
+            let text = std::fs::read_to_string(f).map_err(|e| anyhow::anyhow!("sasl.users_file {}: {e}", f.display()))?;
+            let more: BTreeMap<String, String> =
+                toml::from_str(&text).map_err(|e| anyhow::anyhow!("sasl.users_file {}: {e}", f.display()))?;
+            users.extend(more);
+        }
+        Ok(users)
+    }
+}
+
 impl Default for GatewayConfig {
     fn default() -> Self {
         GatewayConfig {
             node_id: 0,
             listen: "127.0.0.1:9092".parse().expect("valid"),
             advertised_listener: String::new(),
+            listener_name: "PLAINTEXT".into(),
+            listener_protocol: SecurityProtocol::Plaintext,
+            listeners: Vec::new(),
+            tls: TlsConfig::default(),
+            sasl: SaslConfig::default(),
+            super_users: Vec::new(),
             rack: None,
             metrics_listen: "127.0.0.1:9644".parse().expect("valid"),
             cluster_id: "wal-gateway".into(),
@@ -289,6 +358,7 @@ impl GatewayConfig {
                 self.advertised_listener.rsplit_once(':').ok_or_else(|| anyhow::anyhow!("advertised_listener must be host:port"))?;
             anyhow::ensure!(!h.is_empty() && p.parse::<u16>().is_ok(), "advertised_listener must be host:port");
         }
+        self.validate_listeners()?;
         if self.storage == StorageKind::S3 {
             self.s3.validate().map_err(|e| anyhow::anyhow!(e))?;
         }
@@ -304,6 +374,66 @@ impl GatewayConfig {
         }
         self.logstore.node_config().validate()?;
         Ok(())
+    }
+
+    fn validate_listeners(&self) -> anyhow::Result<()> {
+        let mut names = vec![self.listener_name.to_uppercase()];
+        let mut addrs = vec![self.listen];
+        anyhow::ensure!(valid_name(&self.listener_name), "listener_name must be letters, digits, '_' or '-'");
+        for l in &self.listeners {
+            anyhow::ensure!(valid_name(&l.name), "listener name {:?} must be letters, digits, '_' or '-'", l.name);
+            anyhow::ensure!(!names.contains(&l.name.to_uppercase()), "listener name {} is used twice", l.name);
+            anyhow::ensure!(l.listen.port() == 0 || !addrs.contains(&l.listen), "listener {} binds {} twice", l.name, l.listen);
+            anyhow::ensure!(
+                l.advertised.is_empty() || parse_host_port(&l.advertised).is_some(),
+                "listener {}: advertised must be host:port",
+                l.name
+            );
+            names.push(l.name.to_uppercase());
+            addrs.push(l.listen);
+        }
+        let protocols: Vec<SecurityProtocol> = self.listener_specs().iter().map(|(l, _)| l.protocol).collect();
+        if protocols.iter().any(|p| p.tls()) {
+            anyhow::ensure!(
+                self.tls.cert_file.is_some() && self.tls.key_file.is_some(),
+                "an SSL or SASL_SSL listener needs tls.cert_file and tls.key_file"
+            );
+            anyhow::ensure!(self.tls.client_auth == ClientAuth::None || self.tls.ca_file.is_some(), "tls.client_auth needs tls.ca_file");
+            anyhow::ensure!((100..=600_000).contains(&self.tls.handshake_timeout_ms), "tls.handshake_timeout_ms must be in 100..=600000");
+            anyhow::ensure!(self.tls.reload_check_ms >= 100, "tls.reload_check_ms must be >= 100");
+            crate::security::principal::MappingRules::parse(&self.tls.principal_mapping_rules)
+                .map_err(|e| anyhow::anyhow!("tls.principal_mapping_rules: {e}"))?;
+        }
+        if protocols.iter().any(|p| p.sasl()) {
+            anyhow::ensure!(!self.sasl.mechanisms.is_empty(), "a SASL listener needs sasl.mechanisms");
+            for m in &self.sasl.mechanisms {
+                anyhow::ensure!(
+                    crate::security::sasl::MECHANISMS.contains(&m.as_str()),
+                    "sasl.mechanisms: {m} is not one of {:?}",
+                    crate::security::sasl::MECHANISMS
+                );
+            }
+            anyhow::ensure!(self.sasl.failed_authentication_delay_ms <= 60_000, "sasl.failed_authentication_delay_ms must be <= 60000");
+            anyhow::ensure!(
+                self.sasl.connections_max_reauth_ms == 0 || self.sasl.connections_max_reauth_ms >= 1000,
+                "sasl.connections_max_reauth_ms must be 0 or >= 1000"
+            );
+        }
+        for u in &self.super_users {
+            anyhow::ensure!(u.starts_with("User:") && u.len() > 5, "super_users: {u:?} must be User:name");
+        }
+        Ok(())
+    }
+
+    /// Every listener with the address it binds: the main one first.
+    pub fn listener_specs(&self) -> Vec<(Listener, SocketAddr)> {
+        let (host, port) = self.advertised();
+        let mut out = vec![(Listener { name: self.listener_name.clone(), protocol: self.listener_protocol, host, port }, self.listen)];
+        for l in &self.listeners {
+            let (host, port) = advertised_or(&l.advertised, l.listen);
+            out.push((Listener { name: l.name.clone(), protocol: l.protocol, host, port }, l.listen));
+        }
+        out
     }
 
     /// The host and port clients should connect to.

@@ -19,6 +19,7 @@ pub mod config;
 pub mod group;
 pub mod handler;
 pub mod metrics;
+pub mod security;
 pub mod server;
 pub mod txn;
 
@@ -32,7 +33,10 @@ pub use config::GatewayConfig;
 
 /// A running gateway (for the binary and for in-process tests).
 pub struct Running {
+    /// The main listener's address.
     pub addr: SocketAddr,
+    /// Every listener's name and bound address (the main one first).
+    pub listeners: Vec<(String, SocketAddr)>,
     pub broker: Arc<Broker>,
     shutdown: watch::Sender<bool>,
     server: tokio::task::JoinHandle<()>,
@@ -47,16 +51,40 @@ impl Running {
     }
 }
 
-/// Opens the broker and starts the Kafka listener.
+/// Opens the broker and starts the Kafka listeners.
 pub async fn start(mut cfg: GatewayConfig) -> anyhow::Result<Running> {
+    cfg.validate()?;
     let listener = tokio::net::TcpListener::bind(cfg.listen).await?;
     let addr = listener.local_addr()?;
     if cfg.listen.port() == 0 && cfg.advertised_listener.is_empty() {
         cfg.advertised_listener = addr.to_string();
     }
+    let mut sockets = vec![listener];
+    for l in cfg.listeners.iter_mut() {
+        let socket =
+            tokio::net::TcpListener::bind(l.listen).await.map_err(|e| anyhow::anyhow!("listener {} on {}: {e}", l.name, l.listen))?;
+        if l.listen.port() == 0 && l.advertised.is_empty() {
+            l.advertised = socket.local_addr()?.to_string();
+        }
+        l.listen = socket.local_addr()?;
+        sockets.push(socket);
+    }
+    let specs = cfg.listener_specs();
+    let tls = match specs.iter().any(|(l, _)| l.protocol.tls()) {
+        true => Some(Arc::new(security::tls::Tls::new(&cfg.tls)?)),
+        false => None,
+    };
     let broker = Broker::open(cfg).await?;
+    let mut bound = Vec::new();
+    let mut listeners = Vec::new();
+    for (socket, (spec, _)) in sockets.into_iter().zip(specs) {
+        let local = socket.local_addr()?;
+        tracing::info!(addr = %local, name = %spec.name, protocol = spec.protocol.name(), "Kafka listener ready");
+        listeners.push((spec.name.clone(), local));
+        let tls = spec.protocol.tls().then(|| tls.clone()).flatten();
+        bound.push(server::Bound { socket, listener: Arc::new(spec), tls });
+    }
     let (tx, rx) = watch::channel(false);
-    let server = tokio::spawn(server::serve(listener, broker.clone(), rx));
-    tracing::info!(%addr, "Kafka listener ready");
-    Ok(Running { addr, broker, shutdown: tx, server })
+    let server = tokio::spawn(server::serve_all(bound, broker.clone(), rx));
+    Ok(Running { addr, listeners, broker, shutdown: tx, server })
 }

@@ -44,6 +44,15 @@ pub const COMPACTION_CLEANABLE_RATIO: &str = "gateway_compaction_cleanable_ratio
 pub const COMPACTION_LAG_SECONDS: &str = "gateway_compaction_lag_seconds";
 pub const COMPACTED_PARTITIONS: &str = "gateway_compacted_partitions";
 
+/// Authentications (labels `listener`, `mechanism`: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, SSL for
+/// client certificates; `result`: ok, failed).
+pub const AUTHENTICATIONS_TOTAL: &str = "gateway_authentications_total";
+/// TLS handshakes that failed (label `listener`): untrusted or missing client certificates,
+/// plaintext clients on a TLS port.
+pub const TLS_HANDSHAKE_FAILURES_TOTAL: &str = "gateway_tls_handshake_failures_total";
+/// Certificate files re-read after a change on disk (label `result`: ok, error).
+pub const TLS_RELOADS_TOTAL: &str = "gateway_tls_certificate_reloads_total";
+
 /// Distinct topic label values before further topics are counted as `_other`.
 pub const MAX_TOPIC_LABELS: usize = 1000;
 /// Distinct (group, topic) lag series exported at most.
@@ -75,6 +84,9 @@ pub const ALL: &[&str] = &[
     COMPACTION_CLEANABLE_RATIO,
     COMPACTION_LAG_SECONDS,
     COMPACTED_PARTITIONS,
+    AUTHENTICATIONS_TOTAL,
+    TLS_HANDSHAKE_FAILURES_TOTAL,
+    TLS_RELOADS_TOTAL,
 ];
 
 /// The label value for a topic: its name for the first [`MAX_TOPIC_LABELS`] topics seen, then

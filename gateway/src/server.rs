@@ -32,16 +32,23 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
+use kafka_protocol::messages::{SaslAuthenticateResponse, SaslHandshakeResponse};
 use kafka_protocol::protocol::{Decodable, Encodable};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::{TcpListener, TcpStream};
+use kafka_protocol::ResponseError;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter, WriteHalf};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::broker::Broker;
 use crate::handler::{self, Pending};
 use crate::metrics as m;
+use crate::security::sasl::{Authenticator, SaslSettings, Step};
+use crate::security::tls::Tls;
+use crate::security::{ConnInfo, Listener, ANONYMOUS};
 use wal_core::util::lock;
+
+/// The largest SASL token a v0 client may send as a raw frame.
+const MAX_RAW_TOKEN: usize = 64 * 1024;
 
 /// Frames up to this size draw from the small-frame lane of the budget.
 pub const SMALL_FRAME: usize = 64 * 1024;
@@ -150,9 +157,30 @@ impl Drop for Charge {
     }
 }
 
-/// Accepts connections until `shutdown` turns true.
-pub async fn serve(listener: TcpListener, broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
+/// A bound listener: its socket, what it advertises and speaks, and its TLS acceptor if any.
+pub struct Bound {
+    pub socket: TcpListener,
+    pub listener: Arc<Listener>,
+    pub tls: Option<Arc<Tls>>,
+}
+
+/// Serves one plaintext listener (the main one) until `shutdown` turns true.
+pub async fn serve(listener: TcpListener, broker: Arc<Broker>, shutdown: watch::Receiver<bool>) {
+    let spec = broker.cfg.listener_specs().swap_remove(0).0;
+    serve_all(vec![Bound { socket: listener, listener: Arc::new(spec), tls: None }], broker, shutdown).await
+}
+
+/// Serves every listener, with one set of limits, until `shutdown` turns true.
+pub async fn serve_all(bound: Vec<Bound>, broker: Arc<Broker>, shutdown: watch::Receiver<bool>) {
     let limits = Limits::new(&broker);
+    let mut loops = tokio::task::JoinSet::new();
+    for b in bound {
+        loops.spawn(accept_loop(b, broker.clone(), limits.clone(), shutdown.clone()));
+    }
+    while loops.join_next().await.is_some() {}
+}
+
+async fn accept_loop(bound: Bound, broker: Arc<Broker>, limits: Arc<Limits>, mut shutdown: watch::Receiver<bool>) {
     let mut conns = tokio::task::JoinSet::new();
     loop {
         let permit = tokio::select! {
@@ -160,7 +188,7 @@ pub async fn serve(listener: TcpListener, broker: Arc<Broker>, mut shutdown: wat
             _ = shutdown.changed() => break,
         };
         let accepted = tokio::select! {
-            a = listener.accept() => a,
+            a = bound.socket.accept() => a,
             _ = shutdown.changed() => break,
         };
         match accepted {
@@ -173,9 +201,26 @@ pub async fn serve(listener: TcpListener, broker: Arc<Broker>, mut shutdown: wat
                 let _ = stream.set_nodelay(true);
                 metrics::counter!(m::CONNECTIONS_TOTAL).increment(1);
                 let (b, l, s) = (broker.clone(), limits.clone(), shutdown.clone());
+                let (listener, tls) = (bound.listener.clone(), bound.tls.clone());
                 conns.spawn(async move {
                     metrics::gauge!(m::CONNECTIONS).increment(1.0);
-                    if let Err(e) = connection(stream, peer, b, l, s).await {
+                    let result = match tls {
+                        None => connection(stream, peer, ANONYMOUS.to_string(), listener, b, l, s).await,
+                        Some(tls) => match tls.accept(stream).await {
+                            Ok((stream, principal)) => {
+                                if principal != ANONYMOUS {
+                                    metrics::counter!(m::AUTHENTICATIONS_TOTAL, "listener" => listener.name.clone(), "mechanism" => "SSL", "result" => "ok")
+                                        .increment(1);
+                                }
+                                connection(stream, peer, principal, listener, b, l, s).await
+                            }
+                            Err(e) => {
+                                metrics::counter!(m::TLS_HANDSHAKE_FAILURES_TOTAL, "listener" => listener.name.clone()).increment(1);
+                                Err(ConnError::Protocol(e))
+                            }
+                        },
+                    };
+                    if let Err(e) = result {
                         tracing::debug!(%peer, error = %e, "connection closed");
                     }
                     metrics::gauge!(m::CONNECTIONS).decrement(1.0);
@@ -200,6 +245,8 @@ struct Queued {
     version: i16,
     started: Instant,
     response: tokio::task::JoinHandle<Option<ResponseKind>>,
+    /// A raw SASL token (after a v0 SaslHandshake): written as a size and the bytes, no header.
+    raw: Option<Bytes>,
     _charge: Charge,
     /// Decremented when the response is written (or dropped).
     _in_flight: InFlight,
@@ -241,21 +288,131 @@ fn protocol(kind: &'static str, msg: impl Into<String>) -> ConnError {
     ConnError::Protocol(msg.into())
 }
 
-async fn connection(
-    stream: TcpStream,
+/// What a SASL exchange step answers, and whether the connection ends after it.
+struct SaslReply {
+    response: ResponseKind,
+    close: bool,
+}
+
+async fn sasl_handshake(sasl: &mut Option<Authenticator>, version: i16, req: kafka_protocol::messages::SaslHandshakeRequest) -> SaslReply {
+    let Some(a) = sasl.as_mut() else {
+        // Not a SASL listener: Kafka answers ILLEGAL_SASL_STATE.
+        let r = SaslHandshakeResponse::default().with_error_code(ResponseError::IllegalSaslState.code());
+        return SaslReply { response: ResponseKind::SaslHandshake(r), close: true };
+    };
+    let mechanisms = a.mechanisms().iter().map(|m| handler::s(m.clone())).collect();
+    let r = SaslHandshakeResponse::default().with_mechanisms(mechanisms);
+    match a.handshake(&req.mechanism, version) {
+        Ok(()) => SaslReply { response: ResponseKind::SaslHandshake(r), close: false },
+        Err(e) => SaslReply { response: ResponseKind::SaslHandshake(r.with_error_code(e.code())), close: true },
+    }
+}
+
+async fn sasl_authenticate(
+    sasl: &mut Option<Authenticator>,
+    conn: &ConnInfo,
+    req: kafka_protocol::messages::SaslAuthenticateRequest,
+) -> SaslReply {
+    let fail = |e: ResponseError, msg: String| SaslReply {
+        response: ResponseKind::SaslAuthenticate(
+            SaslAuthenticateResponse::default().with_error_code(e.code()).with_error_message(Some(handler::s(msg))),
+        ),
+        close: true,
+    };
+    let Some(a) = sasl.as_mut().filter(|a| a.in_exchange()) else {
+        return fail(ResponseError::IllegalSaslState, "SaslAuthenticate without a SaslHandshake".into());
+    };
+    match a.authenticate(&req.auth_bytes).await {
+        Step::Continue(token) => SaslReply {
+            response: ResponseKind::SaslAuthenticate(SaslAuthenticateResponse::default().with_auth_bytes(Bytes::from(token))),
+            close: false,
+        },
+        Step::Done { token, principal, lifetime_ms } => {
+            auth_metric(conn, "ok");
+            conn.set_principal(principal);
+            let r = SaslAuthenticateResponse::default().with_auth_bytes(Bytes::from(token)).with_session_lifetime_ms(lifetime_ms);
+            SaslReply { response: ResponseKind::SaslAuthenticate(r), close: false }
+        }
+        Step::Failed(msg) => {
+            auth_metric(conn, "failed");
+            fail(ResponseError::SaslAuthenticationFailed, msg)
+        }
+    }
+}
+
+fn auth_metric(conn: &ConnInfo, result: &'static str) {
+    metrics::counter!(m::AUTHENTICATIONS_TOTAL, "listener" => conn.listener.name.clone(), "mechanism" => "SASL", "result" => result)
+        .increment(1);
+}
+
+async fn connection<S>(
+    stream: S,
     peer: std::net::SocketAddr,
+    principal: String,
+    listener: Arc<Listener>,
     broker: Arc<Broker>,
     limits: Arc<Limits>,
     mut shutdown: watch::Receiver<bool>,
-) -> Result<(), ConnError> {
-    let client_host = format!("/{}", peer.ip());
-    let (rd, wr) = stream.into_split();
+) -> Result<(), ConnError>
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let conn = ConnInfo::new(format!("/{}", peer.ip()), listener.clone(), principal);
+    let mut sasl = listener.protocol.sasl().then(|| {
+        Authenticator::new(SaslSettings {
+            creds: broker.credentials.clone(),
+            mechanisms: Arc::new(broker.cfg.sasl.mechanisms.clone()),
+            reauth: Duration::from_millis(broker.cfg.sasl.connections_max_reauth_ms),
+        })
+    });
+    let failed_delay = Duration::from_millis(broker.cfg.sasl.failed_authentication_delay_ms);
+    let (rd, wr) = tokio::io::split(stream);
     let (tx, rx) = mpsc::channel::<Queued>(broker.cfg.max_inflight_per_connection);
     let writer = tokio::spawn(write_loop(wr, rx, Duration::from_millis(broker.cfg.response_write_timeout_ms)));
     let mut rd = BufReader::with_capacity(64 << 10, rd);
     let in_flight = Arc::new(AtomicUsize::new(0));
     let mut lane: Option<oneshot::Receiver<()>> = None;
+    let queue = |correlation_id, api_key, version, response, raw, charge, in_flight: &Arc<AtomicUsize>| Queued {
+        correlation_id,
+        api_key,
+        version,
+        started: Instant::now(),
+        response,
+        raw,
+        _charge: charge,
+        _in_flight: InFlight::new(in_flight),
+    };
     let result = loop {
+        if let Some(a) = sasl.as_mut().filter(|a| a.expects_raw_token()) {
+            // After a v0 SaslHandshake the tokens come as raw frames (KIP-43's framing).
+            let frame = tokio::select! {
+                f = read_raw_frame(&mut rd, &broker, &limits) => f,
+                _ = shutdown.changed() => break Ok(()),
+            };
+            let (token, charge) = match frame {
+                Ok(f) => f,
+                Err(e) => break Err(e),
+            };
+            let reply = match a.authenticate(&token).await {
+                Step::Continue(t) => t,
+                Step::Done { token, principal, .. } => {
+                    auth_metric(&conn, "ok");
+                    conn.set_principal(principal);
+                    token
+                }
+                Step::Failed(msg) => {
+                    // v0 has no error field: the connection closes, after the delay.
+                    auth_metric(&conn, "failed");
+                    tokio::time::sleep(failed_delay).await;
+                    break Err(protocol("sasl", format!("authentication failed: {msg}")));
+                }
+            };
+            let q = queue(0, ApiKey::SaslAuthenticate, 0, tokio::spawn(async { None }), Some(Bytes::from(reply)), charge, &in_flight);
+            if tx.send(q).await.is_err() {
+                break Ok(());
+            }
+            continue;
+        }
         let frame = tokio::select! {
             f = read_frame(&mut rd, &broker, &limits, &in_flight) => f,
             _ = shutdown.changed() => break Ok(()),
@@ -268,34 +425,44 @@ async fn connection(
         match decode(body) {
             Ok(Decoded::Request { header, request, api_key }) => {
                 let version = header.request_api_version;
-                let mut pending: Pending = handler::dispatch(&broker, &header, &client_host, api_key, request).await;
+                let reply = match request {
+                    RequestKind::SaslHandshake(r) => Ok(sasl_handshake(&mut sasl, version, r).await),
+                    RequestKind::SaslAuthenticate(r) => Ok(sasl_authenticate(&mut sasl, &conn, r).await),
+                    other => Err(other),
+                };
+                let request = match reply {
+                    Ok(SaslReply { response, close }) => {
+                        let delay = if close && api_key == ApiKey::SaslAuthenticate { failed_delay } else { Duration::ZERO };
+                        let fut = tokio::spawn(async move {
+                            tokio::time::sleep(delay).await;
+                            Some(response)
+                        });
+                        if tx.send(queue(header.correlation_id, api_key, version, fut, None, permit, &in_flight)).await.is_err() || close {
+                            break if close { Err(protocol("sasl", "SASL exchange refused")) } else { Ok(()) };
+                        }
+                        continue;
+                    }
+                    Err(other) => other,
+                };
+                if let Some(a) = &sasl {
+                    if !a.authenticated() && api_key != ApiKey::ApiVersions {
+                        break Err(protocol("sasl", format!("unexpected {api_key:?} request before SASL authentication")));
+                    }
+                    if a.expired(Instant::now()) && api_key != ApiKey::ApiVersions {
+                        break Err(protocol("sasl", "the SASL session expired without re-authentication"));
+                    }
+                }
+                let mut pending: Pending = handler::dispatch(&broker, &header, &conn, api_key, request).await;
                 if handler::in_request_order(api_key) {
                     pending = in_lane(&mut lane, pending);
                 }
-                let q = Queued {
-                    correlation_id: header.correlation_id,
-                    api_key,
-                    version,
-                    started: Instant::now(),
-                    response: tokio::spawn(pending),
-                    _charge: permit,
-                    _in_flight: InFlight::new(&in_flight),
-                };
-                if tx.send(q).await.is_err() {
+                if tx.send(queue(header.correlation_id, api_key, version, tokio::spawn(pending), None, permit, &in_flight)).await.is_err() {
                     break Ok(()); // the writer stopped (peer gone)
                 }
             }
             Ok(Decoded::ApiVersionsFallback { correlation_id }) => {
-                let q = Queued {
-                    correlation_id,
-                    api_key: ApiKey::ApiVersions,
-                    version: 0,
-                    started: Instant::now(),
-                    response: tokio::spawn(async { Some(ResponseKind::ApiVersions(handler::api_versions::fallback())) }),
-                    _charge: permit,
-                    _in_flight: InFlight::new(&in_flight),
-                };
-                if tx.send(q).await.is_err() {
+                let fut = tokio::spawn(async { Some(ResponseKind::ApiVersions(handler::api_versions::fallback())) });
+                if tx.send(queue(correlation_id, ApiKey::ApiVersions, 0, fut, None, permit, &in_flight)).await.is_err() {
                     break Ok(());
                 }
             }
@@ -305,6 +472,32 @@ async fn connection(
     drop(tx);
     let _ = writer.await;
     result
+}
+
+/// Reads one raw SASL token frame (a size, then the token).
+async fn read_raw_frame<R: AsyncRead + Unpin>(
+    rd: &mut BufReader<R>,
+    broker: &Broker,
+    limits: &Arc<Limits>,
+) -> Result<(Vec<u8>, Charge), ConnError> {
+    let read_timeout = Duration::from_millis(broker.cfg.request_read_timeout_ms);
+    let mut size = [0u8; 4];
+    match tokio::time::timeout(Duration::from_millis(broker.cfg.connections_max_idle_ms), rd.read_exact(&mut size)).await {
+        Err(_) => return Err(timed_out("idle")),
+        Ok(Err(_)) => return Err(protocol("truncated", "end of stream before a SASL token")),
+        Ok(Ok(_)) => {}
+    }
+    let size = i32::from_be_bytes(size);
+    if size < 0 || size as usize > MAX_RAW_TOKEN {
+        return Err(protocol("size", format!("invalid SASL token size {size}")));
+    }
+    let charge = limits.admit(size as usize, ApiKey::SaslAuthenticate as i16).await?;
+    let mut token = vec![0u8; size as usize];
+    match tokio::time::timeout(read_timeout, rd.read_exact(&mut token)).await {
+        Err(_) => Err(timed_out("read")),
+        Ok(Err(_)) => Err(protocol("truncated", "end of stream inside a SASL token")),
+        Ok(Ok(_)) => Ok((token, charge)),
+    }
 }
 
 /// Puts `pending` at the end of the connection's ordered lane: it starts once the lane's
@@ -323,8 +516,8 @@ fn in_lane(lane: &mut Option<oneshot::Receiver<()>>, pending: Pending) -> Pendin
 }
 
 /// Reads one frame: `Ok(None)` on a clean end of stream between frames.
-async fn read_frame(
-    rd: &mut BufReader<OwnedReadHalf>,
+async fn read_frame<R: AsyncRead + Unpin>(
+    rd: &mut BufReader<R>,
     broker: &Broker,
     limits: &Arc<Limits>,
     in_flight: &AtomicUsize,
@@ -427,11 +620,20 @@ fn decode(mut body: Bytes) -> Result<Decoded, ConnError> {
     }
 }
 
-async fn write_loop(wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Queued>, write_timeout: Duration) {
+async fn write_loop<S: AsyncWrite>(wr: WriteHalf<S>, mut rx: mpsc::Receiver<Queued>, write_timeout: Duration) {
     let mut w = BufWriter::with_capacity(256 << 10, wr);
     let mut buf = BytesMut::new();
     while let Some(q) = rx.recv().await {
         let api = crate::handler::api_name(q.api_key);
+        if let Some(raw) = &q.raw {
+            buf.clear();
+            buf.put_i32(raw.len() as i32);
+            buf.extend_from_slice(raw);
+            if !write_progressing(&mut w, &buf, write_timeout).await || w.flush().await.is_err() {
+                return;
+            }
+            continue;
+        }
         let resp = match q.response.await {
             Ok(r) => r,
             Err(e) => {
@@ -484,7 +686,7 @@ async fn write_loop(wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Queued>, write_ti
 }
 
 /// Writes `data`, giving up (false) on an error or when no byte went out for `timeout`.
-async fn write_progressing(w: &mut BufWriter<OwnedWriteHalf>, mut data: &[u8], timeout: Duration) -> bool {
+async fn write_progressing<W: AsyncWrite + Unpin>(w: &mut BufWriter<W>, mut data: &[u8], timeout: Duration) -> bool {
     while !data.is_empty() {
         match tokio::time::timeout(timeout, w.write(data)).await {
             Ok(Ok(0)) | Ok(Err(_)) => return false,
@@ -562,6 +764,12 @@ mod tests {
             ApiKey::WriteTxnMarkers => RequestKind::WriteTxnMarkers(WriteTxnMarkersRequest::default()),
             ApiKey::DescribeTransactions => RequestKind::DescribeTransactions(DescribeTransactionsRequest::default()),
             ApiKey::ListTransactions => RequestKind::ListTransactions(ListTransactionsRequest::default()),
+            ApiKey::SaslHandshake => RequestKind::SaslHandshake(SaslHandshakeRequest::default()),
+            ApiKey::SaslAuthenticate => RequestKind::SaslAuthenticate(SaslAuthenticateRequest::default()),
+            ApiKey::DescribeUserScramCredentials => {
+                RequestKind::DescribeUserScramCredentials(DescribeUserScramCredentialsRequest::default())
+            }
+            ApiKey::AlterUserScramCredentials => RequestKind::AlterUserScramCredentials(AlterUserScramCredentialsRequest::default()),
             _ => return Err(()),
         })
     }

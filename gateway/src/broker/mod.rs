@@ -69,6 +69,8 @@ pub struct Broker {
     /// The transaction coordinator (for the transactional ids this gateway coordinates).
     pub txns: Arc<crate::txn::TxnCoordinator>,
     pub cluster: Arc<Cluster>,
+    /// SASL credentials: configured users and the SCRAM credentials in the MetaStore.
+    pub credentials: Arc<crate::security::credentials::Credentials>,
     /// Wakes the cluster loop early (a topic was created here).
     wake: tokio::sync::Notify,
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
@@ -107,9 +109,11 @@ impl Broker {
         )
         .await?;
         let (host, port) = cfg.advertised();
-        let me = Member { node_id: cfg.node_id, host, port, rack: cfg.rack.clone(), session: 0 };
+        let listeners = cfg.listener_specs().into_iter().map(|(l, _)| (l.name, (l.host, l.port))).collect();
+        let me = Member { node_id: cfg.node_id, host, port, rack: cfg.rack.clone(), session: 0, listeners };
         let cluster = Cluster::join(meta.clone(), me, cfg.cluster_lease_ttl_secs).await?;
         let txns = crate::txn::TxnCoordinator::new(meta.clone());
+        let credentials = Arc::new(crate::security::credentials::Credentials::new(meta.clone(), &cfg.sasl.all_users()?));
         let broker = Arc::new(Broker {
             cfg,
             wal,
@@ -117,6 +121,7 @@ impl Broker {
             groups,
             txns,
             cluster,
+            credentials,
             wake: tokio::sync::Notify::new(),
             topics: RwLock::new(BTreeMap::new()),
             admin: tokio::sync::Mutex::new(()),

@@ -36,6 +36,21 @@ pub struct Member {
     pub rack: Option<String>,
     /// Random per process start: tells two registrations of one node id apart.
     pub session: u64,
+    /// The advertised host and port of each named listener (the main one is `host`/`port`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub listeners: BTreeMap<String, (String, i32)>,
+}
+
+impl Member {
+    /// This member as a client on `listener` must reach it: that listener's address, or the
+    /// main one when the member has no listener of that name.
+    pub fn on(mut self, listener: &str) -> Member {
+        if let Some((h, p)) = self.listeners.get(listener) {
+            self.host = h.clone();
+            self.port = *p;
+        }
+        self
+    }
 }
 
 /// Who last took ownership of a log, and at which writer epoch.
@@ -194,6 +209,11 @@ impl Cluster {
         members
     }
 
+    /// [`Cluster::advertised`] with the addresses of the listener a client came in on.
+    pub fn advertised_on(&self, listener: &str) -> BTreeMap<i32, Member> {
+        self.advertised().into_iter().map(|(id, m)| (id, m.on(listener))).collect()
+    }
+
     /// Reads members and leader records and recomputes the assignment of `partitions`.
     /// Returns whether the member set changed.
     pub async fn refresh(&self, partitions: &[(String, i32)]) -> Result<bool, MetaError> {
@@ -305,7 +325,7 @@ mod tests {
     #[tokio::test]
     async fn a_gateway_whose_registration_lapsed_still_advertises_itself() {
         let meta: Arc<dyn MetaStore> = Arc::new(wal_core::meta::embedded::EmbeddedMeta::in_memory());
-        let me = Member { node_id: 7, host: "127.0.0.1".into(), port: 9092, rack: None, session: 0 };
+        let me = Member { node_id: 7, host: "127.0.0.1".into(), port: 9092, rack: None, session: 0, listeners: Default::default() };
         let c = Cluster::join(meta.clone(), me, 6).await.unwrap();
         c.refresh(&[]).await.unwrap();
         assert_eq!(c.view().member_ids(), vec![7]);

@@ -53,8 +53,8 @@ fn error_topic(v: i16, name: Option<String>, id: uuid::Uuid, e: ResponseError) -
     r
 }
 
-pub async fn handle(b: Arc<Broker>, v: i16, req: MetadataRequest) -> MetadataResponse {
-    let advertised = b.cluster.advertised();
+pub async fn handle(b: Arc<Broker>, v: i16, req: MetadataRequest, listener: &str) -> MetadataResponse {
+    let advertised = b.cluster.advertised_on(listener);
     let brokers: Vec<MetadataResponseBroker> = advertised
         .values()
         .map(|m| {

@@ -23,6 +23,7 @@ pub mod init_producer_id;
 pub mod list_offsets;
 pub mod metadata;
 pub mod produce;
+pub mod security;
 pub mod txn;
 
 use std::future::Future;
@@ -33,6 +34,7 @@ use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseKind}
 use kafka_protocol::protocol::StrBytes;
 
 use crate::broker::Broker;
+use crate::security::ConnInfo;
 
 /// The remainder of a request: resolves to its response (`None`: send nothing, acks=0).
 pub type Pending = Pin<Box<dyn Future<Output = Option<ResponseKind>> + Send + 'static>>;
@@ -74,6 +76,10 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::WriteTxnMarkers, 0, 1),
     (ApiKey::DescribeTransactions, 0, 0),
     (ApiKey::ListTransactions, 0, 1),
+    (ApiKey::SaslHandshake, 0, 1),
+    (ApiKey::SaslAuthenticate, 0, 2),
+    (ApiKey::DescribeUserScramCredentials, 0, 0),
+    (ApiKey::AlterUserScramCredentials, 0, 0),
 ];
 
 /// Whether the API's effect depends on the order of the connection's requests, so its work
@@ -132,6 +138,10 @@ pub fn api_name(api: ApiKey) -> &'static str {
         ApiKey::WriteTxnMarkers => "write_txn_markers",
         ApiKey::DescribeTransactions => "describe_transactions",
         ApiKey::ListTransactions => "list_transactions",
+        ApiKey::SaslHandshake => "sasl_handshake",
+        ApiKey::SaslAuthenticate => "sasl_authenticate",
+        ApiKey::DescribeUserScramCredentials => "describe_user_scram_credentials",
+        ApiKey::AlterUserScramCredentials => "alter_user_scram_credentials",
         _ => "other",
     }
 }
@@ -147,16 +157,17 @@ where
     Box::pin(async move { Some(f.await) })
 }
 
-pub async fn dispatch(b: &Arc<Broker>, header: &RequestHeader, client_host: &str, api: ApiKey, req: RequestKind) -> Pending {
+pub async fn dispatch(b: &Arc<Broker>, header: &RequestHeader, conn: &Arc<ConnInfo>, api: ApiKey, req: RequestKind) -> Pending {
     let v = header.request_api_version;
     let b = b.clone();
     let client_id = header.client_id.as_ref().map(|c| c.to_string()).unwrap_or_default();
-    let client_host = client_host.to_string();
+    let client_host = conn.client_host.clone();
+    let listener = conn.listener.name.clone();
     match req {
         RequestKind::Produce(r) => produce::submit(b, v, r).await,
         RequestKind::Fetch(r) => ready(async move { ResponseKind::Fetch(fetch::handle(b, v, r).await) }),
         RequestKind::ListOffsets(r) => ready(async move { ResponseKind::ListOffsets(list_offsets::handle(b, v, r).await) }),
-        RequestKind::Metadata(r) => ready(async move { ResponseKind::Metadata(metadata::handle(b, v, r).await) }),
+        RequestKind::Metadata(r) => ready(async move { ResponseKind::Metadata(metadata::handle(b, v, r, &listener).await) }),
         RequestKind::ApiVersions(_) => ready(async move { ResponseKind::ApiVersions(api_versions::handle(v)) }),
         RequestKind::CreateTopics(r) => ready(async move { ResponseKind::CreateTopics(create_topics::handle(b, v, r).await) }),
         RequestKind::DeleteTopics(r) => ready(async move { ResponseKind::DeleteTopics(delete_topics::handle(b, v, r).await) }),
@@ -168,8 +179,10 @@ pub async fn dispatch(b: &Arc<Broker>, header: &RequestHeader, client_host: &str
             ready(async move { ResponseKind::IncrementalAlterConfigs(alter_configs::handle_incremental(b, r).await) })
         }
         RequestKind::CreatePartitions(r) => ready(async move { ResponseKind::CreatePartitions(create_partitions::handle(b, r).await) }),
-        RequestKind::DescribeCluster(_) => ready(async move { ResponseKind::DescribeCluster(describe_cluster::handle(b)) }),
-        RequestKind::FindCoordinator(r) => ready(async move { ResponseKind::FindCoordinator(group::find_coordinator::handle(b, v, r)) }),
+        RequestKind::DescribeCluster(_) => ready(async move { ResponseKind::DescribeCluster(describe_cluster::handle(b, &listener)) }),
+        RequestKind::FindCoordinator(r) => {
+            ready(async move { ResponseKind::FindCoordinator(group::find_coordinator::handle(b, v, r, &listener)) })
+        }
         RequestKind::JoinGroup(r) => {
             ready(async move { ResponseKind::JoinGroup(group::join_group::handle(b, v, client_id, client_host, r).await) })
         }
@@ -203,7 +216,18 @@ pub async fn dispatch(b: &Arc<Broker>, header: &RequestHeader, client_host: &str
         RequestKind::ListTransactions(r) => {
             ready(async move { ResponseKind::ListTransactions(txn::list_transactions::handle(b, r).await) })
         }
+        RequestKind::DescribeUserScramCredentials(r) => {
+            let conn = conn.clone();
+            ready(
+                async move { ResponseKind::DescribeUserScramCredentials(security::describe_user_scram_credentials::handle(b, conn, r).await) },
+            )
+        }
+        RequestKind::AlterUserScramCredentials(r) => {
+            let conn = conn.clone();
+            ready(async move { ResponseKind::AlterUserScramCredentials(security::alter_user_scram_credentials::handle(b, conn, r).await) })
+        }
         other => {
+            // SaslHandshake and SaslAuthenticate are the server's (they change the connection).
             // `supports` lets only the APIs above through; this is a bug guard, not a path.
             tracing::error!(?api, "no handler for {:?}", std::mem::discriminant(&other));
             Box::pin(async { None })

@@ -13,11 +13,11 @@ use crate::handler::s;
 const KEY_TYPE_GROUP: i8 = 0;
 const KEY_TYPE_TRANSACTION: i8 = 1;
 
-pub fn handle(b: Arc<Broker>, v: i16, req: FindCoordinatorRequest) -> FindCoordinatorResponse {
+pub fn handle(b: Arc<Broker>, v: i16, req: FindCoordinatorRequest, listener: &str) -> FindCoordinatorResponse {
     let error = !matches!(req.key_type, KEY_TYPE_GROUP | KEY_TYPE_TRANSACTION);
     let lookup = |key: &str| match error {
         true => Err((ResponseError::InvalidRequest, "unknown coordinator key type")),
-        false => b.cluster.coordinator_of(key).ok_or((ResponseError::CoordinatorNotAvailable, "no live gateway")),
+        false => b.cluster.coordinator_of(key).map(|m| m.on(listener)).ok_or((ResponseError::CoordinatorNotAvailable, "no live gateway")),
     };
     if v >= 4 {
         let coordinators = req
