@@ -19,7 +19,8 @@ pub async fn handle(b: Arc<Broker>, conn: Arc<ConnInfo>, req: DescribeUserScramC
             .with_error_code(ResponseError::ClusterAuthorizationFailed.code())
             .with_error_message(Some(s("Cluster authorization failed")));
     }
-    let names: Option<Vec<String>> = req.users.map(|u| u.into_iter().map(|n| n.name.to_string()).collect());
+    // Null or empty: every user (librdkafka sends an empty array for "all").
+    let names: Option<Vec<String>> = req.users.filter(|u| !u.is_empty()).map(|u| u.into_iter().map(|n| n.name.to_string()).collect());
     let mut duplicates = HashSet::new();
     if let Some(list) = &names {
         let mut seen = HashSet::new();
@@ -35,7 +36,10 @@ pub async fn handle(b: Arc<Broker>, conn: Arc<ConnInfo>, req: DescribeUserScramC
     });
     let described = match b.credentials.describe(unique.as_deref()).await {
         Ok(d) => d,
-        Err(e) => return resp.with_error_code(ResponseError::UnknownServerError.code()).with_error_message(Some(s(e.to_string()))),
+        Err(e) => {
+            tracing::warn!(error = %e, "DescribeUserScramCredentials: the MetaStore did not answer");
+            return resp.with_error_code(ResponseError::UnknownServerError.code());
+        }
     };
     let mut results: Vec<DescribeUserScramCredentialsResult> = described
         .into_iter()
