@@ -67,9 +67,11 @@ pub struct GatewayConfig {
     pub tls: TlsConfig,
     /// What SASL_PLAINTEXT and SASL_SSL listeners accept.
     pub sasl: SaslConfig,
-    /// Principals (`User:name`) allowed every administrative call; when empty, as in Kafka
-    /// without an authorizer, anyone is.
+    /// Kafka's `super.users`: principals (`User:name`) allowed everything. Without the
+    /// authorizer, SCRAM credential management is theirs when any are named.
     pub super_users: Vec<String>,
+    /// ACL enforcement (the `[acl]` table).
+    pub acl: crate::security::acl::AclConfig,
     /// Rack reported in metadata, if any.
     pub rack: Option<String>,
     /// Address of the HTTP endpoint serving /metrics, /healthz and /readyz.
@@ -264,6 +266,7 @@ impl Default for GatewayConfig {
             tls: TlsConfig::default(),
             sasl: SaslConfig::default(),
             super_users: Vec::new(),
+            acl: Default::default(),
             rack: None,
             metrics_listen: "127.0.0.1:9644".parse().expect("valid"),
             cluster_id: "wal-gateway".into(),
@@ -419,6 +422,7 @@ impl GatewayConfig {
                 "sasl.connections_max_reauth_ms must be 0 or >= 1000"
             );
         }
+        anyhow::ensure!(self.acl.poll_ms >= 50, "acl.poll_ms must be >= 50");
         for u in &self.super_users {
             anyhow::ensure!(u.starts_with("User:") && u.len() > 5, "super_users: {u:?} must be User:name");
         }

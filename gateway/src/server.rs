@@ -770,6 +770,9 @@ mod tests {
                 RequestKind::DescribeUserScramCredentials(DescribeUserScramCredentialsRequest::default())
             }
             ApiKey::AlterUserScramCredentials => RequestKind::AlterUserScramCredentials(AlterUserScramCredentialsRequest::default()),
+            ApiKey::DescribeAcls => RequestKind::DescribeAcls(DescribeAclsRequest::default()),
+            ApiKey::CreateAcls => RequestKind::CreateAcls(CreateAclsRequest::default()),
+            ApiKey::DeleteAcls => RequestKind::DeleteAcls(DeleteAclsRequest::default()),
             _ => return Err(()),
         })
     }

@@ -207,7 +207,7 @@ async fn submit_produce(b: &std::sync::Arc<gateway::Broker>, topic: &'static str
         ProduceRequest::default().with_acks(-1).with_timeout_ms(30_000).with_topic_data(vec![produce_request::TopicProduceData::default()
             .with_name(name(topic))
             .with_partition_data(vec![produce_request::PartitionProduceData::default().with_records(Some(records))])]);
-    gateway::handler::produce::submit(b.clone(), 9, req).await
+    gateway::handler::produce::submit(b.clone(), 9, req, gateway::security::acl::Access::all()).await
 }
 
 /// (error code, base offset) of a Produce response.

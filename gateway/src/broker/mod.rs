@@ -71,6 +71,8 @@ pub struct Broker {
     pub cluster: Arc<Cluster>,
     /// SASL credentials: configured users and the SCRAM credentials in the MetaStore.
     pub credentials: Arc<crate::security::credentials::Credentials>,
+    /// The ACLs and who is a super user.
+    pub authorizer: Arc<crate::security::acl::Authorizer>,
     /// Wakes the cluster loop early (a topic was created here).
     wake: tokio::sync::Notify,
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
@@ -114,6 +116,8 @@ impl Broker {
         let cluster = Cluster::join(meta.clone(), me, cfg.cluster_lease_ttl_secs).await?;
         let txns = crate::txn::TxnCoordinator::new(meta.clone());
         let credentials = Arc::new(crate::security::credentials::Credentials::new(meta.clone(), &cfg.sasl.all_users()?));
+        let authorizer = Arc::new(crate::security::acl::Authorizer::new(meta.clone(), cfg.acl.clone(), cfg.super_users.clone()));
+        authorizer.refresh().await?;
         let broker = Arc::new(Broker {
             cfg,
             wal,
@@ -122,6 +126,7 @@ impl Broker {
             txns,
             cluster,
             credentials,
+            authorizer,
             wake: tokio::sync::Notify::new(),
             topics: RwLock::new(BTreeMap::new()),
             admin: tokio::sync::Mutex::new(()),
@@ -131,6 +136,23 @@ impl Broker {
         });
         // Every topic, with the code that later follows the registry (errors fail the start).
         broker.sync_topics().await?;
+        if broker.authorizer.enabled() {
+            // Every gateway re-reads the ACLs, so a cluster enforces the same ones within a poll.
+            let a = broker.authorizer.clone();
+            let every = std::time::Duration::from_millis(broker.cfg.acl.poll_ms);
+            let poll = tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(every).await;
+                    if let Err(e) = a.refresh().await {
+                        tracing::warn!(error = %e, "cannot re-read the ACLs; enforcing the last ones read");
+                    }
+                    if Arc::strong_count(&a) == 1 {
+                        return; // the broker is gone
+                    }
+                }
+            });
+            lock(&broker.tasks).push(poll);
+        }
         let snapshots = {
             let b = Arc::downgrade(&broker);
             tokio::spawn(async move {

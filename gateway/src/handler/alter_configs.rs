@@ -12,6 +12,7 @@ use kafka_protocol::ResponseError;
 use super::describe_configs::RESOURCE_TOPIC;
 use super::s;
 use crate::broker::{topic_config, AdminError, Broker};
+use crate::security::acl::{op, Access};
 
 async fn apply(
     b: &Broker,
@@ -27,14 +28,29 @@ async fn apply(
     b.alter_configs(name, changes, incremental, validate_only).await
 }
 
-pub async fn handle(b: Arc<Broker>, req: AlterConfigsRequest) -> AlterConfigsResponse {
+/// A config resource the principal may not `operation` (ALTER_CONFIGS, DESCRIBE_CONFIGS):
+/// topics need it on the topic, brokers on the cluster.
+pub fn config_denied(access: &Access, resource_type: i8, name: &str, operation: i8) -> Option<(ResponseError, String)> {
+    let allowed = if resource_type == RESOURCE_TOPIC { access.topic(operation, name) } else { access.cluster(operation) };
+    match (allowed, resource_type == RESOURCE_TOPIC) {
+        (true, _) => None,
+        (false, true) => Some((ResponseError::TopicAuthorizationFailed, "Authorization failed.".into())),
+        (false, false) => Some((ResponseError::ClusterAuthorizationFailed, "Authorization failed.".into())),
+    }
+}
+
+pub async fn handle(b: Arc<Broker>, req: AlterConfigsRequest, access: Access) -> AlterConfigsResponse {
     use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse;
     let mut out = Vec::with_capacity(req.resources.len());
     for res in req.resources {
         let changes = res.configs.iter().map(|c| (c.name.to_string(), c.value.as_ref().map(|v| v.to_string()))).collect();
         let mut r =
             AlterConfigsResourceResponse::default().with_resource_type(res.resource_type).with_resource_name(res.resource_name.clone());
-        if let Err((e, msg)) = apply(&b, res.resource_type, &res.resource_name, changes, false, req.validate_only).await {
+        let outcome = match config_denied(&access, res.resource_type, &res.resource_name, op::ALTER_CONFIGS) {
+            Some(e) => Err(e),
+            None => apply(&b, res.resource_type, &res.resource_name, changes, false, req.validate_only).await,
+        };
+        if let Err((e, msg)) = outcome {
             r.error_code = e.code();
             r.error_message = Some(s(msg));
         }
@@ -43,14 +59,14 @@ pub async fn handle(b: Arc<Broker>, req: AlterConfigsRequest) -> AlterConfigsRes
     AlterConfigsResponse::default().with_responses(out)
 }
 
-pub async fn handle_incremental(b: Arc<Broker>, req: IncrementalAlterConfigsRequest) -> IncrementalAlterConfigsResponse {
+pub async fn handle_incremental(b: Arc<Broker>, req: IncrementalAlterConfigsRequest, access: Access) -> IncrementalAlterConfigsResponse {
     use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
     let mut out = Vec::with_capacity(req.resources.len());
     for res in req.resources {
         let mut r =
             AlterConfigsResourceResponse::default().with_resource_type(res.resource_type).with_resource_name(res.resource_name.clone());
         let mut changes: Vec<(String, Option<String>)> = Vec::with_capacity(res.configs.len());
-        let mut bad = None;
+        let mut bad = config_denied(&access, res.resource_type, &res.resource_name, op::ALTER_CONFIGS);
         let topic = (res.resource_type == RESOURCE_TOPIC).then(|| b.topic(&res.resource_name)).flatten();
         for c in &res.configs {
             let name = c.name.to_string();

@@ -10,15 +10,20 @@ use kafka_protocol::ResponseError;
 
 use super::s;
 use crate::broker::Broker;
+use crate::security::acl::{op, Access};
 
-pub async fn handle(b: Arc<Broker>, req: CreatePartitionsRequest) -> CreatePartitionsResponse {
+pub async fn handle(b: Arc<Broker>, req: CreatePartitionsRequest, access: Access) -> CreatePartitionsResponse {
     let mut results = Vec::with_capacity(req.topics.len());
     for t in req.topics {
         let mut r = CreatePartitionsTopicResult::default().with_name(t.name.clone());
         let before = b.topic(&t.name.0).map(|t| t.meta.partitions).unwrap_or(0);
-        let outcome = match b.create_partitions(&t.name.0, t.count, req.validate_only).await {
-            Ok(()) if !req.validate_only => served_within(&b, &t.name.0, before, req.timeout_ms).await,
-            other => other,
+        let outcome = if !access.topic(op::ALTER, &t.name.0) {
+            Err((ResponseError::TopicAuthorizationFailed, "Authorization failed.".to_string()))
+        } else {
+            match b.create_partitions(&t.name.0, t.count, req.validate_only).await {
+                Ok(()) if !req.validate_only => served_within(&b, &t.name.0, before, req.timeout_ms).await,
+                other => other,
+            }
         };
         if let Err((e, msg)) = outcome {
             r.error_code = e.code();

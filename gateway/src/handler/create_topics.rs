@@ -13,14 +13,18 @@ use super::create_partitions::served_within;
 use super::describe_configs::topic_configs;
 use super::s;
 use crate::broker::Broker;
+use crate::security::acl::{op, Access};
 
-pub async fn handle(b: Arc<Broker>, v: i16, req: CreateTopicsRequest) -> CreateTopicsResponse {
+pub async fn handle(b: Arc<Broker>, v: i16, req: CreateTopicsRequest, access: Access) -> CreateTopicsResponse {
+    let cluster_create = access.cluster(op::CREATE);
     let mut results = Vec::with_capacity(req.topics.len());
     for t in req.topics {
         let name = t.name.0.to_string();
         let mut r = CreatableTopicResult::default().with_name(t.name.clone());
         let invalid_rf = t.replication_factor == 0 || t.replication_factor < -1;
-        let outcome = if invalid_rf {
+        let outcome = if !cluster_create && !access.topic(op::CREATE, &name) {
+            Err((ResponseError::TopicAuthorizationFailed, "Authorization failed.".to_string()))
+        } else if invalid_rf {
             Err((ResponseError::InvalidReplicationFactor, format!("invalid replication factor {}", t.replication_factor)))
         } else if !t.assignments.is_empty() && t.num_partitions != -1 {
             Err((ResponseError::InvalidRequest, "give either num_partitions or assignments".to_string()))

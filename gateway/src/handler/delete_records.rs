@@ -8,14 +8,16 @@ use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
 use kafka_protocol::ResponseError;
 
 use crate::broker::Broker;
+use crate::security::acl::{op, Access};
 
-pub async fn handle(b: Arc<Broker>, req: DeleteRecordsRequest) -> DeleteRecordsResponse {
+pub async fn handle(b: Arc<Broker>, req: DeleteRecordsRequest, access: Access) -> DeleteRecordsResponse {
     let mut topics = Vec::with_capacity(req.topics.len());
     for t in req.topics {
         let mut parts = Vec::with_capacity(t.partitions.len());
         for dp in t.partitions {
             let mut r = DeleteRecordsPartitionResult::default().with_partition_index(dp.partition_index).with_low_watermark(-1);
             match b.partition(&t.name.0, dp.partition_index) {
+                _ if !access.topic(op::DELETE, &t.name.0) => r.error_code = ResponseError::TopicAuthorizationFailed.code(),
                 None => r.error_code = ResponseError::UnknownTopicOrPartition.code(),
                 // DeleteRecords names no leader epoch: only the partition's leader truncates it.
                 Some(p) if let Some(e) = b.leader_epoch_error(&p, -1) => r.error_code = e.code(),

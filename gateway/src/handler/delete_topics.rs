@@ -8,8 +8,9 @@ use kafka_protocol::ResponseError;
 
 use super::s;
 use crate::broker::Broker;
+use crate::security::acl::{op, Access};
 
-pub async fn handle(b: Arc<Broker>, v: i16, req: DeleteTopicsRequest) -> DeleteTopicsResponse {
+pub async fn handle(b: Arc<Broker>, v: i16, req: DeleteTopicsRequest, access: Access) -> DeleteTopicsResponse {
     let targets: Vec<(Option<String>, uuid::Uuid)> = if v >= 6 {
         req.topics.iter().map(|t| (t.name.as_ref().map(|n| n.0.to_string()), t.topic_id)).collect()
     } else {
@@ -23,6 +24,7 @@ pub async fn handle(b: Arc<Broker>, v: i16, req: DeleteTopicsRequest) -> DeleteT
             r.topic_id = b.topic(name.as_deref().unwrap_or_default()).map(|t| t.meta.id).unwrap_or(id);
         }
         let res = match &name {
+            Some(n) if !access.topic(op::DELETE, n) => Err((ResponseError::TopicAuthorizationFailed, "Authorization failed.".to_string())),
             Some(n) => b.delete_topic(n).await,
             None => Err((ResponseError::UnknownTopicId, "unknown topic id".to_string())),
         };

@@ -14,6 +14,7 @@ use super::s;
 use crate::broker::topic_config::{kind, ConfigDef, CONFIGS};
 use crate::broker::topics::TopicMeta;
 use crate::broker::Broker;
+use crate::security::acl::{op, Access};
 
 pub const RESOURCE_TOPIC: i8 = 2;
 pub const RESOURCE_BROKER: i8 = 4;
@@ -139,13 +140,19 @@ fn entry(v: i16, d: Described, read_only: bool, synonyms: bool, documentation: b
     r
 }
 
-pub async fn handle(b: Arc<Broker>, v: i16, req: DescribeConfigsRequest) -> DescribeConfigsResponse {
+pub async fn handle(b: Arc<Broker>, v: i16, req: DescribeConfigsRequest, access: Access) -> DescribeConfigsResponse {
     let mut results = Vec::with_capacity(req.resources.len());
     let (synonyms, docs) = (req.include_synonyms, req.include_documentation);
     for res in req.resources {
         let mut r = DescribeConfigsResult::default().with_resource_type(res.resource_type).with_resource_name(res.resource_name.clone());
         let wanted = |name: &str| res.configuration_keys.as_ref().is_none_or(|keys| keys.iter().any(|k| &**k == name));
+        let denied = super::alter_configs::config_denied(&access, res.resource_type, &res.resource_name, op::DESCRIBE_CONFIGS);
         let (described, read_only) = match res.resource_type {
+            _ if let Some((e, msg)) = denied => {
+                r.error_code = e.code();
+                r.error_message = Some(s(msg));
+                (Vec::new(), true)
+            }
             RESOURCE_TOPIC => match b.topic(&res.resource_name) {
                 None => {
                     r.error_code = ResponseError::UnknownTopicOrPartition.code();

@@ -22,6 +22,7 @@ use wal_core::WalError;
 use super::s;
 use crate::broker::{Broker, Partition};
 use crate::metrics as m;
+use crate::security::acl::{op, Access};
 
 /// Longest long poll honoured, whatever the client asks.
 const MAX_WAIT: Duration = Duration::from_secs(30);
@@ -40,6 +41,8 @@ struct Want {
     max_bytes: usize,
     /// Why this gateway cannot serve the partition (not its leader, or another leader epoch).
     refused: Option<ResponseError>,
+    /// The principal may not READ the topic.
+    denied: bool,
     unknown: ResponseError,
 }
 
@@ -51,6 +54,9 @@ async fn read_one(w: &Want, budget: &mut usize, first: &mut bool, v: i16, commit
     }
     if v >= 5 {
         d.log_start_offset = -1;
+    }
+    if w.denied {
+        return d.with_error_code(ResponseError::TopicAuthorizationFailed.code());
     }
     let Some(p) = &w.partition else { return d.with_error_code(w.unknown.code()) };
     let hw = p.high_watermark();
@@ -131,7 +137,7 @@ async fn read_one(w: &Want, budget: &mut usize, first: &mut bool, v: i16, commit
     }
 }
 
-pub async fn handle(b: Arc<Broker>, v: i16, req: FetchRequest) -> FetchResponse {
+pub async fn handle(b: Arc<Broker>, v: i16, req: FetchRequest, access: Access) -> FetchResponse {
     let by_id = v >= 13;
     let mut topics = Vec::with_capacity(req.topics.len());
     let mut seen: HashSet<(TopicKey, i32)> = HashSet::new();
@@ -139,6 +145,8 @@ pub async fn handle(b: Arc<Broker>, v: i16, req: FetchRequest) -> FetchResponse 
         let topic = if by_id { b.topic_by_id(t.topic_id) } else { b.topic(&t.topic.0) };
         let unknown = if by_id { ResponseError::UnknownTopicId } else { ResponseError::UnknownTopicOrPartition };
         let key = if by_id { TopicKey::Id(t.topic_id) } else { TopicKey::Name(t.topic.0.clone()) };
+        let name = topic.as_ref().map(|t| t.meta.name.clone()).unwrap_or_else(|| t.topic.0.to_string());
+        let denied = !access.topic(op::READ, &name);
         let wants: Vec<Want> = t
             .partitions
             .iter()
@@ -148,6 +156,7 @@ pub async fn handle(b: Arc<Broker>, v: i16, req: FetchRequest) -> FetchResponse 
                 let requested = if v >= 9 { fp.current_leader_epoch } else { -1 };
                 Want {
                     refused: partition.as_ref().and_then(|p| b.leader_epoch_error(p, requested)),
+                    denied,
                     partition,
                     index: fp.partition,
                     offset: fp.fetch_offset,

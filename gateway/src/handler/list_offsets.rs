@@ -12,14 +12,20 @@ use kafka_protocol::ResponseError;
 
 use crate::batch;
 use crate::broker::Broker;
+use crate::security::acl::{op, Access};
 
-pub async fn handle(b: Arc<Broker>, v: i16, req: ListOffsetsRequest) -> ListOffsetsResponse {
+pub async fn handle(b: Arc<Broker>, v: i16, req: ListOffsetsRequest, access: Access) -> ListOffsetsResponse {
     let mut topics = Vec::with_capacity(req.topics.len());
     let req_isolation = req.isolation_level;
     for t in req.topics {
         let mut parts = Vec::with_capacity(t.partitions.len());
+        let denied = !access.topic(op::DESCRIBE, &t.name.0);
         for lp in t.partitions {
             let mut r = ListOffsetsPartitionResponse::default().with_partition_index(lp.partition_index).with_timestamp(-1).with_offset(-1);
+            if denied {
+                parts.push(r.with_error_code(ResponseError::TopicAuthorizationFailed.code()));
+                continue;
+            }
             let Some(p) = b.partition(&t.name.0, lp.partition_index) else {
                 parts.push(r.with_error_code(ResponseError::UnknownTopicOrPartition.code()));
                 continue;

@@ -15,6 +15,7 @@ use kafka_protocol::ResponseError;
 
 use super::s;
 use crate::broker::{topics::valid_topic_name, Broker, Topic};
+use crate::security::acl::{op, Access};
 
 /// Topics one Metadata request may create.
 pub const MAX_AUTO_CREATE_PER_REQUEST: usize = 100;
@@ -53,7 +54,7 @@ fn error_topic(v: i16, name: Option<String>, id: uuid::Uuid, e: ResponseError) -
     r
 }
 
-pub async fn handle(b: Arc<Broker>, v: i16, req: MetadataRequest, listener: &str) -> MetadataResponse {
+pub async fn handle(b: Arc<Broker>, v: i16, req: MetadataRequest, listener: &str, access: Access) -> MetadataResponse {
     let advertised = b.cluster.advertised_on(listener);
     let brokers: Vec<MetadataResponseBroker> = advertised
         .values()
@@ -67,6 +68,8 @@ pub async fn handle(b: Arc<Broker>, v: i16, req: MetadataRequest, listener: &str
         .collect();
     let controller = advertised.keys().next().copied().unwrap_or(b.cfg.node_id);
     let auto_create = b.cfg.auto_create_topics && (v < 4 || req.allow_auto_topic_creation);
+    // Auto-creation needs CREATE on the cluster or on the topic, as CreateTopics does.
+    let may_create = |n: &str| access.cluster(op::CREATE) || access.topic(op::CREATE, n);
     // v0: an empty list means all topics; later versions use null for that.
     let requested = match req.topics {
         None => None,
@@ -74,7 +77,8 @@ pub async fn handle(b: Arc<Broker>, v: i16, req: MetadataRequest, listener: &str
         Some(t) => Some(t),
     };
     let topics = match requested {
-        None => b.topics().iter().map(|t| topic_response(&b, v, t)).collect(),
+        // every topic: those the principal may describe
+        None => b.topics().iter().filter(|t| access.topic(op::DESCRIBE, &t.meta.name)).map(|t| topic_response(&b, v, t)).collect(),
         Some(list) => {
             let mut out = Vec::with_capacity(list.len());
             let mut seen = HashSet::new();
@@ -89,9 +93,15 @@ pub async fn handle(b: Arc<Broker>, v: i16, req: MetadataRequest, listener: &str
                     None => b.topic_by_id(rt.topic_id),
                 };
                 let r = match (found, name) {
+                    (Some(t), _) if !access.topic(op::DESCRIBE, &t.meta.name) => {
+                        error_topic(v, Some(t.meta.name.clone()), rt.topic_id, ResponseError::TopicAuthorizationFailed)
+                    }
                     (Some(t), _) => topic_response(&b, v, &t),
+                    (None, Some(n)) if !access.topic(op::DESCRIBE, &n) => {
+                        error_topic(v, Some(n), rt.topic_id, ResponseError::TopicAuthorizationFailed)
+                    }
                     (None, Some(n)) if !valid_topic_name(&n) => error_topic(v, Some(n), rt.topic_id, ResponseError::InvalidTopicException),
-                    (None, Some(n)) if auto_create && created < MAX_AUTO_CREATE_PER_REQUEST => {
+                    (None, Some(n)) if auto_create && created < MAX_AUTO_CREATE_PER_REQUEST && may_create(&n) => {
                         created += 1;
                         match b.ensure_topic(&n).await {
                             Ok(t) => topic_response(&b, v, &t),

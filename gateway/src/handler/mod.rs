@@ -11,6 +11,7 @@
 
 pub mod alter_configs;
 pub mod api_versions;
+pub mod authorize;
 pub mod create_partitions;
 pub mod create_topics;
 pub mod delete_records;
@@ -34,6 +35,7 @@ use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseKind}
 use kafka_protocol::protocol::StrBytes;
 
 use crate::broker::Broker;
+use crate::security::acl::Access;
 use crate::security::ConnInfo;
 
 /// The remainder of a request: resolves to its response (`None`: send nothing, acks=0).
@@ -80,6 +82,9 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::SaslAuthenticate, 0, 2),
     (ApiKey::DescribeUserScramCredentials, 0, 0),
     (ApiKey::AlterUserScramCredentials, 0, 0),
+    (ApiKey::DescribeAcls, 0, 3),
+    (ApiKey::CreateAcls, 0, 3),
+    (ApiKey::DeleteAcls, 0, 3),
 ];
 
 /// Whether the API's effect depends on the order of the connection's requests, so its work
@@ -142,6 +147,9 @@ pub fn api_name(api: ApiKey) -> &'static str {
         ApiKey::SaslAuthenticate => "sasl_authenticate",
         ApiKey::DescribeUserScramCredentials => "describe_user_scram_credentials",
         ApiKey::AlterUserScramCredentials => "alter_user_scram_credentials",
+        ApiKey::DescribeAcls => "describe_acls",
+        ApiKey::CreateAcls => "create_acls",
+        ApiKey::DeleteAcls => "delete_acls",
         _ => "other",
     }
 }
@@ -163,25 +171,34 @@ pub async fn dispatch(b: &Arc<Broker>, header: &RequestHeader, conn: &Arc<ConnIn
     let client_id = header.client_id.as_ref().map(|c| c.to_string()).unwrap_or_default();
     let client_host = conn.client_host.clone();
     let listener = conn.listener.name.clone();
+    let access = Access {
+        authorizer: b.authorizer.clone(),
+        principal: conn.principal(),
+        host: conn.client_host.trim_start_matches('/').to_string(),
+    };
+    if let Some(refused) = authorize::refuse(&access, &req) {
+        return Box::pin(async move { Some(refused) });
+    }
+    let a = access.clone();
     match req {
-        RequestKind::Produce(r) => produce::submit(b, v, r).await,
-        RequestKind::Fetch(r) => ready(async move { ResponseKind::Fetch(fetch::handle(b, v, r).await) }),
-        RequestKind::ListOffsets(r) => ready(async move { ResponseKind::ListOffsets(list_offsets::handle(b, v, r).await) }),
-        RequestKind::Metadata(r) => ready(async move { ResponseKind::Metadata(metadata::handle(b, v, r, &listener).await) }),
+        RequestKind::Produce(r) => produce::submit(b, v, r, a).await,
+        RequestKind::Fetch(r) => ready(async move { ResponseKind::Fetch(fetch::handle(b, v, r, a).await) }),
+        RequestKind::ListOffsets(r) => ready(async move { ResponseKind::ListOffsets(list_offsets::handle(b, v, r, a).await) }),
+        RequestKind::Metadata(r) => ready(async move { ResponseKind::Metadata(metadata::handle(b, v, r, &listener, a).await) }),
         RequestKind::ApiVersions(_) => ready(async move { ResponseKind::ApiVersions(api_versions::handle(v)) }),
-        RequestKind::CreateTopics(r) => ready(async move { ResponseKind::CreateTopics(create_topics::handle(b, v, r).await) }),
-        RequestKind::DeleteTopics(r) => ready(async move { ResponseKind::DeleteTopics(delete_topics::handle(b, v, r).await) }),
-        RequestKind::DeleteRecords(r) => ready(async move { ResponseKind::DeleteRecords(delete_records::handle(b, r).await) }),
+        RequestKind::CreateTopics(r) => ready(async move { ResponseKind::CreateTopics(create_topics::handle(b, v, r, a).await) }),
+        RequestKind::DeleteTopics(r) => ready(async move { ResponseKind::DeleteTopics(delete_topics::handle(b, v, r, a).await) }),
+        RequestKind::DeleteRecords(r) => ready(async move { ResponseKind::DeleteRecords(delete_records::handle(b, r, a).await) }),
         RequestKind::InitProducerId(r) => ready(async move { ResponseKind::InitProducerId(init_producer_id::handle(b, r).await) }),
-        RequestKind::DescribeConfigs(r) => ready(async move { ResponseKind::DescribeConfigs(describe_configs::handle(b, v, r).await) }),
-        RequestKind::AlterConfigs(r) => ready(async move { ResponseKind::AlterConfigs(alter_configs::handle(b, r).await) }),
+        RequestKind::DescribeConfigs(r) => ready(async move { ResponseKind::DescribeConfigs(describe_configs::handle(b, v, r, a).await) }),
+        RequestKind::AlterConfigs(r) => ready(async move { ResponseKind::AlterConfigs(alter_configs::handle(b, r, a).await) }),
         RequestKind::IncrementalAlterConfigs(r) => {
-            ready(async move { ResponseKind::IncrementalAlterConfigs(alter_configs::handle_incremental(b, r).await) })
+            ready(async move { ResponseKind::IncrementalAlterConfigs(alter_configs::handle_incremental(b, r, a).await) })
         }
-        RequestKind::CreatePartitions(r) => ready(async move { ResponseKind::CreatePartitions(create_partitions::handle(b, r).await) }),
+        RequestKind::CreatePartitions(r) => ready(async move { ResponseKind::CreatePartitions(create_partitions::handle(b, r, a).await) }),
         RequestKind::DescribeCluster(_) => ready(async move { ResponseKind::DescribeCluster(describe_cluster::handle(b, &listener)) }),
         RequestKind::FindCoordinator(r) => {
-            ready(async move { ResponseKind::FindCoordinator(group::find_coordinator::handle(b, v, r, &listener)) })
+            ready(async move { ResponseKind::FindCoordinator(group::find_coordinator::handle(b, v, r, &listener, &a)) })
         }
         RequestKind::JoinGroup(r) => {
             ready(async move { ResponseKind::JoinGroup(group::join_group::handle(b, v, client_id, client_host, r).await) })
@@ -189,19 +206,19 @@ pub async fn dispatch(b: &Arc<Broker>, header: &RequestHeader, conn: &Arc<ConnIn
         RequestKind::SyncGroup(r) => ready(async move { ResponseKind::SyncGroup(group::sync_group::handle(b, v, r).await) }),
         RequestKind::Heartbeat(r) => ready(async move { ResponseKind::Heartbeat(group::heartbeat::handle(b, r)) }),
         RequestKind::LeaveGroup(r) => ready(async move { ResponseKind::LeaveGroup(group::leave_group::handle(b, v, r)) }),
-        RequestKind::OffsetCommit(r) => ready(async move { ResponseKind::OffsetCommit(group::offset_commit::handle(b, r).await) }),
-        RequestKind::OffsetFetch(r) => ready(async move { ResponseKind::OffsetFetch(group::offset_fetch::handle(b, v, r).await) }),
-        RequestKind::ListGroups(r) => ready(async move { ResponseKind::ListGroups(group::list_groups::handle(b, v, r)) }),
-        RequestKind::DescribeGroups(r) => ready(async move { ResponseKind::DescribeGroups(group::describe_groups::handle(b, v, r)) }),
+        RequestKind::OffsetCommit(r) => ready(async move { ResponseKind::OffsetCommit(group::offset_commit::handle(b, r, a).await) }),
+        RequestKind::OffsetFetch(r) => ready(async move { ResponseKind::OffsetFetch(group::offset_fetch::handle(b, v, r, a).await) }),
+        RequestKind::ListGroups(r) => ready(async move { ResponseKind::ListGroups(group::list_groups::handle(b, v, r, &a)) }),
+        RequestKind::DescribeGroups(r) => ready(async move { ResponseKind::DescribeGroups(group::describe_groups::handle(b, v, r, &a)) }),
         RequestKind::ConsumerGroupHeartbeat(r) => {
             ready(
                 async move { ResponseKind::ConsumerGroupHeartbeat(group::consumer_group_heartbeat::handle(b, client_id, client_host, r)) },
             )
         }
         RequestKind::ConsumerGroupDescribe(r) => {
-            ready(async move { ResponseKind::ConsumerGroupDescribe(group::consumer_group_describe::handle(b, r)) })
+            ready(async move { ResponseKind::ConsumerGroupDescribe(group::consumer_group_describe::handle(b, r, &a)) })
         }
-        RequestKind::DeleteGroups(r) => ready(async move { ResponseKind::DeleteGroups(group::delete_groups::handle(b, r).await) }),
+        RequestKind::DeleteGroups(r) => ready(async move { ResponseKind::DeleteGroups(group::delete_groups::handle(b, r, a).await) }),
         RequestKind::OffsetDelete(r) => ready(async move { ResponseKind::OffsetDelete(group::offset_delete::handle(b, r).await) }),
         RequestKind::AddPartitionsToTxn(r) => {
             ready(async move { ResponseKind::AddPartitionsToTxn(txn::add_partitions_to_txn::handle(b, v, r).await) })
@@ -211,21 +228,22 @@ pub async fn dispatch(b: &Arc<Broker>, header: &RequestHeader, conn: &Arc<ConnIn
         RequestKind::TxnOffsetCommit(r) => ready(async move { ResponseKind::TxnOffsetCommit(txn::txn_offset_commit::handle(b, r).await) }),
         RequestKind::WriteTxnMarkers(r) => ready(async move { ResponseKind::WriteTxnMarkers(txn::write_txn_markers::handle(b, r).await) }),
         RequestKind::DescribeTransactions(r) => {
-            ready(async move { ResponseKind::DescribeTransactions(txn::describe_transactions::handle(b, r).await) })
+            ready(async move { ResponseKind::DescribeTransactions(txn::describe_transactions::handle(b, r, a).await) })
         }
         RequestKind::ListTransactions(r) => {
-            ready(async move { ResponseKind::ListTransactions(txn::list_transactions::handle(b, r).await) })
+            ready(async move { ResponseKind::ListTransactions(txn::list_transactions::handle(b, r, a).await) })
         }
         RequestKind::DescribeUserScramCredentials(r) => {
-            let conn = conn.clone();
             ready(
-                async move { ResponseKind::DescribeUserScramCredentials(security::describe_user_scram_credentials::handle(b, conn, r).await) },
+                async move { ResponseKind::DescribeUserScramCredentials(security::describe_user_scram_credentials::handle(b, a, r).await) },
             )
         }
         RequestKind::AlterUserScramCredentials(r) => {
-            let conn = conn.clone();
-            ready(async move { ResponseKind::AlterUserScramCredentials(security::alter_user_scram_credentials::handle(b, conn, r).await) })
+            ready(async move { ResponseKind::AlterUserScramCredentials(security::alter_user_scram_credentials::handle(b, a, r).await) })
         }
+        RequestKind::CreateAcls(r) => ready(async move { ResponseKind::CreateAcls(security::create_acls::handle(b, a, r).await) }),
+        RequestKind::DescribeAcls(r) => ready(async move { ResponseKind::DescribeAcls(security::describe_acls::handle(b, a, r).await) }),
+        RequestKind::DeleteAcls(r) => ready(async move { ResponseKind::DeleteAcls(security::delete_acls::handle(b, a, r).await) }),
         other => {
             // SaslHandshake and SaslAuthenticate are the server's (they change the connection).
             // `supports` lets only the APIs above through; this is a bug guard, not a path.

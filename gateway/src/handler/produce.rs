@@ -23,6 +23,7 @@ use crate::broker::producer::Check;
 use crate::broker::topics::TopicSettings;
 use crate::broker::{Broker, Partition};
 use crate::metrics as m;
+use crate::security::acl::{op, Access};
 
 /// What phase 1 decided for one batch.
 enum Step {
@@ -278,19 +279,27 @@ async fn stored_at(p: &Partition, offset: u64) -> Option<BatchInfo> {
     entries.into_iter().find(|e| e.offset == offset).and_then(|e| batch::stored_info(&e.data))
 }
 
-pub async fn submit(b: Arc<Broker>, v: i16, req: ProduceRequest) -> Pending {
+pub async fn submit(b: Arc<Broker>, v: i16, req: ProduceRequest, access: Access) -> Pending {
     let acks = req.acks;
     let txn = req.transactional_id.as_ref().map(|t| t.to_string());
-    let reject_all = if !matches!(acks, -1..=1) { Some(ResponseError::InvalidRequiredAcks) } else { None };
+    let reject_all = if !matches!(acks, -1..=1) {
+        Some(ResponseError::InvalidRequiredAcks)
+    } else if txn.as_ref().is_some_and(|t| !access.transactional_id(op::WRITE, t)) {
+        Some(ResponseError::TransactionalIdAuthorizationFailed)
+    } else {
+        None
+    };
     let mut topics: Vec<(kafka_protocol::messages::TopicName, Vec<PartState>)> = Vec::with_capacity(req.topic_data.len());
     for td in req.topic_data {
         let topic = b.topic(&td.name.0);
         let settings = topic.as_ref().map(|t| t.meta.settings(&b.cfg.wal));
+        let denied = (!access.topic(op::WRITE, &td.name.0)).then_some(ResponseError::TopicAuthorizationFailed);
         let mut parts = Vec::with_capacity(td.partition_data.len());
         for pd in td.partition_data {
             let partition = topic.as_ref().and_then(|t| usize::try_from(pd.index).ok().and_then(|i| t.partitions.get(i).cloned()));
             let (steps, o) = match (&reject_all, &partition, &settings) {
                 (Some(e), _, _) => (Vec::new(), (*e).into()),
+                (None, _, _) if denied.is_some() => (Vec::new(), ResponseError::TopicAuthorizationFailed.into()),
                 (None, Some(p), Some(s)) => submit_partition(&b, p, pd.records, s, txn.as_deref()).await,
                 (None, _, _) => (Vec::new(), ResponseError::UnknownTopicOrPartition.into()),
             };

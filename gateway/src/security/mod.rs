@@ -2,12 +2,14 @@
 //! (`listeners.rs`), TLS with hot certificate reload and client certificates (`tls.rs`, the
 //! principal from the certificate subject by Kafka's mapping rules in `principal.rs`), and SASL
 //! (`sasl/`: SaslHandshake + SaslAuthenticate in both framings, PLAIN and SCRAM-SHA-256/512, re-
-//! authentication) against credentials kept in the MetaStore (`credentials.rs`).
+//! authentication) against credentials kept in the MetaStore (`credentials.rs`), and ACLs
+//! (`acl.rs`: Kafka's model and authorizer, the bindings in the MetaStore).
 //!
 //! Every connection carries a [`ConnInfo`]: the listener it came in on (Metadata advertises that
 //! listener's addresses) and the principal it authenticated as (`User:ANONYMOUS` until then, as
 //! Kafka names it).
 
+pub mod acl;
 pub mod credentials;
 pub mod listeners;
 pub mod principal;

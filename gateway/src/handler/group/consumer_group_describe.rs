@@ -12,6 +12,7 @@ use kafka_protocol::ResponseError;
 use crate::broker::Broker;
 use crate::group::consumer::Tp;
 use crate::handler::s;
+use crate::security::acl::{op, Access};
 
 fn assignment(b: &Broker, set: &BTreeSet<Tp>) -> Assignment {
     let mut per: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
@@ -28,12 +29,15 @@ fn assignment(b: &Broker, set: &BTreeSet<Tp>) -> Assignment {
     Assignment::default().with_topic_partitions(tps)
 }
 
-pub fn handle(b: Arc<Broker>, req: ConsumerGroupDescribeRequest) -> ConsumerGroupDescribeResponse {
+pub fn handle(b: Arc<Broker>, req: ConsumerGroupDescribeRequest, access: &Access) -> ConsumerGroupDescribeResponse {
     let groups = req
         .group_ids
         .iter()
         .map(|id| {
             let mut r = DescribedGroup::default().with_group_id(id.clone()).with_authorized_operations(i32::MIN);
+            if !access.group(op::DESCRIBE, id) {
+                return r.with_error_code(ResponseError::GroupAuthorizationFailed.code());
+            }
             if !b.cluster.coordinates(id) {
                 return r.with_error_code(ResponseError::NotCoordinator.code());
             }

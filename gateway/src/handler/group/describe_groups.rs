@@ -11,13 +11,17 @@ use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse};
 
 use crate::broker::Broker;
 use crate::handler::s;
+use crate::security::acl::{op, Access};
 
-pub fn handle(b: Arc<Broker>, v: i16, req: DescribeGroupsRequest) -> DescribeGroupsResponse {
+pub fn handle(b: Arc<Broker>, v: i16, req: DescribeGroupsRequest, access: &Access) -> DescribeGroupsResponse {
     let groups = req
         .groups
         .iter()
         .map(|id| {
             let mut r = DescribedGroup::default().with_group_id(id.clone());
+            if !access.group(op::DESCRIBE, id) {
+                return r.with_error_code(ResponseError::GroupAuthorizationFailed.code());
+            }
             if !b.cluster.coordinates(id) {
                 return r.with_error_code(ResponseError::NotCoordinator.code());
             }

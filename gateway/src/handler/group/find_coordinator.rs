@@ -9,14 +9,21 @@ use kafka_protocol::ResponseError;
 
 use crate::broker::Broker;
 use crate::handler::s;
+use crate::security::acl::{op, Access};
 
 const KEY_TYPE_GROUP: i8 = 0;
 const KEY_TYPE_TRANSACTION: i8 = 1;
 
-pub fn handle(b: Arc<Broker>, v: i16, req: FindCoordinatorRequest, listener: &str) -> FindCoordinatorResponse {
+pub fn handle(b: Arc<Broker>, v: i16, req: FindCoordinatorRequest, listener: &str, access: &Access) -> FindCoordinatorResponse {
     let error = !matches!(req.key_type, KEY_TYPE_GROUP | KEY_TYPE_TRANSACTION);
     let lookup = |key: &str| match error {
         true => Err((ResponseError::InvalidRequest, "unknown coordinator key type")),
+        false if req.key_type == KEY_TYPE_GROUP && !access.group(op::DESCRIBE, key) => {
+            Err((ResponseError::GroupAuthorizationFailed, "Group authorization failed."))
+        }
+        false if req.key_type == KEY_TYPE_TRANSACTION && !access.transactional_id(op::DESCRIBE, key) => {
+            Err((ResponseError::TransactionalIdAuthorizationFailed, "Transactional Id authorization failed."))
+        }
         false => b.cluster.coordinator_of(key).map(|m| m.on(listener)).ok_or((ResponseError::CoordinatorNotAvailable, "no live gateway")),
     };
     if v >= 4 {

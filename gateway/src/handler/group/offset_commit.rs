@@ -11,6 +11,7 @@ use kafka_protocol::ResponseError;
 use crate::broker::Broker;
 use crate::group::offsets::Committed;
 use crate::group::state::GroupState;
+use crate::security::acl::{op, Access};
 use wal_core::util::now_ms;
 
 /// Kafka's offset.metadata.max.bytes.
@@ -44,8 +45,10 @@ fn check_member(b: &Broker, req: &OffsetCommitRequest) -> Option<ResponseError> 
         .unwrap_or(Some(ResponseError::UnknownMemberId))
 }
 
-pub async fn handle(b: Arc<Broker>, req: OffsetCommitRequest) -> OffsetCommitResponse {
-    let group_error = if req.group_id.is_empty() {
+pub async fn handle(b: Arc<Broker>, req: OffsetCommitRequest, access: Access) -> OffsetCommitResponse {
+    let group_error = if !access.group(op::READ, &req.group_id.0) {
+        Some(ResponseError::GroupAuthorizationFailed)
+    } else if req.group_id.is_empty() {
         Some(ResponseError::InvalidGroupId)
     } else if !b.cluster.coordinates(&req.group_id.0) {
         Some(ResponseError::NotCoordinator)
@@ -59,6 +62,8 @@ pub async fn handle(b: Arc<Broker>, req: OffsetCommitRequest) -> OffsetCommitRes
         for p in &t.partitions {
             let e = if let Some(e) = group_error {
                 Some(e)
+            } else if !access.topic(op::READ, &t.name.0) {
+                Some(ResponseError::TopicAuthorizationFailed)
             } else if b.partition(&t.name.0, p.partition_index).is_none() {
                 Some(ResponseError::UnknownTopicOrPartition)
             } else if p.committed_metadata.as_ref().is_some_and(|m| m.len() > MAX_METADATA) {

@@ -17,6 +17,7 @@ use kafka_protocol::messages::{OffsetFetchRequest, OffsetFetchResponse, TopicNam
 
 use crate::broker::Broker;
 use crate::handler::s;
+use crate::security::acl::{op, Access};
 
 /// Groups one OffsetFetch may ask for (an admin client asks for all the groups of one
 /// coordinator at once: thousands are legitimate, a million are not).
@@ -85,7 +86,7 @@ fn dedupe(list: Vec<(String, Vec<i32>)>) -> Vec<(String, Vec<i32>)> {
     out
 }
 
-pub async fn handle(b: Arc<Broker>, v: i16, mut req: OffsetFetchRequest) -> OffsetFetchResponse {
+pub async fn handle(b: Arc<Broker>, v: i16, mut req: OffsetFetchRequest, access: Access) -> OffsetFetchResponse {
     let mut seen = HashSet::new();
     req.groups.retain(|g| seen.insert(g.group_id.0.clone()));
     let refused: Vec<_> = if req.groups.len() > MAX_GROUPS_PER_REQUEST { req.groups.split_off(MAX_GROUPS_PER_REQUEST) } else { Vec::new() };
@@ -103,13 +104,19 @@ pub async fn handle(b: Arc<Broker>, v: i16, mut req: OffsetFetchRequest) -> Offs
             .groups
             .iter()
             .map(|g| {
+                if !access.group(op::DESCRIBE, &g.group_id.0) {
+                    return OffsetFetchResponseGroup::default()
+                        .with_group_id(g.group_id.clone())
+                        .with_error_code(ResponseError::GroupAuthorizationFailed.code());
+                }
                 if !b.cluster.coordinates(&g.group_id.0) {
                     return OffsetFetchResponseGroup::default()
                         .with_group_id(g.group_id.clone())
                         .with_error_code(ResponseError::NotCoordinator.code());
                 }
                 let topics = g.topics.as_ref().map(|ts| ts.iter().map(|t| (t.name.0.to_string(), t.partition_indexes.clone())).collect());
-                let fetched = fetch(&b, &g.group_id.0, topics, req.require_stable);
+                let mut fetched = fetch(&b, &g.group_id.0, topics, req.require_stable);
+                fetched.retain(|(t, _)| access.topic(op::DESCRIBE, t));
                 OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone()).with_topics(
                     fetched
                         .into_iter()
@@ -136,6 +143,9 @@ pub async fn handle(b: Arc<Broker>, v: i16, mut req: OffsetFetchRequest) -> Offs
             .collect();
         return OffsetFetchResponse::default().with_groups(groups);
     }
+    if !access.group(op::DESCRIBE, &req.group_id.0) {
+        return OffsetFetchResponse::default().with_error_code(ResponseError::GroupAuthorizationFailed.code());
+    }
     if !b.cluster.coordinates(&req.group_id.0) {
         // (v0-1 have no group-level error code: a per-partition one tells the client.)
         let topics = req.topics.iter().flatten().map(|t| {
@@ -154,7 +164,8 @@ pub async fn handle(b: Arc<Broker>, v: i16, mut req: OffsetFetchRequest) -> Offs
         return OffsetFetchResponse::default().with_error_code(ResponseError::NotCoordinator.code()).with_topics(topics.collect());
     }
     let topics = req.topics.as_ref().map(|ts| ts.iter().map(|t| (t.name.0.to_string(), t.partition_indexes.clone())).collect());
-    let fetched = fetch(&b, &req.group_id.0, topics, v >= 7 && req.require_stable);
+    let mut fetched = fetch(&b, &req.group_id.0, topics, v >= 7 && req.require_stable);
+    fetched.retain(|(t, _)| access.topic(op::DESCRIBE, t));
     OffsetFetchResponse::default().with_topics(
         fetched
             .into_iter()

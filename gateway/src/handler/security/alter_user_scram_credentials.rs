@@ -11,9 +11,9 @@ use kafka_protocol::ResponseError;
 
 use crate::broker::Broker;
 use crate::handler::s;
+use crate::security::acl::{op, Access};
 use crate::security::credentials::{Change, ChangeError};
 use crate::security::sasl::scram::{Mechanism, MAX_ITERATIONS, MIN_ITERATIONS};
-use crate::security::ConnInfo;
 
 type Refusal = (ResponseError, String);
 
@@ -31,7 +31,7 @@ fn check_upsert(mechanism: i8, iterations: i32, salt: &[u8], salted: &[u8]) -> R
     Ok(mech)
 }
 
-pub async fn handle(b: Arc<Broker>, conn: Arc<ConnInfo>, req: AlterUserScramCredentialsRequest) -> AlterUserScramCredentialsResponse {
+pub async fn handle(b: Arc<Broker>, access: Access, req: AlterUserScramCredentialsRequest) -> AlterUserScramCredentialsResponse {
     let mut changes: BTreeMap<String, Result<Vec<Change>, Refusal>> = BTreeMap::new();
     let mut seen = HashSet::new();
     let mut add = |user: &str, mechanism: i8, change: Result<Change, Refusal>| {
@@ -64,7 +64,7 @@ pub async fn handle(b: Arc<Broker>, conn: Arc<ConnInfo>, req: AlterUserScramCred
         });
         add(&u.name, u.mechanism, c);
     }
-    let allowed = super::may_administer(&b, &conn);
+    let allowed = super::may_administer(&access, op::ALTER);
     let mut results = Vec::with_capacity(changes.len());
     for (user, change) in changes {
         let outcome = match change {

@@ -10,11 +10,11 @@ use kafka_protocol::ResponseError;
 
 use crate::broker::Broker;
 use crate::handler::s;
-use crate::security::ConnInfo;
+use crate::security::acl::{op, Access};
 
-pub async fn handle(b: Arc<Broker>, conn: Arc<ConnInfo>, req: DescribeUserScramCredentialsRequest) -> DescribeUserScramCredentialsResponse {
+pub async fn handle(b: Arc<Broker>, access: Access, req: DescribeUserScramCredentialsRequest) -> DescribeUserScramCredentialsResponse {
     let resp = DescribeUserScramCredentialsResponse::default();
-    if !super::may_administer(&b, &conn) {
+    if !super::may_administer(&access, op::DESCRIBE) {
         return resp
             .with_error_code(ResponseError::ClusterAuthorizationFailed.code())
             .with_error_message(Some(s("Cluster authorization failed")));

@@ -10,13 +10,17 @@ use kafka_protocol::ResponseError;
 
 use crate::broker::Broker;
 use crate::handler::s;
+use crate::security::acl::{op, Access};
 
-pub async fn handle(b: Arc<Broker>, req: DescribeTransactionsRequest) -> DescribeTransactionsResponse {
+pub async fn handle(b: Arc<Broker>, req: DescribeTransactionsRequest, access: Access) -> DescribeTransactionsResponse {
     let mut states = Vec::with_capacity(req.transactional_ids.len());
     for id in req.transactional_ids {
         let tid = id.0.to_string();
         let base = TransactionState::default().with_transactional_id(id.clone()).with_producer_id((-1).into()).with_producer_epoch(-1);
         let st = match super::coordinates(&b, &tid) {
+            _ if !access.transactional_id(op::DESCRIBE, &tid) => {
+                base.with_error_code(ResponseError::TransactionalIdAuthorizationFailed.code())
+            }
             Err(e) => base.with_error_code(e.code()),
             Ok(()) => match b.txns.describe(&tid).await {
                 Err(e) => base.with_error_code(e.code()),

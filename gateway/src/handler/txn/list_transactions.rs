@@ -8,12 +8,13 @@ use kafka_protocol::messages::{ListTransactionsRequest, ListTransactionsResponse
 
 use crate::broker::Broker;
 use crate::handler::s;
+use crate::security::acl::{op, Access};
 use crate::txn::Status;
 
 const STATES: &[Status] =
     &[Status::Empty, Status::Ongoing, Status::PrepareCommit, Status::PrepareAbort, Status::CompleteCommit, Status::CompleteAbort];
 
-pub async fn handle(b: Arc<Broker>, req: ListTransactionsRequest) -> ListTransactionsResponse {
+pub async fn handle(b: Arc<Broker>, req: ListTransactionsRequest, access: Access) -> ListTransactionsResponse {
     let known: Vec<&str> = STATES.iter().map(|s| s.name()).collect();
     let unknown: Vec<_> = req.state_filters.iter().filter(|f| !known.contains(&f.as_str())).cloned().collect();
     let all = match b.txns.all().await {
@@ -23,7 +24,7 @@ pub async fn handle(b: Arc<Broker>, req: ListTransactionsRequest) -> ListTransac
     let now = wal_core::util::now_ms() as i64;
     let states = all
         .into_iter()
-        .filter(|m| b.cluster.coordinates(&m.transactional_id))
+        .filter(|m| b.cluster.coordinates(&m.transactional_id) && access.transactional_id(op::DESCRIBE, &m.transactional_id))
         .filter(|m| req.state_filters.is_empty() || req.state_filters.iter().any(|f| f.as_str() == m.status.name()))
         .filter(|m| req.producer_id_filters.is_empty() || req.producer_id_filters.iter().any(|p| p.0 == m.producer_id))
         .filter(|m| req.duration_filter < 0 || (m.status == Status::Ongoing && now - m.started_ms as i64 >= req.duration_filter))
