@@ -50,6 +50,8 @@ pub const AUTHENTICATIONS_TOTAL: &str = "gateway_authentications_total";
 /// TLS handshakes that failed (label `listener`): untrusted or missing client certificates,
 /// plaintext clients on a TLS port.
 pub const TLS_HANDSHAKE_FAILURES_TOTAL: &str = "gateway_tls_handshake_failures_total";
+/// Milliseconds of throttling imposed by client quotas (label `kind`: produce, fetch).
+pub const THROTTLE_MS_TOTAL: &str = "gateway_quota_throttle_ms_total";
 /// Certificate files re-read after a change on disk (label `result`: ok, error).
 pub const TLS_RELOADS_TOTAL: &str = "gateway_tls_certificate_reloads_total";
 
@@ -87,6 +89,7 @@ pub const ALL: &[&str] = &[
     AUTHENTICATIONS_TOTAL,
     TLS_HANDSHAKE_FAILURES_TOTAL,
     TLS_RELOADS_TOTAL,
+    THROTTLE_MS_TOTAL,
 ];
 
 /// The label value for a topic: its name for the first [`MAX_TOPIC_LABELS`] topics seen, then

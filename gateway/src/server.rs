@@ -42,6 +42,7 @@ use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use crate::broker::Broker;
 use crate::handler::{self, Pending};
 use crate::metrics as m;
+use crate::security::quota::{Quotas, CONSUMER_BYTE_RATE, PRODUCER_BYTE_RATE};
 use crate::security::sasl::{Authenticator, SaslSettings, Step};
 use crate::security::tls::Tls;
 use crate::security::{ConnInfo, Listener, ANONYMOUS};
@@ -372,6 +373,8 @@ where
     let mut rd = BufReader::with_capacity(64 << 10, rd);
     let in_flight = Arc::new(AtomicUsize::new(0));
     let mut lane: Option<oneshot::Receiver<()>> = None;
+    // Until when a quota keeps this connection from reading its next request.
+    let mute: Arc<Mutex<Option<Instant>>> = Arc::default();
     let queue = |correlation_id, api_key, version, response, raw, charge, in_flight: &Arc<AtomicUsize>| Queued {
         correlation_id,
         api_key,
@@ -413,6 +416,13 @@ where
             }
             continue;
         }
+        let muted = lock(&mute).take().filter(|u| *u > Instant::now());
+        if let Some(until) = muted {
+            tokio::select! {
+                _ = tokio::time::sleep_until(until.into()) => {}
+                _ = shutdown.changed() => break Ok(()),
+            }
+        }
         let frame = tokio::select! {
             f = read_frame(&mut rd, &broker, &limits, &in_flight) => f,
             _ = shutdown.changed() => break Ok(()),
@@ -422,6 +432,7 @@ where
             Ok(None) => break Ok(()),
             Err(e) => break Err(e),
         };
+        let frame_bytes = body.len();
         match decode(body) {
             Ok(Decoded::Request { header, request, api_key }) => {
                 let version = header.request_api_version;
@@ -453,6 +464,10 @@ where
                     }
                 }
                 let mut pending: Pending = handler::dispatch(&broker, &header, &conn, api_key, request).await;
+                if matches!(api_key, ApiKey::Produce | ApiKey::Fetch) && !broker.quotas.entries().is_empty() {
+                    let client = header.client_id.as_ref().map(|c| c.to_string()).unwrap_or_default();
+                    pending = throttled(pending, broker.quotas.clone(), &conn, client, api_key, frame_bytes, mute.clone());
+                }
                 if handler::in_request_order(api_key) {
                     pending = in_lane(&mut lane, pending);
                 }
@@ -472,6 +487,53 @@ where
     drop(tx);
     let _ = writer.await;
     result
+}
+
+/// Applies the client's byte-rate quota to a Produce (its request bytes) or a Fetch (the record
+/// bytes of its answer): the answer carries the throttle time and the connection is muted for
+/// it (Kafka's KIP-219 behaviour).
+fn throttled(
+    pending: Pending,
+    quotas: Arc<Quotas>,
+    conn: &ConnInfo,
+    client: String,
+    api: ApiKey,
+    request_bytes: usize,
+    mute: Arc<Mutex<Option<Instant>>>,
+) -> Pending {
+    let principal = conn.principal();
+    let user = principal.strip_prefix("User:").unwrap_or(&principal).to_string();
+    let produce = (api == ApiKey::Produce).then(|| quotas.record(PRODUCER_BYTE_RATE, &user, &client, request_bytes));
+    if let Some(t) = produce.filter(|t| !t.is_zero()) {
+        // Pipelined produce requests are already queued behind this one: mute now, not when
+        // its acknowledgement is ready.
+        *lock(&mute) = Some(Instant::now() + t);
+    }
+    Box::pin(async move {
+        let mut resp = pending.await;
+        let throttle = match (&resp, produce) {
+            (_, Some(t)) => t,
+            (Some(ResponseKind::Fetch(f)), None) => {
+                let bytes = f.responses.iter().flat_map(|t| &t.partitions).map(|p| p.records.as_ref().map_or(0, |r| r.len())).sum();
+                quotas.record(CONSUMER_BYTE_RATE, &user, &client, bytes)
+            }
+            _ => Duration::ZERO,
+        };
+        if !throttle.is_zero() {
+            let ms = throttle.as_millis().min(i32::MAX as u128) as i32;
+            match &mut resp {
+                Some(ResponseKind::Produce(p)) => p.throttle_time_ms = ms,
+                Some(ResponseKind::Fetch(f)) => f.throttle_time_ms = ms,
+                _ => {}
+            }
+            if api == ApiKey::Fetch {
+                *lock(&mute) = Some(Instant::now() + throttle);
+            }
+            let kind = if api == ApiKey::Produce { "produce" } else { "fetch" };
+            metrics::counter!(m::THROTTLE_MS_TOTAL, "kind" => kind).increment(throttle.as_millis() as u64);
+        }
+        resp
+    })
 }
 
 /// Reads one raw SASL token frame (a size, then the token).
@@ -773,6 +835,8 @@ mod tests {
             ApiKey::DescribeAcls => RequestKind::DescribeAcls(DescribeAclsRequest::default()),
             ApiKey::CreateAcls => RequestKind::CreateAcls(CreateAclsRequest::default()),
             ApiKey::DeleteAcls => RequestKind::DeleteAcls(DeleteAclsRequest::default()),
+            ApiKey::DescribeClientQuotas => RequestKind::DescribeClientQuotas(DescribeClientQuotasRequest::default()),
+            ApiKey::AlterClientQuotas => RequestKind::AlterClientQuotas(AlterClientQuotasRequest::default()),
             _ => return Err(()),
         })
     }

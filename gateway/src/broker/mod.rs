@@ -73,6 +73,8 @@ pub struct Broker {
     pub credentials: Arc<crate::security::credentials::Credentials>,
     /// The ACLs and who is a super user.
     pub authorizer: Arc<crate::security::acl::Authorizer>,
+    /// Client quotas (byte rates per user / client id).
+    pub quotas: Arc<crate::security::quota::Quotas>,
     /// Wakes the cluster loop early (a topic was created here).
     wake: tokio::sync::Notify,
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
@@ -118,6 +120,8 @@ impl Broker {
         let credentials = Arc::new(crate::security::credentials::Credentials::new(meta.clone(), &cfg.sasl.all_users()?));
         let authorizer = Arc::new(crate::security::acl::Authorizer::new(meta.clone(), cfg.acl.clone(), cfg.super_users.clone()));
         authorizer.refresh().await?;
+        let quotas = Arc::new(crate::security::quota::Quotas::new(meta.clone()));
+        quotas.refresh().await?;
         let broker = Arc::new(Broker {
             cfg,
             wal,
@@ -127,6 +131,7 @@ impl Broker {
             cluster,
             credentials,
             authorizer,
+            quotas,
             wake: tokio::sync::Notify::new(),
             topics: RwLock::new(BTreeMap::new()),
             admin: tokio::sync::Mutex::new(()),
@@ -136,17 +141,23 @@ impl Broker {
         });
         // Every topic, with the code that later follows the registry (errors fail the start).
         broker.sync_topics().await?;
-        if broker.authorizer.enabled() {
-            // Every gateway re-reads the ACLs, so a cluster enforces the same ones within a poll.
-            let a = broker.authorizer.clone();
+        {
+            // Every gateway re-reads the ACLs and quotas, so a cluster enforces the same ones
+            // within a poll.
+            let (a, q) = (broker.authorizer.clone(), broker.quotas.clone());
             let every = std::time::Duration::from_millis(broker.cfg.acl.poll_ms);
             let poll = tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(every).await;
-                    if let Err(e) = a.refresh().await {
-                        tracing::warn!(error = %e, "cannot re-read the ACLs; enforcing the last ones read");
+                    if a.enabled() {
+                        if let Err(e) = a.refresh().await {
+                            tracing::warn!(error = %e, "cannot re-read the ACLs; enforcing the last ones read");
+                        }
                     }
-                    if Arc::strong_count(&a) == 1 {
+                    if let Err(e) = q.refresh().await {
+                        tracing::warn!(error = %e, "cannot re-read the client quotas; enforcing the last ones read");
+                    }
+                    if Arc::strong_count(&q) == 1 {
                         return; // the broker is gone
                     }
                 }

@@ -85,6 +85,8 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeAcls, 0, 3),
     (ApiKey::CreateAcls, 0, 3),
     (ApiKey::DeleteAcls, 0, 3),
+    (ApiKey::DescribeClientQuotas, 0, 1),
+    (ApiKey::AlterClientQuotas, 0, 1),
 ];
 
 /// Whether the API's effect depends on the order of the connection's requests, so its work
@@ -150,6 +152,8 @@ pub fn api_name(api: ApiKey) -> &'static str {
         ApiKey::DescribeAcls => "describe_acls",
         ApiKey::CreateAcls => "create_acls",
         ApiKey::DeleteAcls => "delete_acls",
+        ApiKey::DescribeClientQuotas => "describe_client_quotas",
+        ApiKey::AlterClientQuotas => "alter_client_quotas",
         _ => "other",
     }
 }
@@ -244,6 +248,12 @@ pub async fn dispatch(b: &Arc<Broker>, header: &RequestHeader, conn: &Arc<ConnIn
         RequestKind::CreateAcls(r) => ready(async move { ResponseKind::CreateAcls(security::create_acls::handle(b, a, r).await) }),
         RequestKind::DescribeAcls(r) => ready(async move { ResponseKind::DescribeAcls(security::describe_acls::handle(b, a, r).await) }),
         RequestKind::DeleteAcls(r) => ready(async move { ResponseKind::DeleteAcls(security::delete_acls::handle(b, a, r).await) }),
+        RequestKind::DescribeClientQuotas(r) => {
+            ready(async move { ResponseKind::DescribeClientQuotas(security::describe_client_quotas::handle(b, a, r).await) })
+        }
+        RequestKind::AlterClientQuotas(r) => {
+            ready(async move { ResponseKind::AlterClientQuotas(security::alter_client_quotas::handle(b, a, r).await) })
+        }
         other => {
             // SaslHandshake and SaslAuthenticate are the server's (they change the connection).
             // `supports` lets only the APIs above through; this is a bug guard, not a path.

@@ -13,6 +13,7 @@ pub mod acl;
 pub mod credentials;
 pub mod listeners;
 pub mod principal;
+pub mod quota;
 pub mod sasl;
 pub mod tls;
 

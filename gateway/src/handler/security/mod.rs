@@ -1,12 +1,15 @@
 //! The security APIs that are requests like any other: ACLs (CreateAcls, DescribeAcls,
-//! DeleteAcls) and SCRAM credential management (KIP-554).
+//! DeleteAcls), client quotas (DescribeClientQuotas, AlterClientQuotas) and SCRAM credential
+//! management (KIP-554).
 //! SaslHandshake and SaslAuthenticate change the connection itself and are handled by the
 //! server (`server.rs` with `security::sasl`).
 
+pub mod alter_client_quotas;
 pub mod alter_user_scram_credentials;
 pub mod create_acls;
 pub mod delete_acls;
 pub mod describe_acls;
+pub mod describe_client_quotas;
 pub mod describe_user_scram_credentials;
 
 use crate::security::acl::Access;
