@@ -104,8 +104,14 @@ def refused(conf, timeout=8):
 def round_trip(conf, topic, n=20):
     p = Producer({**conf, "linger.ms": 5})
     produce_all(p, topic, [(None, f"v{i}".encode(), None) for i in range(n)])
-    got = consume(conf["bootstrap.servers"], topic, 0, n, timeout=30, **{k: v for k, v in conf.items() if k != "bootstrap.servers"})
-    assert [m.value() for m in got] == [f"v{i}".encode() for i in range(n)]
+    from confluent_kafka import Consumer, TopicPartition
+    c = Consumer({**conf, "group.id": unique("rt"), "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+    c.assign([TopicPartition(topic, 0, 0)])
+    got, deadline = [], time.monotonic() + 30
+    while len(got) < n and time.monotonic() < deadline:
+        got += [m.value() for m in c.consume(100, 0.5) if m.error() is None]
+    c.close()
+    assert got == [f"v{i}".encode() for i in range(n)]
 
 
 def test_every_listener_advertises_its_own_address(secure, pki):
@@ -435,5 +441,73 @@ def test_sessions_expire_and_librdkafka_reauthenticates(pki, tmp_path):
         assert count >= 4, f"re-authentications: {ok}"
         got = consume(conf["bootstrap.servers"], topic, 0, sent, timeout=30, **{k: v for k, v in conf.items() if k != "bootstrap.servers"})
         assert len(got) == sent
+    finally:
+        gw.stop()
+
+
+def jwt(claims, *, secret=None, rsa_key=None):
+    import base64
+    import hashlib
+    import hmac
+    import json
+
+    def b64(b):
+        return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+    alg = "HS256" if secret else "RS256"
+    head = b64(json.dumps({"alg": alg, "typ": "JWT"}).encode())
+    body = b64(json.dumps(claims).encode())
+    signed = f"{head}.{body}".encode()
+    if secret:
+        sig = hmac.new(secret, signed, hashlib.sha256).digest()
+    else:
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import padding
+        sig = rsa_key.sign(signed, padding.PKCS1v15(), hashes.SHA256())
+    return f"{head}.{body}.{b64(sig)}"
+
+
+def test_oauthbearer_validates_jwts(tmp_path):
+    """OAUTHBEARER with confluent-kafka's oauth_cb: HS256 and RS256 tokens from the configured
+    issuer for the configured audience are accepted (the principal is their sub); expired,
+    forged, other-audience and alg=none tokens are refused."""
+    import base64
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from conftest import Gateway
+    secret = b"oauth-shared-secret-0123456789"
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pub = tmp_path / "jwt.pub.pem"
+    pub.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    port = free_port()
+    cfg = tmp_path / "oauth.toml"
+    cfg.write_text("\n".join([
+        'super_users = ["User:svc-admin"]',
+        "[sasl]", 'mechanisms = ["OAUTHBEARER", "PLAIN"]', "failed_authentication_delay_ms = 20",
+        "[sasl.oauthbearer]", f'hmac_secrets = ["{base64.b64encode(secret).decode()}"]', f'public_key_files = ["{pub}"]',
+        'issuer = "https://idp.test"', 'audience = "kafka"',
+        "[[listeners]]", 'name = "SASL_PLAINTEXT"', f'listen = "127.0.0.1:{port}"', 'protocol = "SASL_PLAINTEXT"']) + "\n")
+    gw = Gateway(str(tmp_path / "gw"), ["--config", str(cfg)])
+    gw.start()
+    try:
+        def conf(token):
+            return {"bootstrap.servers": f"127.0.0.1:{port}", "security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "OAUTHBEARER",
+                    "oauth_cb": lambda _cfg: (token, time.time() + 300)}
+        now = int(time.time())
+        good = {"sub": "svc-admin", "iss": "https://idp.test", "aud": "kafka", "exp": now + 300, "iat": now}
+        round_trip(conf(jwt(good, secret=secret)), unique("oauth-hs"))
+        round_trip(conf(jwt({**good, "sub": "svc-rs"}, rsa_key=key)), unique("oauth-rs"))
+        # the principal is the sub: only svc-admin is a super user
+        up = [UserScramCredentialUpsertion("zed", ScramCredentialInfo(ScramMechanism.SCRAM_SHA_256, 4096), b"zed-pw")]
+        admin = AdminClient(conf(jwt(good, secret=secret)))
+        admin.alter_user_scram_credentials(up)["zed"].result(15)
+        other = AdminClient(conf(jwt({**good, "sub": "svc-rs"}, rsa_key=key)))
+        with pytest.raises(KafkaException) as e:
+            other.alter_user_scram_credentials(up)["zed"].result(15)
+        assert e.value.args[0].code() == KafkaError.CLUSTER_AUTHORIZATION_FAILED
+        for bad in [jwt({**good, "exp": now - 3600}, secret=secret), jwt(good, secret=b"guessed"), jwt({**good, "aud": "other"}, secret=secret),
+                    jwt({**good, "iss": "https://evil"}, rsa_key=key)]:
+            errs = refused(conf(bad))
+            assert errs and any(e.code() == KafkaError._AUTHENTICATION for e in errs), errs
+        assert gw.alive()
     finally:
         gw.stop()

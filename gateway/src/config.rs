@@ -214,7 +214,7 @@ impl LogStoreConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SaslConfig {
-    /// Kafka's `sasl.enabled.mechanisms`: any of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512.
+    /// Kafka's `sasl.enabled.mechanisms`: any of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, OAUTHBEARER.
     pub mechanisms: Vec<String>,
     /// Users with a password (name = password), e.g. the first administrator; they log in with
     /// every mechanism. More users are SCRAM credentials made by AlterUserScramCredentials.
@@ -226,16 +226,19 @@ pub struct SaslConfig {
     /// Kafka's `connection.failed.authentication.delay.ms`: how long a refused client waits for
     /// its answer before the connection closes.
     pub failed_authentication_delay_ms: u64,
+    /// OAUTHBEARER token validation (when `mechanisms` has OAUTHBEARER).
+    pub oauthbearer: crate::security::sasl::oauthbearer::OauthConfig,
 }
 
 impl Default for SaslConfig {
     fn default() -> Self {
         SaslConfig {
-            mechanisms: crate::security::sasl::MECHANISMS.iter().map(|m| m.to_string()).collect(),
+            mechanisms: crate::security::sasl::DEFAULT_MECHANISMS.iter().map(|m| m.to_string()).collect(),
             users: BTreeMap::new(),
             users_file: None,
             connections_max_reauth_ms: 0,
             failed_authentication_delay_ms: 100,
+            oauthbearer: Default::default(),
         }
     }
 }

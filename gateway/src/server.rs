@@ -364,6 +364,7 @@ where
             creds: broker.credentials.clone(),
             mechanisms: Arc::new(broker.cfg.sasl.mechanisms.clone()),
             reauth: Duration::from_millis(broker.cfg.sasl.connections_max_reauth_ms),
+            oauth: broker.oauth.clone(),
         })
     });
     let failed_delay = Duration::from_millis(broker.cfg.sasl.failed_authentication_delay_ms);

@@ -75,6 +75,8 @@ pub struct Broker {
     pub authorizer: Arc<crate::security::acl::Authorizer>,
     /// Client quotas (byte rates per user / client id).
     pub quotas: Arc<crate::security::quota::Quotas>,
+    /// OAUTHBEARER token validation, when a SASL listener offers it.
+    pub oauth: Option<Arc<crate::security::sasl::oauthbearer::Validator>>,
     /// Wakes the cluster loop early (a topic was created here).
     wake: tokio::sync::Notify,
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
@@ -121,6 +123,10 @@ impl Broker {
         let authorizer = Arc::new(crate::security::acl::Authorizer::new(meta.clone(), cfg.acl.clone(), cfg.super_users.clone()));
         authorizer.refresh().await?;
         let quotas = Arc::new(crate::security::quota::Quotas::new(meta.clone()));
+        let oauth = match cfg.sasl.mechanisms.iter().any(|m| m == crate::security::sasl::OAUTHBEARER) {
+            true => Some(Arc::new(crate::security::sasl::oauthbearer::Validator::new(&cfg.sasl.oauthbearer)?)),
+            false => None,
+        };
         quotas.refresh().await?;
         let broker = Arc::new(Broker {
             cfg,
@@ -132,6 +138,7 @@ impl Broker {
             credentials,
             authorizer,
             quotas,
+            oauth,
             wake: tokio::sync::Notify::new(),
             topics: RwLock::new(BTreeMap::new()),
             admin: tokio::sync::Mutex::new(()),

@@ -9,6 +9,7 @@
 //!
 //! Failures carry Kafka's message and no part of any credential.
 
+pub mod oauthbearer;
 pub mod scram;
 
 use std::sync::Arc;
@@ -20,8 +21,11 @@ use self::scram::{parse_client_first, Mechanism, ScramServer};
 use super::credentials::Credentials;
 
 pub const PLAIN: &str = "PLAIN";
+pub const OAUTHBEARER: &str = "OAUTHBEARER";
 /// The mechanisms this gateway implements.
-pub const MECHANISMS: &[&str] = &[PLAIN, "SCRAM-SHA-256", "SCRAM-SHA-512"];
+pub const MECHANISMS: &[&str] = &[PLAIN, "SCRAM-SHA-256", "SCRAM-SHA-512", OAUTHBEARER];
+/// Those a SASL listener offers unless configured otherwise (OAUTHBEARER needs keys).
+pub const DEFAULT_MECHANISMS: &[&str] = &[PLAIN, "SCRAM-SHA-256", "SCRAM-SHA-512"];
 
 #[derive(Debug)]
 enum Phase {
@@ -31,6 +35,8 @@ enum Phase {
     First { mech: String },
     /// A SCRAM exchange after the server-first message.
     Scram { server: Box<ScramServer> },
+    /// An OAUTHBEARER token was refused: the error challenge went out, the exchange fails next.
+    OauthRefused { reason: String },
 }
 
 /// What one token of the client leads to.
@@ -51,6 +57,8 @@ pub struct SaslSettings {
     pub mechanisms: Arc<Vec<String>>,
     /// `connections_max_reauth_ms`; zero: sessions do not expire.
     pub reauth: Duration,
+    /// OAUTHBEARER's token validation, when the mechanism is on.
+    pub oauth: Option<Arc<oauthbearer::Validator>>,
 }
 
 pub struct Authenticator {
@@ -111,9 +119,24 @@ impl Authenticator {
         let step = match phase {
             Phase::Handshake => Step::Failed("SaslAuthenticate before SaslHandshake".into()),
             Phase::First { mech } if mech == PLAIN => match self.plain(token).await {
-                Ok(user) => self.done(Vec::new(), user),
+                Ok(user) => self.done(Vec::new(), user, None),
                 Err(msg) => Step::Failed(msg),
             },
+            Phase::First { mech } if mech == OAUTHBEARER => {
+                let now = wal_core::util::now_ms();
+                let checked = match &self.settings.oauth {
+                    None => Err("OAUTHBEARER is not configured".to_string()),
+                    Some(v) => oauthbearer::bearer_token(token).and_then(|t| v.validate(&t, now)),
+                };
+                match checked {
+                    Ok((user, exp_ms)) => self.done(Vec::new(), user, Some(Duration::from_millis(exp_ms.saturating_sub(now)))),
+                    Err(reason) => {
+                        self.phase = Phase::OauthRefused { reason };
+                        Step::Continue(oauthbearer::error_challenge())
+                    }
+                }
+            }
+            Phase::OauthRefused { reason } => Step::Failed(format!("Authentication failed: {reason}")),
             Phase::First { mech } => {
                 let m = Mechanism::from_name(&mech).expect("only offered mechanisms are chosen");
                 match parse_client_first(token) {
@@ -132,7 +155,7 @@ impl Authenticator {
             Phase::Scram { server } => match server.finish(token) {
                 Ok(last) => {
                     let user = server.user().to_string();
-                    self.done(last.into_bytes(), user)
+                    self.done(last.into_bytes(), user, None)
                 }
                 Err(e) => Step::Failed(e.to_string()),
             },
@@ -143,15 +166,22 @@ impl Authenticator {
         step
     }
 
-    fn done(&mut self, token: Vec<u8>, user: String) -> Step {
+    /// Authenticated as `user`; `credential_lifetime`: how long the credential (a token) is valid.
+    fn done(&mut self, token: Vec<u8>, user: String, credential_lifetime: Option<Duration>) -> Step {
         let principal = format!("User:{user}");
         if self.principal.as_ref().is_some_and(|p| *p != principal) {
             return Step::Failed("Cannot change principals during re-authentication".into());
         }
+        // With re-authentication on, a session lasts until the sooner of the limit and the
+        // credential's own expiry (KIP-368).
         let reauth = self.settings.reauth;
-        self.expires = (!reauth.is_zero()).then(|| Instant::now() + reauth);
+        let lifetime = match credential_lifetime {
+            Some(c) if !reauth.is_zero() => reauth.min(c),
+            _ => reauth,
+        };
+        self.expires = (!lifetime.is_zero()).then(|| Instant::now() + lifetime);
         self.principal = Some(principal.clone());
-        Step::Done { token, principal, lifetime_ms: reauth.as_millis() as i64 }
+        Step::Done { token, principal, lifetime_ms: lifetime.as_millis() as i64 }
     }
 
     /// PLAIN (RFC 4616): `authzid NUL authcid NUL password`.
@@ -190,6 +220,10 @@ mod tests {
             creds: Arc::new(Credentials::new(meta, &users)),
             mechanisms: Arc::new(MECHANISMS.iter().map(|m| m.to_string()).collect()),
             reauth: Duration::from_millis(reauth_ms),
+            oauth: Some(Arc::new(
+                oauthbearer::Validator::new(&oauthbearer::OauthConfig { hmac_secrets: vec!["c2VjcmV0".into()], ..Default::default() })
+                    .unwrap(),
+            )),
         })
     }
 
@@ -226,6 +260,27 @@ mod tests {
         a.handshake(PLAIN, 1).unwrap();
         assert!(matches!(a.authenticate(b"\0alice\0alicepw").await, Step::Done { .. }));
         assert_eq!(a.handshake(PLAIN, 0), Err(ResponseError::IllegalSaslState), "no v0 re-authentication");
+    }
+
+    #[tokio::test]
+    async fn oauthbearer_tokens_and_the_error_challenge() {
+        let mut a = auth(60_000);
+        a.handshake(OAUTHBEARER, 1).unwrap();
+        let now = wal_core::util::now_ms() / 1000;
+        let token = oauthbearer::tests::hs256(b"secret", &serde_json::json!({"sub": "svc", "exp": now + 10}));
+        let Step::Done { principal, lifetime_ms, .. } = a.authenticate(format!("n,,\x01auth=Bearer {token}\x01\x01").as_bytes()).await
+        else {
+            panic!()
+        };
+        assert_eq!(principal, "User:svc");
+        assert!(lifetime_ms <= 10_000 && lifetime_ms > 5_000, "the session ends with the token: {lifetime_ms}");
+        let mut b = auth(0);
+        b.handshake(OAUTHBEARER, 1).unwrap();
+        let forged = oauthbearer::tests::hs256(b"guess", &serde_json::json!({"sub": "svc", "exp": now + 10}));
+        let step = b.authenticate(format!("n,,\x01auth=Bearer {forged}\x01\x01").as_bytes()).await;
+        assert_eq!(step, Step::Continue(oauthbearer::error_challenge()));
+        assert!(matches!(b.authenticate(b"\x01").await, Step::Failed(_)));
+        assert!(!b.authenticated());
     }
 
     #[tokio::test]
