@@ -391,7 +391,7 @@ impl GatewayConfig {
             anyhow::ensure!(!names.contains(&l.name.to_uppercase()), "listener name {} is used twice", l.name);
             anyhow::ensure!(l.listen.port() == 0 || !addrs.contains(&l.listen), "listener {} binds {} twice", l.name, l.listen);
             anyhow::ensure!(
-                l.advertised.is_empty() || parse_host_port(&l.advertised).is_some(),
+                l.advertised.is_empty() || parse_host_port(&crate::security::listeners::expand_env(&l.advertised)).is_some(),
                 "listener {}: advertised must be host:port",
                 l.name
             );

@@ -194,6 +194,38 @@ def test_unsupported_settings_are_refused(helm_config):
         render(helm_config, {"config": {"wal": {"buffer": "quorum"}}, "logstore": {"enabled": True, "replicaCount": 2}})
 
 
+def test_security_listeners_tls_and_sasl_secrets(helm_config, tmp_path):
+    values = {"security": {"listeners": [{"name": "SASL_SSL", "port": 9093, "protocol": "SASL_SSL"}],
+                           "tls": {"existingSecret": "gw-tls", "clientAuth": "requested",
+                                   "principalMappingRules": "RULE:^CN=([^,]*),.*$/$1/,DEFAULT"},
+                           "sasl": {"usersSecret": "gw-users", "connectionsMaxReauthMs": 3600000},
+                           "superUsers": ["User:admin"], "acl": {"authorizer": True}}}
+    objs = render(helm_config, values)
+    text = objs[("ConfigMap", "test-wal-gateway")]["data"]["gateway.toml"]
+    cfg = tomllib.loads(text)
+    assert cfg["listener_protocol"] == "PLAINTEXT" and cfg["super_users"] == ["User:admin"]
+    assert cfg["listeners"] == [{"name": "SASL_SSL", "listen": "0.0.0.0:9093", "protocol": "SASL_SSL",
+                                 "advertised": "${POD_NAME}.test-wal-gateway-headless.${POD_NAMESPACE}.svc.cluster.local:9093"}]
+    assert cfg["tls"]["cert_file"] == "/etc/gateway/tls/tls.crt" and cfg["tls"]["ca_file"] == "/etc/gateway/tls/ca.crt"
+    assert cfg["tls"]["client_auth"] == "requested"
+    assert cfg["sasl"]["users_file"] == "/etc/gateway/sasl/users.toml" and cfg["sasl"]["connections_max_reauth_ms"] == 3600000
+    assert cfg["acl"]["authorizer"] is True
+    spec = objs[("StatefulSet", "test-wal-gateway")]["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    assert volumes["tls"]["secret"]["secretName"] == "gw-tls", "a whole Secret volume: rotations land in place"
+    assert volumes["sasl-users"]["secret"]["items"] == [{"key": "users.toml", "path": "users.toml"}]
+    ports = {p["name"]: p["containerPort"] for p in spec["containers"][0]["ports"]}
+    assert ports["sasl-ssl"] == 9093
+    for svc in ("test-wal-gateway", "test-wal-gateway-headless"):
+        assert {"name": "sasl-ssl", "port": 9093, "targetPort": "sasl-ssl"} in objs[("Service", svc)]["spec"]["ports"]
+    path = tmp_path / "gateway.toml"
+    path.write_text(text)
+    r = subprocess.run([GATEWAY, "print-config", "--config", str(path)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    with pytest.raises(helm.HelmError, match="needs security.tls.existingSecret"):
+        render(helm_config, {"security": {"listeners": [{"name": "SSL", "port": 9094, "protocol": "SSL"}]}})
+
+
 def test_notes(helm_config):
     notes = render(helm_config, notes=True)
     assert "test-wal-gateway.kafka.svc.cluster.local:9092" in notes

@@ -78,9 +78,31 @@ pub fn parse_host_port(s: &str) -> Option<(String, i32)> {
     (!h.is_empty()).then(|| (h.trim_start_matches('[').trim_end_matches(']').to_string(), p as i32))
 }
 
-/// The advertised address: `advertised` when set, else the bind address.
+/// Replaces `${NAME}` with the environment variable NAME (empty when unset), so one config file
+/// serves every pod of a StatefulSet (`${POD_NAME}.gw-headless:9093`).
+pub fn expand_env(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find("${") {
+        out.push_str(&rest[..i]);
+        match rest[i + 2..].find('}') {
+            Some(j) => {
+                out.push_str(&std::env::var(&rest[i + 2..i + 2 + j]).unwrap_or_default());
+                rest = &rest[i + 3 + j..];
+            }
+            None => {
+                out.push_str(&rest[i..]);
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The advertised address: `advertised` (with `${VAR}` expanded) when set, else the bind address.
 pub fn advertised_or(advertised: &str, listen: SocketAddr) -> (String, i32) {
-    parse_host_port(advertised).unwrap_or_else(|| (listen.ip().to_string(), listen.port() as i32))
+    parse_host_port(&expand_env(advertised)).unwrap_or_else(|| (listen.ip().to_string(), listen.port() as i32))
 }
 
 /// A listener name as Kafka accepts it.
@@ -115,6 +137,9 @@ mod tests {
         assert_eq!(parse_host_port("nohost"), None);
         assert_eq!(parse_host_port(":9"), None);
         assert_eq!(advertised_or("", "127.0.0.1:9092".parse().unwrap()), ("127.0.0.1".into(), 9092));
+        let path = std::env::var("PATH").unwrap_or_default();
+        assert_eq!(expand_env("${PATH}.headless:9093"), format!("{path}.headless:9093"));
+        assert_eq!(expand_env("${WALGW_TEST_UNSET}x${"), "x${");
         assert!(valid_name("SASL_SSL") && valid_name("external-1") && !valid_name("a b") && !valid_name(""));
     }
 }

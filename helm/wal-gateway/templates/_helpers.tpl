@@ -47,3 +47,48 @@ app.kubernetes.io/component: gateway
 {{- end }}
 {{- end }}
 {{- end -}}
+
+{{/* Security settings (values.security) as top-level TOML keys: they must come before any table. */}}
+{{- define "wal-gateway.security-top" -}}
+{{- $s := .Values.security -}}
+listener_protocol = {{ $s.listenerProtocol | toJson }}
+super_users = {{ $s.superUsers | default list | toJson }}
+{{- end -}}
+
+{{/* Security settings as TOML tables: [tls], [sasl], [acl] and one [[listeners]] per listener. */}}
+{{- define "wal-gateway.security-tables" -}}
+{{- $s := .Values.security -}}
+{{- $root := . }}
+{{- if $s.tls.existingSecret }}
+
+[tls]
+cert_file = "/etc/gateway/tls/tls.crt"
+key_file = "/etc/gateway/tls/tls.key"
+{{- if ne (toString $s.tls.clientAuth) "none" }}
+ca_file = "/etc/gateway/tls/ca.crt"
+{{- end }}
+client_auth = {{ $s.tls.clientAuth | toJson }}
+principal_mapping_rules = {{ $s.tls.principalMappingRules | toJson }}
+{{- end }}
+
+[sasl]
+mechanisms = {{ $s.sasl.mechanisms | toJson }}
+connections_max_reauth_ms = {{ int $s.sasl.connectionsMaxReauthMs }}
+failed_authentication_delay_ms = {{ int $s.sasl.failedAuthenticationDelayMs }}
+{{- if $s.sasl.usersSecret }}
+users_file = "/etc/gateway/sasl/users.toml"
+{{- end }}
+
+[acl]
+authorizer = {{ $s.acl.authorizer }}
+allow_everyone_if_no_acl_found = {{ $s.acl.allowEveryoneIfNoAclFound }}
+poll_ms = {{ int $s.acl.pollMs }}
+{{- range $s.listeners }}
+
+[[listeners]]
+name = {{ .name | toJson }}
+listen = "0.0.0.0:{{ .port }}"
+advertised = "${POD_NAME}.{{ include "wal-gateway.fullname" $root }}-headless.${POD_NAMESPACE}.svc.{{ $root.Values.clusterDomain }}:{{ .port }}"
+protocol = {{ .protocol | toJson }}
+{{- end }}
+{{- end -}}
