@@ -110,7 +110,7 @@ def test_every_dashboard_metric_is_exported_with_data(ops_gateway):
     # current schema, rows for each area
     assert dash["schemaVersion"] >= 36
     rows = [p["title"] for p in dash["panels"] if p["type"] == "row"]
-    assert rows == ["Clients", "Throughput and latency", "WAL and object storage", "Metadata", "Consumer lag", "Cluster", "Object-store cost", "Compaction", QUORUM_ROW]
+    assert rows == ["Clients", "Throughput and latency", "WAL and object storage", "Metadata", "Consumer lag", "Cluster", "Object-store cost", "Compaction", "Security", QUORUM_ROW]
 
 
 def test_dashboard_names_only_declared_metrics():

@@ -152,6 +152,9 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
     ] {
         metrics::counter!(name).increment(0);
     }
+    for name in [AUTHENTICATIONS_TOTAL, TLS_HANDSHAKE_FAILURES_TOTAL, THROTTLE_MS_TOTAL] {
+        metrics::counter!(name).increment(0);
+    }
     metrics::gauge!(CONNECTIONS).increment(0.0);
     Ok(handle)
 }
