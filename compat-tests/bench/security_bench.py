@@ -28,8 +28,8 @@ def pct(v, p):
     return v[min(len(v) - 1, int(round((len(v) - 1) * p)))]
 
 
-def run(conf, topic, n):
-    """(MB/s, p50 ms, p99 ms) of n acks=all messages."""
+def run(conf, topic, n, rate=0):
+    """(MB/s, p50 ms, p99 ms) of n acks=all messages, as fast as possible or at `rate` per second."""
     lat = []
     p = Producer({**conf, "linger.ms": 5, "acks": "all", "enable.idempotence": True})
 
@@ -37,7 +37,11 @@ def run(conf, topic, n):
         if err is None:
             lat.append(time.perf_counter() - sent)
     start = time.perf_counter()
-    for _ in range(n):
+    for i in range(n):
+        if rate:
+            wait = start + i / rate - time.perf_counter()
+            if wait > 0:
+                time.sleep(wait)
         sent = time.perf_counter()
         while True:
             try:
@@ -56,6 +60,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--messages", type=int, default=200_000)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--paced-rate", type=int, default=2000, help="messages per second of the latency run")
+    ap.add_argument("--paced-secs", type=int, default=10)
     ap.add_argument("--bin", default=os.path.join(ROOT, "target/release/gateway"))
     a = ap.parse_args()
     work = tempfile.mkdtemp(prefix="security-bench-")
@@ -75,18 +81,20 @@ def main():
         admin = AdminClient(plain)
         for f in admin.create_topics([NewTopic(t, 1, 1) for t in ("plain", "secure")]).values():
             f.result(30)
-        rows = {"PLAINTEXT": [], "SASL_SSL": []}
-        for _ in range(a.rounds):
-            rows["PLAINTEXT"].append(run(plain, "plain", a.messages))
-            rows["SASL_SSL"].append(run(secure, "secure", a.messages))
-        print(f"produce, {a.messages} x 1 KiB, acks=all, idempotent, best of {a.rounds} rounds (alternating)")
-        print(f"{'listener':<12} {'MB/s':>8} {'p50 ms':>8} {'p99 ms':>8}")
-        best = {}
-        for name, rs in rows.items():
-            best[name] = max(rs, key=lambda r: r[0])
-            print(f"{name:<12} {best[name][0]:8.1f} {best[name][1]:8.2f} {best[name][2]:8.2f}")
-        print(f"SASL_SSL / PLAINTEXT: throughput {best['SASL_SSL'][0] / best['PLAINTEXT'][0]:.2f}, "
-              f"p99 {best['SASL_SSL'][2] / best['PLAINTEXT'][2]:.2f}")
+        confs = {"PLAINTEXT": (plain, "plain"), "SASL_SSL": (secure, "secure")}
+        for label, n, rate in [("full speed", a.messages, 0), (f"{a.paced_rate} msg/s", a.paced_rate * a.paced_secs, a.paced_rate)]:
+            rows = {name: [] for name in confs}
+            for _ in range(a.rounds):
+                for name, (conf, topic) in confs.items():
+                    rows[name].append(run(conf, topic, n, rate))
+            print(f"produce {label}, {n} x 1 KiB, acks=all, idempotent, best of {a.rounds} alternating rounds")
+            print(f"{'listener':<12} {'MB/s':>8} {'p50 ms':>8} {'p99 ms':>8}")
+            best = {}
+            for name, rs in rows.items():
+                best[name] = max(rs, key=lambda r: r[0]) if not rate else min(rs, key=lambda r: r[2])
+                print(f"{name:<12} {best[name][0]:8.1f} {best[name][1]:8.2f} {best[name][2]:8.2f}")
+            print(f"SASL_SSL / PLAINTEXT: throughput {best['SASL_SSL'][0] / best['PLAINTEXT'][0]:.2f}, "
+                  f"p99 {best['SASL_SSL'][2] / best['PLAINTEXT'][2]:.2f}\n")
     finally:
         procs.close()
 

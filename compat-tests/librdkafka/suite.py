@@ -43,6 +43,12 @@ TIME_LIMIT_S = 240
 # get the default: 0118 expects its second consumer to join second, and on a loaded machine its
 # JoinGroup could reach the coordinator first and be revoked in an ordinary rebalance.
 REBALANCE_DELAY_MS = {"0118": 3000}
+# Tests that need SASL run against a gateway whose listener is SASL_PLAINTEXT (SCRAM-SHA-256,
+# one configured user, sessions of 10 s so 0142 sees re-authentications), the suite's client
+# configured to match.
+SASL_TESTS = {"0135", "0142"}
+SASL_USER, SASL_PASSWORD = "suite", "suite-secret"
+SASL_REAUTH_MS = 10000
 
 
 def build():
@@ -100,13 +106,20 @@ def gateway_bin():
 
 
 class Gateway:
-    def __init__(self, scenario, workdir, rebalance_delay_ms=0):
+    def __init__(self, scenario, workdir, rebalance_delay_ms=0, sasl=False):
         self.port = free_port()
         self.dir = tempfile.mkdtemp(dir=workdir)
+        security = []
+        if sasl:
+            cfg = os.path.join(self.dir, "gateway.toml")
+            with open(cfg, "w") as f:
+                f.write(f'listener_protocol = "SASL_PLAINTEXT"\n[sasl]\nmechanisms = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]\n'
+                        f'connections_max_reauth_ms = {SASL_REAUTH_MS}\n[sasl.users]\n{SASL_USER} = "{SASL_PASSWORD}"\n')
+            security = ["--config", cfg]
         args = [gateway_bin(), "--data-dir", os.path.join(self.dir, "data"), "--listen", f"127.0.0.1:{self.port}",
                 "--metrics-listen", f"127.0.0.1:{free_port()}", "--default-partitions", "4",
                 "--group-initial-rebalance-delay-ms", str(rebalance_delay_ms), "--log", "warn",
-                "--auto-create-topics", "false" if scenario == "noautocreate" else "true"]
+                "--auto-create-topics", "false" if scenario == "noautocreate" else "true", *security]
         self.log = open(os.path.join(self.dir, "gateway.log"), "w")
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30
@@ -128,11 +141,15 @@ class Gateway:
 
 def run_number(tests_dir, num, scenario, workdir, quick=True, group_protocol="classic"):
     """Runs one test number; returns {name: (state, seconds, note)}."""
-    gw = Gateway(scenario, workdir, REBALANCE_DELAY_MS.get(num, 0))
+    sasl = num in SASL_TESTS
+    gw = Gateway(scenario, workdir, REBALANCE_DELAY_MS.get(num, 0), sasl=sasl)
     report = os.path.join(gw.dir, "report.json")
     conf = os.path.join(gw.dir, "test.conf")
     with open(conf, "w") as f:
         f.write(f"metadata.broker.list=127.0.0.1:{gw.port}\ntest.timeout.multiplier=2\n")
+        if sasl:
+            f.write(f"security.protocol=SASL_PLAINTEXT\nsasl.mechanism=SCRAM-SHA-256\n"
+                    f"sasl.username={SASL_USER}\nsasl.password={SASL_PASSWORD}\n")
     env = {**os.environ, "TESTS": num, "TEST_REPORT": report, "RDKAFKA_TEST_CONF": conf,
            "TEST_KAFKA_VERSION": BROKER_VERSION if group_protocol == "classic" else "4.0.0",
            "LD_LIBRARY_PATH": "../src:../src-cpp"}

@@ -283,6 +283,30 @@ mod tests {
         assert!(!b.authenticated());
     }
 
+    proptest::proptest! {
+        /// Whatever a client sends as its tokens, every mechanism answers with a step (or a
+        /// refusal), never a panic, and never authenticates.
+        #[test]
+        fn arbitrary_tokens_never_panic_nor_authenticate(
+            mech in proptest::sample::select(MECHANISMS.to_vec()),
+            tokens in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200), 1..4),
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            rt.block_on(async {
+                let mut a = auth(0);
+                a.handshake(mech, 1).unwrap();
+                for t in &tokens {
+                    if let Step::Done { .. } = a.authenticate(t).await {
+                        panic!("{mech} authenticated random bytes");
+                    }
+                    if !a.in_exchange() {
+                        break;
+                    }
+                }
+            });
+        }
+    }
+
     #[tokio::test]
     async fn v0_framing_expects_raw_tokens_until_the_exchange_ends() {
         let mut a = auth(0);
