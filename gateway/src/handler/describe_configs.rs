@@ -67,7 +67,12 @@ fn broker_configs(b: &Broker) -> Vec<Described> {
         ("max.connections", c.max_connections.to_string(), kind::INT, "Most connections this gateway accepts."),
         ("max.connections.per.ip", c.max_connections_per_ip.to_string(), kind::INT, "Most connections from one address."),
         ("connections.max.idle.ms", c.connections_max_idle_ms.to_string(), kind::LONG, "Idle connections are closed after this."),
-        ("connections.max.reauth.ms", c.sasl.connections_max_reauth_ms.to_string(), kind::LONG, "SASL session lifetime before re-authentication (0: none)."),
+        (
+            "connections.max.reauth.ms",
+            c.sasl.connections_max_reauth_ms.to_string(),
+            kind::LONG,
+            "SASL session lifetime before re-authentication (0: none).",
+        ),
         ("sasl.enabled.mechanisms", c.sasl.mechanisms.join(","), kind::LIST, "SASL mechanisms the SASL listeners offer."),
         ("auto.create.topics.enable", c.auto_create_topics.to_string(), kind::BOOLEAN, "Whether unknown topics are created."),
         ("num.partitions", c.default_partitions.to_string(), kind::INT, "Partitions of an auto-created topic."),

@@ -213,11 +213,21 @@ mod tests {
     use super::*;
     use wal_core::meta::MetaStore;
 
+    /// One credential store for every test (deriving SCRAM keys is slow in debug builds).
+    fn creds() -> Arc<Credentials> {
+        static CREDS: std::sync::OnceLock<Arc<Credentials>> = std::sync::OnceLock::new();
+        CREDS
+            .get_or_init(|| {
+                let meta: Arc<dyn MetaStore> = Arc::new(wal_core::meta::embedded::EmbeddedMeta::in_memory());
+                let users = BTreeMap::from([("alice".to_string(), "alicepw".to_string())]);
+                Arc::new(Credentials::new(meta, &users))
+            })
+            .clone()
+    }
+
     fn auth(reauth_ms: u64) -> Authenticator {
-        let meta: Arc<dyn MetaStore> = Arc::new(wal_core::meta::embedded::EmbeddedMeta::in_memory());
-        let users = BTreeMap::from([("alice".to_string(), "alicepw".to_string())]);
         Authenticator::new(SaslSettings {
-            creds: Arc::new(Credentials::new(meta, &users)),
+            creds: creds(),
             mechanisms: Arc::new(MECHANISMS.iter().map(|m| m.to_string()).collect()),
             reauth: Duration::from_millis(reauth_ms),
             oauth: Some(Arc::new(
@@ -284,6 +294,7 @@ mod tests {
     }
 
     proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
         /// Whatever a client sends as its tokens, every mechanism answers with a step (or a
         /// refusal), never a panic, and never authenticates.
         #[test]
