@@ -145,8 +145,7 @@ pub async fn handle(b: Arc<Broker>, v: i16, req: FetchRequest, access: Access) -
         let topic = if by_id { b.topic_by_id(t.topic_id) } else { b.topic(&t.topic.0) };
         let unknown = if by_id { ResponseError::UnknownTopicId } else { ResponseError::UnknownTopicOrPartition };
         let key = if by_id { TopicKey::Id(t.topic_id) } else { TopicKey::Name(t.topic.0.clone()) };
-        let name = topic.as_ref().map(|t| t.meta.name.clone()).unwrap_or_else(|| t.topic.0.to_string());
-        let denied = !access.topic(op::READ, &name);
+        let denied = !access.topic(op::READ, topic.as_ref().map_or(&*t.topic.0, |t| t.meta.name.as_str()));
         let wants: Vec<Want> = t
             .partitions
             .iter()

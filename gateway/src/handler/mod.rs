@@ -175,11 +175,7 @@ pub async fn dispatch(b: &Arc<Broker>, header: &RequestHeader, conn: &Arc<ConnIn
     let client_id = header.client_id.as_ref().map(|c| c.to_string()).unwrap_or_default();
     let client_host = conn.client_host.clone();
     let listener = conn.listener.name.clone();
-    let access = Access {
-        authorizer: b.authorizer.clone(),
-        principal: conn.principal(),
-        host: conn.client_host.trim_start_matches('/').to_string(),
-    };
+    let access = Access { authorizer: b.authorizer.clone(), conn: conn.clone() };
     if let Some(refused) = authorize::refuse(&access, &req) {
         return Box::pin(async move { Some(refused) });
     }

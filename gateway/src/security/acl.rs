@@ -18,6 +18,8 @@ use serde::{Deserialize, Serialize};
 use wal_core::meta::{MetaStore, Op, Txn};
 use wal_core::MetaError;
 
+use super::ConnInfo;
+
 pub const PREFIX: &str = "gw/acl/";
 
 /// Kafka's resource types (AclResourceType codes).
@@ -128,6 +130,28 @@ pub struct AclFilter {
 }
 
 impl AclFilter {
+    /// A filter from the fields DescribeAcls and DeleteAcls both carry, checked.
+    pub fn from_request(
+        resource_type: i8,
+        name: Option<&str>,
+        pattern: i8,
+        principal: Option<&str>,
+        host: Option<&str>,
+        operation: i8,
+        permission: i8,
+    ) -> Result<AclFilter, String> {
+        let f = AclFilter {
+            resource_type,
+            name: name.map(str::to_string),
+            pattern,
+            principal: principal.map(str::to_string),
+            host: host.map(str::to_string),
+            operation,
+            permission,
+        };
+        f.validate().map(|_| f)
+    }
+
     pub fn validate(&self) -> Result<(), String> {
         if self.resource_type < resource::ANY || self.resource_type > resource::USER {
             return Err("Invalid resource type filter".into());
@@ -270,13 +294,14 @@ impl Authorizer {
         if !self.enabled() || self.is_super_user(principal) {
             return true;
         }
-        self.bindings().iter().any(|b| {
+        let bindings = self.bindings();
+        bindings.iter().any(|b| {
             b.resource_type == resource_type
                 && b.permission == permission::ALLOW
                 && grants(b.operation, operation)
                 && (b.principal == principal || b.principal == "User:*")
                 && (b.host == WILDCARD || b.host == host)
-                && !self.bindings().iter().any(|d| {
+                && !bindings.iter().any(|d| {
                     d.permission == permission::DENY
                         && d.resource_type == resource_type
                         && d.pattern == b.pattern
@@ -310,18 +335,26 @@ impl Authorizer {
     }
 }
 
-/// One connection's view of the authorizer: who is asking, from where.
+/// One connection's view of the authorizer: who is asking, from where. The principal is read
+/// from the connection only when a check needs it (not per request when ACLs are off).
 #[derive(Clone)]
 pub struct Access {
     pub authorizer: Arc<Authorizer>,
-    pub principal: String,
-    /// The client address without the leading `/`.
-    pub host: String,
+    pub conn: Arc<ConnInfo>,
 }
 
 impl Access {
+    pub fn principal(&self) -> String {
+        self.conn.principal()
+    }
+
+    /// The client address without the leading `/`.
+    fn host(&self) -> &str {
+        self.conn.client_host.trim_start_matches('/')
+    }
+
     pub fn allowed(&self, operation: i8, resource_type: i8, name: &str) -> bool {
-        self.authorizer.allowed(&self.principal, &self.host, operation, resource_type, name)
+        !self.authorizer.enabled() || self.authorizer.allowed(&self.principal(), self.host(), operation, resource_type, name)
     }
 
     pub fn topic(&self, operation: i8, topic: &str) -> bool {
@@ -342,17 +375,13 @@ impl Access {
 
     /// An idempotent producer: IDEMPOTENT_WRITE on the cluster or WRITE on some topic.
     pub fn idempotent_write(&self) -> bool {
-        self.cluster(op::IDEMPOTENT_WRITE) || self.authorizer.allowed_on_some(&self.principal, &self.host, op::WRITE, resource::TOPIC)
+        self.cluster(op::IDEMPOTENT_WRITE) || self.authorizer.allowed_on_some(&self.principal(), self.host(), op::WRITE, resource::TOPIC)
     }
 
     /// Everything allowed (tests and internal callers).
     pub fn all() -> Access {
         let meta: Arc<dyn MetaStore> = Arc::new(wal_core::meta::embedded::EmbeddedMeta::in_memory());
-        Access {
-            authorizer: Arc::new(Authorizer::new(meta, AclConfig::default(), Vec::new())),
-            principal: String::new(),
-            host: String::new(),
-        }
+        Access { authorizer: Arc::new(Authorizer::new(meta, AclConfig::default(), Vec::new())), conn: ConnInfo::plaintext("/127.0.0.1") }
     }
 }
 

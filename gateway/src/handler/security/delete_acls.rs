@@ -13,27 +13,29 @@ use crate::security::acl::{op, Access, AclFilter};
 
 pub async fn handle(b: Arc<Broker>, access: Access, req: DeleteAclsRequest) -> DeleteAclsResponse {
     let allowed = access.cluster(op::ALTER);
+    let refuse =
+        |e: ResponseError, msg: String| DeleteAclsFilterResult::default().with_error_code(e.code()).with_error_message(Some(s(msg)));
     let mut results = Vec::with_capacity(req.filters.len());
     for f in req.filters {
-        let refuse =
-            |e: ResponseError, msg: String| DeleteAclsFilterResult::default().with_error_code(e.code()).with_error_message(Some(s(msg)));
         if !allowed {
             results.push(refuse(ResponseError::ClusterAuthorizationFailed, "Cluster authorization failed".into()));
             continue;
         }
-        let filter = AclFilter {
-            resource_type: f.resource_type_filter,
-            name: f.resource_name_filter.map(|n| n.to_string()),
-            pattern: f.pattern_type_filter,
-            principal: f.principal_filter.map(|p| p.to_string()),
-            host: f.host_filter.map(|h| h.to_string()),
-            operation: f.operation,
-            permission: f.permission_type,
+        let filter = match AclFilter::from_request(
+            f.resource_type_filter,
+            f.resource_name_filter.as_deref(),
+            f.pattern_type_filter,
+            f.principal_filter.as_deref(),
+            f.host_filter.as_deref(),
+            f.operation,
+            f.permission_type,
+        ) {
+            Ok(filter) => filter,
+            Err(msg) => {
+                results.push(refuse(ResponseError::InvalidRequest, msg));
+                continue;
+            }
         };
-        if let Err(msg) = filter.validate() {
-            results.push(refuse(ResponseError::InvalidRequest, msg));
-            continue;
-        }
         match b.authorizer.delete(&filter).await {
             Err(e) => results.push(refuse(ResponseError::UnknownServerError, e.to_string())),
             Ok(gone) => results.push(

@@ -19,18 +19,18 @@ pub async fn handle(b: Arc<Broker>, access: Access, req: DescribeAclsRequest) ->
             .with_error_code(ResponseError::ClusterAuthorizationFailed.code())
             .with_error_message(Some(s("Cluster authorization failed")));
     }
-    let filter = AclFilter {
-        resource_type: req.resource_type_filter,
-        name: req.resource_name_filter.map(|n| n.to_string()),
-        pattern: req.pattern_type_filter,
-        principal: req.principal_filter.map(|p| p.to_string()),
-        host: req.host_filter.map(|h| h.to_string()),
-        operation: req.operation,
-        permission: req.permission_type,
+    let filter = match AclFilter::from_request(
+        req.resource_type_filter,
+        req.resource_name_filter.as_deref(),
+        req.pattern_type_filter,
+        req.principal_filter.as_deref(),
+        req.host_filter.as_deref(),
+        req.operation,
+        req.permission_type,
+    ) {
+        Ok(f) => f,
+        Err(msg) => return resp.with_error_code(ResponseError::InvalidRequest.code()).with_error_message(Some(s(msg))),
     };
-    if let Err(msg) = filter.validate() {
-        return resp.with_error_code(ResponseError::InvalidRequest.code()).with_error_message(Some(s(msg)));
-    }
     if let Err(e) = b.authorizer.refresh().await {
         tracing::debug!(error = %e, "DescribeAcls answers from the last ACLs read");
     }

@@ -21,6 +21,5 @@ pub fn may_administer(access: &Access, operation: i8) -> bool {
     if access.authorizer.enabled() {
         return access.cluster(operation);
     }
-    let supers = &access.authorizer.super_users();
-    supers.is_empty() || access.authorizer.is_super_user(&access.principal)
+    access.authorizer.super_users().is_empty() || access.authorizer.is_super_user(&access.principal())
 }
