@@ -15,19 +15,14 @@ from confluent_kafka.admin import (AclBinding, AclBindingFilter, AclOperation, A
 
 from conftest import free_port
 from helpers import unique
-from test_security import toml_value
+from test_security import write_config
 
 USERS = {"admin": "admin-pw", "alice": "alice-pw", "bob": "bob-pw"}
 
 
-def write_acl_config(path, port, extra=()):
-    lines = ['super_users = ["User:admin"]', *extra, "[acl]", "authorizer = true", "poll_ms = 200", "[sasl]",
-             "failed_authentication_delay_ms = 20", "[sasl.users]"]
-    lines += [f"{u} = {toml_value(p)}" for u, p in USERS.items()]
-    lines += ["[[listeners]]", 'name = "SASL_PLAINTEXT"', f'listen = "127.0.0.1:{port}"', 'protocol = "SASL_PLAINTEXT"']
-    with open(path, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    return path
+def write_acl_config(path, port):
+    return write_config(path, {"SASL_PLAINTEXT": ("SASL_PLAINTEXT", port)}, super_users=["User:admin"],
+                        acl={"authorizer": True, "poll_ms": 200}, sasl={"failed_authentication_delay_ms": 20, "users": USERS})
 
 
 @pytest.fixture(scope="module")

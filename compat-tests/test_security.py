@@ -31,17 +31,27 @@ ADMIN, ADMIN_PW = "admin", "admin-secret"
 
 
 def toml_value(v):
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
     return f'"{v}"' if isinstance(v, str) else str(v).lower() if isinstance(v, bool) else str(v)
 
 
-def write_config(path, listeners, *, tls=None, sasl=None, super_users=()):
-    """A gateway config file: top-level keys first, then the tables."""
-    lines = [f"super_users = [{', '.join(toml_value(u) for u in super_users)}]"] if super_users else []
-    if tls:
-        lines += ["[tls]"] + [f"{k} = {toml_value(v)}" for k, v in tls.items()]
-    if sasl:
-        lines += ["[sasl]"] + [f"{k} = {toml_value(v)}" for k, v in sasl.items() if k != "users"]
-        lines += ["[sasl.users]"] + [f"{u} = {toml_value(p)}" for u, p in sasl.get("users", {}).items()]
+def toml_table(name, values):
+    """[name] with its plain keys, then a [name.key] table for each dict value."""
+    lines = [f"[{name}]"] + [f"{k} = {toml_value(v)}" for k, v in values.items() if not isinstance(v, dict)]
+    for k, v in values.items():
+        if isinstance(v, dict):
+            lines += toml_table(f"{name}.{k}", v)
+    return lines
+
+
+def write_config(path, listeners, *, super_users=(), **tables):
+    """A gateway config file: top-level keys first, then one table per keyword (tls={...},
+    sasl={..., "users": {...}}, acl={...}; nested dicts become subtables), then the listeners
+    {name: (protocol, port)}."""
+    lines = [f"super_users = {toml_value(list(super_users))}"] if super_users else []
+    for name, values in tables.items():
+        lines += toml_table(name, values)
     for name, (proto, port) in listeners.items():
         lines += ["[[listeners]]", f'name = "{name}"', f'listen = "127.0.0.1:{port}"', f'protocol = "{proto}"']
     with open(path, "w") as f:
@@ -479,14 +489,11 @@ def test_oauthbearer_validates_jwts(tmp_path):
     pub = tmp_path / "jwt.pub.pem"
     pub.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
     port = free_port()
-    cfg = tmp_path / "oauth.toml"
-    cfg.write_text("\n".join([
-        'super_users = ["User:svc-admin"]',
-        "[sasl]", 'mechanisms = ["OAUTHBEARER", "PLAIN"]', "failed_authentication_delay_ms = 20",
-        "[sasl.oauthbearer]", f'hmac_secrets = ["{base64.b64encode(secret).decode()}"]', f'public_key_files = ["{pub}"]',
-        'issuer = "https://idp.test"', 'audience = "kafka"',
-        "[[listeners]]", 'name = "SASL_PLAINTEXT"', f'listen = "127.0.0.1:{port}"', 'protocol = "SASL_PLAINTEXT"']) + "\n")
-    gw = Gateway(str(tmp_path / "gw"), ["--config", str(cfg)])
+    oauth = {"hmac_secrets": [base64.b64encode(secret).decode()], "public_key_files": [str(pub)], "issuer": "https://idp.test",
+             "audience": "kafka"}
+    cfg = write_config(str(tmp_path / "oauth.toml"), {"SASL_PLAINTEXT": ("SASL_PLAINTEXT", port)}, super_users=["User:svc-admin"],
+                       sasl={"mechanisms": ["OAUTHBEARER", "PLAIN"], "failed_authentication_delay_ms": 20, "oauthbearer": oauth})
+    gw = Gateway(str(tmp_path / "gw"), ["--config", cfg])
     gw.start()
     try:
         def conf(token):
