@@ -133,3 +133,11 @@ def headers_of(msg):
 
 def is_error(value, code):
     return isinstance(value, KafkaError) and value.code() == code
+
+
+def pct(values, p):
+    """The p-quantile (0..1) of values by nearest rank; NaN for none (the benchmarks' figures)."""
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round((len(values) - 1) * p)))]

@@ -17,13 +17,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 sys.path.insert(0, os.path.join(ROOT, "compat-tests"))
 from conftest import Procs  # noqa: E402  (the compat tests' process harness)
-
-
-def pct(values, p):
-    if not values:
-        return float("nan")
-    values = sorted(values)
-    return values[min(len(values) - 1, int(round((len(values) - 1) * p)))]
+from helpers import pct  # noqa: E402
 
 
 def produce(bootstrap, topic, size, total_bytes, extra=None):

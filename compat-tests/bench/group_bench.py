@@ -19,11 +19,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 sys.path.insert(0, os.path.join(ROOT, "compat-tests"))
 from conftest import Procs  # noqa: E402  (the compat tests' process harness)
-
-
-def pct(v, p):
-    v = sorted(v)
-    return v[min(len(v) - 1, int(round((len(v) - 1) * p)))]
+from helpers import pct  # noqa: E402
 
 
 def main():

@@ -19,13 +19,9 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 sys.path.insert(0, os.path.join(ROOT, "compat-tests"))
 from certs import CA  # noqa: E402
 from conftest import Procs, free_port  # noqa: E402
+from helpers import pct  # noqa: E402
 
 VALUE = b"x" * 1024
-
-
-def pct(v, p):
-    v = sorted(v)
-    return v[min(len(v) - 1, int(round((len(v) - 1) * p)))]
 
 
 def run(conf, topic, n, rate=0):

@@ -20,13 +20,9 @@ from confluent_kafka.admin import AdminClient, NewTopic
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 sys.path.insert(0, os.path.join(ROOT, "compat-tests"))
 from conftest import Procs  # noqa: E402  (the compat tests' process harness)
+from helpers import pct  # noqa: E402
 
 VALUE = b"x" * 1024
-
-
-def pct(v, p):
-    v = sorted(v)
-    return v[min(len(v) - 1, int(round((len(v) - 1) * p)))]
 
 
 def produce(p, topic, n):
