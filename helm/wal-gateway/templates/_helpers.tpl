@@ -92,3 +92,17 @@ advertised = "${POD_NAME}.{{ include "wal-gateway.fullname" $root }}-headless.${
 protocol = {{ .protocol | toJson }}
 {{- end }}
 {{- end -}}
+
+{{/* A listener's port name (a Kubernetes port name: at most 15 lowercase characters). */}}
+{{- define "wal-gateway.listenerPortName" -}}
+{{ .name | lower | replace "_" "-" | trunc 15 | trimSuffix "-" }}
+{{- end -}}
+
+{{/* The Service ports of the extra listeners (both Services carry them). */}}
+{{- define "wal-gateway.listenerServicePorts" -}}
+{{- range .Values.security.listeners }}
+    - name: {{ include "wal-gateway.listenerPortName" . }}
+      port: {{ .port }}
+      targetPort: {{ include "wal-gateway.listenerPortName" . }}
+{{- end }}
+{{- end -}}
