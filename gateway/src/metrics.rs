@@ -44,8 +44,8 @@ pub const COMPACTION_CLEANABLE_RATIO: &str = "gateway_compaction_cleanable_ratio
 pub const COMPACTION_LAG_SECONDS: &str = "gateway_compaction_lag_seconds";
 pub const COMPACTED_PARTITIONS: &str = "gateway_compacted_partitions";
 
-/// Authentications (labels `listener`, `mechanism`: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, SSL for
-/// client certificates; `result`: ok, failed).
+/// Authentications (labels `listener`; `mechanism`: SASL for a SASL exchange, SSL for a client
+/// certificate; `result`: ok, failed).
 pub const AUTHENTICATIONS_TOTAL: &str = "gateway_authentications_total";
 /// TLS handshakes that failed (label `listener`): untrusted or missing client certificates,
 /// plaintext clients on a TLS port.
